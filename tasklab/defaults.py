@@ -1,0 +1,57 @@
+"""Every default tasklab uses, in one place, each with the reason for its value.
+
+Settings resolve in one order: call options, then task options, then the lab's
+configuration, then these defaults. ``None`` anywhere means "inherit".
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Environment variable naming the Redis URL to use instead of the embedded server.
+URL_ENV = "TASKLAB_REDIS_URL"
+
+#: Environment variable naming the embedded server's data directory.
+DATA_DIR_ENV = "TASKLAB_DATA_DIR"
+
+#: Data directory of the embedded server, relative to the working directory, so a later
+#: kernel started in the same project finds its history and queued jobs again.
+DATA_DIR = ".tasklab"
+
+#: Unix domain socket paths are limited to 108 bytes including the terminating NUL on Linux
+#: (104 on macOS); we keep well inside the smaller one.
+SOCKET_PATH_MAX = 100
+
+#: Seconds to wait for a Redis server to accept a connection before saying it is unreachable.
+CONNECT_TIMEOUT = 3.0
+
+#: Seconds the embedded server keeps running after its last lab has gone, so that a lab
+#: reconnecting at once (a restarted kernel, the next test) finds it still up.
+SERVER_IDLE_GRACE = 2.0
+
+#: Seconds to wait for the embedded server to answer PING after it was started.
+SERVER_START_TIMEOUT = 15.0
+
+#: Queue that tasks go to when neither the call nor the task names one.
+QUEUE = "default"
+
+#: Seconds to wait for local workers to register themselves in Redis.
+WORKER_START_TIMEOUT = 30.0
+
+#: Seconds a worker is given to finish its current job on shutdown before it is killed.
+WORKER_STOP_TIMEOUT = 10.0
+
+#: Seconds between the RQ scheduler's checks for due jobs (delayed and retried jobs).
+#: RQ's own default is 1 s; a notebook user watching a countdown notices less.
+SCHEDULER_INTERVAL = 0.2
+
+#: Seconds between a worker's checks that its parent process is still alive.
+PARENT_CHECK_INTERVAL = 0.5
+
+
+def worker_count() -> int:
+    """Default number of local workers: one per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,240 @@
+"""Local worker processes: start, scale, restart the dead, stop them all.
+
+A :class:`WorkerPool` owns worker subprocesses (``python -m tasklab.worker``) of the process
+that made it: a notebook kernel, or ``tasklab worker`` on another machine. A supervisor
+thread restarts any worker that dies. Workers exit by themselves when the pool's process
+dies, even by SIGKILL (see :mod:`tasklab.worker`), so none is ever orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from rq.worker import Worker as RQWorker
+
+from . import defaults
+from .errors import WorkerError
+from .worker import PARENT_ENV
+
+log = logging.getLogger("tasklab.workers")
+
+WORKER_ENTRY = "import sys; from tasklab.worker import main; sys.exit(main(sys.argv[1:]))"
+
+
+@dataclass
+class WorkerProcess:
+    """One worker subprocess and where its log goes."""
+
+    slot: int
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+class WorkerPool:
+    """Worker subprocesses of this process, serving ``queues`` of the Redis at ``url``."""
+
+    def __init__(
+        self,
+        url: str,
+        connection: redis.Redis,
+        log_dir: Path,
+        queues: Sequence[str] = (defaults.QUEUE,),
+        on_worker_lost: Callable[[WorkerProcess], None] | None = None,
+    ):
+        self.url = url
+        self.connection = connection
+        self.log_dir = Path(log_dir)
+        self.queues = list(queues)
+        self.on_worker_lost = on_worker_lost
+        self.restarts = 0
+        self._prefix = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
+        self._serial = itertools.count()
+        self._workers: dict[int, WorkerProcess] = {}
+        self._lock = threading.RLock()
+        self._closing = False
+        self._supervisor: threading.Thread | None = None
+        self._stop_supervisor = threading.Event()
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def __repr__(self) -> str:
+        return f"<WorkerPool {len(self)} workers on {','.join(self.queues)}>"
+
+    @property
+    def processes(self) -> list[WorkerProcess]:
+        with self._lock:
+            return [self._workers[slot] for slot in sorted(self._workers)]
+
+    @property
+    def names(self) -> list[str]:
+        return [w.name for w in self.processes]
+
+    def logs(self, tail: int | None = 50) -> dict[str, str]:
+        """The last ``tail`` lines (all with ``None``) of each current worker's log, by name."""
+        out = {}
+        for w in self.processes:
+            text = w.log_path.read_text(errors="replace") if w.log_path.exists() else ""
+            out[w.name] = "\n".join(text.splitlines()[-tail:]) if tail else text
+        return out
+
+    # -- control ---------------------------------------------------------------------------
+
+    def scale(self, n: int, timeout: float = defaults.WORKER_START_TIMEOUT) -> WorkerPool:
+        """Start or stop workers until ``n`` run; return once the new ones are ready."""
+        if not isinstance(n, int) or n < 0:
+            raise WorkerError(f"The number of workers must be a whole number >= 0, not {n!r}.")
+        with self._lock:
+            if self._closing:
+                raise WorkerError("This worker pool has been shut down; connect again for new workers.")
+            surplus = [self._workers.pop(slot) for slot in sorted(self._workers)[n:]]
+            started = [self._spawn(slot) for slot in range(n) if slot not in self._workers]
+        self._stop(surplus)
+        self._wait_ready(started, timeout)
+        self._ensure_supervisor()
+        return self
+
+    def stop(self, timeout: float = defaults.WORKER_STOP_TIMEOUT) -> None:
+        """Stop every worker: each finishes its current job, or is killed after ``timeout``."""
+        with self._lock:
+            self._closing = True
+            workers = list(self._workers.values())
+        self._stop_supervisor.set()
+        self._stop(workers, timeout)
+        with self._lock:
+            self._workers.clear()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=2)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the worker called ``name`` (for tests and demonstrations of loss)."""
+        for w in self.processes:
+            if w.name == name:
+                os.kill(w.pid, sig)
+                return
+        raise WorkerError(f"No worker called {name!r} in this pool; it has {self.names}.")
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> WorkerProcess:
+        name = f"{self._prefix}.{slot}.{next(self._serial)}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"worker-{slot}.log"
+        env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-c", WORKER_ENTRY, "--url", self.url, "--name", name,
+                 "--queues", ",".join(self.queues)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # Ctrl-C in the kernel interrupts the cell, not the workers
+            )  # fmt: skip
+        worker = WorkerProcess(slot, name, process, log_path)
+        self._workers[slot] = worker
+        return worker
+
+    def _wait_ready(self, workers: list[WorkerProcess], timeout: float) -> None:
+        """Wait until each worker has registered itself in Redis."""
+        deadline = time.monotonic() + timeout
+        pending = list(workers)
+        while pending:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for w in pending:
+                    pipe.exists(RQWorker.redis_worker_namespace_prefix + w.name)
+                registered = pipe.execute()
+            pending = [w for w, ok in zip(pending, registered, strict=True) if not ok]
+            for w in pending:
+                if not w.alive():
+                    raise WorkerError(
+                        f"Worker {w.name} exited with status {w.process.returncode} while starting; "
+                        f"its log {w.log_path} says:\n{self._tail(w.log_path)}"
+                    )
+            if pending and time.monotonic() > deadline:
+                raise WorkerError(
+                    f"{len(pending)} worker(s) did not register within {timeout:.0f} s; "
+                    f"see {pending[0].log_path}."
+                )
+            if pending:
+                time.sleep(0.01)
+
+    @staticmethod
+    def _tail(path: Path, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def _stop(self, workers: list[WorkerProcess], timeout: float = defaults.WORKER_STOP_TIMEOUT) -> None:
+        for w in workers:
+            if w.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    w.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for w in workers:
+            try:
+                w.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker %s did not stop within %.0f s; killing it", w.name, timeout)
+                w.process.kill()
+                w.process.wait()
+
+    def _ensure_supervisor(self) -> None:
+        if self._supervisor is None or not self._supervisor.is_alive():
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="tasklab-supervisor", daemon=True
+            )
+            self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._stop_supervisor.wait(0.2):
+            with self._lock:
+                if self._closing:
+                    return
+                dead = [w for w in self._workers.values() if not w.alive()]
+                for w in dead:
+                    log.warning("worker %s (pid %s) died with status %s; restarting it",
+                                w.name, w.pid, w.process.returncode)  # fmt: skip
+                    self.restarts += 1
+                    self._spawn(w.slot)
+            for w in dead:
+                self._forget(w)
+
+    def _forget(self, w: WorkerProcess) -> None:
+        """Remove a dead worker's registration and let the lab deal with the job it held."""
+        if self.on_worker_lost is not None:
+            try:
+                self.on_worker_lost(w)
+            except Exception:
+                log.exception("handling the loss of worker %s failed", w.name)
+        try:
+            rq_worker = RQWorker.find_by_key(RQWorker.redis_worker_namespace_prefix + w.name, self.connection)
+            if rq_worker is not None:
+                rq_worker.register_death()
+        except Exception:
+            log.exception("could not unregister dead worker %s", w.name)

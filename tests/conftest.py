@@ -1,0 +1,98 @@
+"""Fixtures start their own embedded Redis and real worker processes; nothing else is touched."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import tasklab
+from tasklab.server import EmbeddedServer
+
+# Never let a developer's environment point the tests at a Redis they did not start.
+os.environ.pop("TASKLAB_REDIS_URL", None)
+os.environ.pop("TASKLAB_DATA_DIR", None)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has exited; only its parent has not collected it yet
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline and pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """One embedded Redis for the session, in a temporary data directory."""
+    srv = EmbeddedServer(tmp_path_factory.mktemp("redis-data")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def lab(server: EmbeddedServer) -> Iterator[tasklab.Lab]:
+    """A lab on the session's embedded server, with an empty database."""
+    lab = tasklab.connect(data_dir=server.data_dir)
+    lab.connection.flushdb()
+    yield lab
+    lab.shutdown()
+
+
+@pytest.fixture
+def run_python(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``python -c code`` in the background; every process is killed at the end."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(code: str, **kwargs: object) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
