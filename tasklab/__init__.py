@@ -5,18 +5,36 @@ In a notebook, ``%load_ext tasklab``; in a script, ``lab = tasklab.connect()``.
 
 from __future__ import annotations
 
+from typing import Any
+
+from .define import register_cell, task
 from .errors import (
+    CellError,
     ConfigurationError,
     DataDirError,
+    InsideTaskError,
+    MaxRetriesExceededError,
+    NotRegistered,
     RedisBinaryNotFound,
     RedisUnreachable,
+    Retry,
+    SerializationError,
     ServerError,
     SocketPathTooLong,
+    SoftTimeLimitExceeded,
+    TaskError,
     TaskLabError,
     TaskLabWarning,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    TimeoutError,
     WorkerError,
+    WorkerLostError,
 )
 from .lab import Lab, connect, current_lab
+from .result import AsyncResult, ResultSet
+from .retries import retry_schedule
+from .task import Request, Task, get_task_logger
 
 __version__ = "0.1.0"
 
@@ -25,14 +43,51 @@ __all__ = [
     "Lab",
     "connect",
     "current_lab",
+    # Defining tasks
+    "Task",
+    "task",
+    "register_cell",
+    "Request",
+    "get_task_logger",
+    "retry_schedule",
+    # Results
+    "AsyncResult",
+    "ResultSet",
     # Errors
+    "TaskLabError",
+    "CellError",
     "ConfigurationError",
     "DataDirError",
+    "InsideTaskError",
+    "NotRegistered",
     "RedisBinaryNotFound",
     "RedisUnreachable",
+    "SerializationError",
     "ServerError",
     "SocketPathTooLong",
-    "TaskLabError",
-    "TaskLabWarning",
+    "TaskError",
+    "TaskRevokedError",
+    "TimeoutError",
     "WorkerError",
+    # Failures and retries (Celery's names)
+    "Retry",
+    "MaxRetriesExceededError",
+    "SoftTimeLimitExceeded",
+    "TimeLimitExceeded",
+    "WorkerLostError",
+    "TaskLabWarning",
 ]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext tasklab``: register ``%%task`` and ``%tasklab``; nothing starts until used."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext tasklab``: remove the magics and stop what tasklab started."""
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)

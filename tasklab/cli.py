@@ -53,8 +53,7 @@ def _info(args: argparse.Namespace) -> int:
         server = EmbeddedServer(args.data_dir)
         if not server.is_running():
             print(
-                f"No embedded server is running for {server.data_dir}. Start one with `tasklab server`, "
-                "or pass --url.",
+                f"No embedded server is running for {server.data_dir}. Start one with `tasklab server`, or pass --url.",
                 file=sys.stderr,
             )
             return 1

@@ -45,6 +45,10 @@ WORKER_STOP_TIMEOUT = 10.0
 #: RQ's own default is 1 s; a notebook user watching a countdown notices less.
 SCHEDULER_INTERVAL = 0.2
 
+#: Seconds past a job's hard time limit after which its worker process is killed, in case the
+#: task swallowed TimeLimitExceeded or is stuck in code that signals cannot interrupt.
+TIME_LIMIT_GRACE = 1.0
+
 #: Seconds between a worker's checks that its parent process is still alive.
 PARENT_CHECK_INTERVAL = 0.5
 

@@ -40,3 +40,74 @@ class RedisUnreachable(TaskLabError, ConnectionError):
 
 class WorkerError(TaskLabError):
     """Raised when local worker processes cannot be started or managed."""
+
+
+class CellError(TaskLabError):
+    """Raised when a task cell cannot be registered: a name it uses is not defined, an option
+    does not fit the cell. Nothing from the cell is registered."""
+
+
+class NotRegistered(TaskLabError, KeyError):
+    """Raised when a job names a task, or a task version, that the registry does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class SerializationError(TaskLabError, TypeError):
+    """Raised at submit when an argument cannot be serialised, naming the argument."""
+
+
+class TaskError(TaskLabError):
+    """Raised by ``result.get()`` for a task exception that cannot be rebuilt in this process.
+
+    ``exc_type`` is the remote exception's qualified type name and ``remote_traceback`` the
+    worker's formatted traceback.
+    """
+
+    def __init__(self, exc_type: str, message: str, remote_traceback: str | None = None):
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type = exc_type
+        self.remote_traceback = remote_traceback
+
+
+class TimeoutError(TaskLabError, TimeoutError):
+    """Raised by ``result.get(timeout=...)`` when the result is not ready in time."""
+
+
+class InsideTaskError(TaskLabError, RuntimeError):
+    """Raised when a task waits for another task's result, which can deadlock the workers."""
+
+
+class TaskRevokedError(TaskLabError):
+    """Raised by ``result.get()`` for a task that was revoked before or while it ran."""
+
+
+class Retry(TaskLabError):
+    """Raised by ``self.retry()`` inside a bound task to ask for another attempt (Celery's ``Retry``).
+
+    ``exc`` is the exception that caused it, ``when`` the countdown in seconds, if given.
+    """
+
+    def __init__(self, message: str = "", exc: BaseException | None = None, when: float | None = None,
+                 max_retries: int | None = None):  # fmt: skip
+        super().__init__(message or (f"Retry in {when} s: {exc!r}" if when is not None else f"Retry: {exc!r}"))
+        self.exc = exc
+        self.when = when
+        self.max_retries = max_retries
+
+
+class MaxRetriesExceededError(TaskLabError):
+    """Raised when ``self.retry()`` is called after the task's retries ran out and no ``exc`` was given."""
+
+
+class SoftTimeLimitExceeded(TaskLabError):
+    """Raised inside a task when its ``soft_time_limit`` passes, so that it can clean up."""
+
+
+class TimeLimitExceeded(TaskLabError):
+    """The failure of a task stopped by its hard ``time_limit``."""
+
+
+class WorkerLostError(TaskLabError):
+    """The failure of a task whose worker process died while running it."""

@@ -9,20 +9,28 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import redis
-from rq import Queue
 
-from . import defaults
+from . import cells, defaults
+from . import options as opts
 from .connection import connect as connect_redis
 from .connection import redact
 from .errors import ConfigurationError
+from .queue import TaskQueue
+from .registry import CellVersion, CodeRegistry
 from .server import EmbeddedServer
 from .status import ServerStatus, read_status
 from .workers import WorkerPool
+
+if TYPE_CHECKING:
+    from .result import AsyncResult
+    from .task import Task
 
 log = logging.getLogger("tasklab")
 
@@ -32,12 +40,23 @@ class Lab:
 
     With no ``url`` (and no ``$TASKLAB_REDIS_URL``), it starts or joins the embedded server
     of ``data_dir`` (default ``./.tasklab``). With one, it uses that Redis and starts nothing.
+
+    ``namespace`` keeps this lab's task names apart from other notebooks' on the same Redis
+    (default: the notebook's or script's name). On the embedded server, local workers start
+    at the first submit unless ``autostart_workers=False`` or ``workers()`` was called.
+    Other keyword arguments are lab-wide task option defaults (``queue="io"``).
     """
 
-    def __init__(self, url: str | None = None, *, data_dir: str | os.PathLike[str] | None = None):
-        self.data_dir = Path(
-            data_dir or os.environ.get(defaults.DATA_DIR_ENV) or defaults.DATA_DIR
-        ).absolute()
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        namespace: str | None = None,
+        autostart_workers: bool = True,
+        **task_defaults: Any,
+    ):
+        self.data_dir = Path(data_dir or os.environ.get(defaults.DATA_DIR_ENV) or defaults.DATA_DIR).absolute()
         url = url or os.environ.get(defaults.URL_ENV) or None
         self.server: EmbeddedServer | None = None
         if url is None:
@@ -50,9 +69,19 @@ class Lab:
             if self.server is not None:
                 self.server.stop()
             raise
+        self.namespace = namespace or default_namespace()
+        self.options = opts.validate(task_defaults, where="lab")
+        self.autostart_workers = autostart_workers
+        self.registry = CodeRegistry(self.connection)
+        self._queues: dict[str, TaskQueue] = {}
+        self._published: set[str] = set()
         self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
         self._closed = False
+        if cells._loader is None:
+            from .runtime import install
+
+            install(self.connection)
         # A weak reference, so that a lab nobody holds can still be collected.
         ref = weakref.ref(self)
         atexit.register(lambda: (lab := ref()) is not None and lab.shutdown())
@@ -66,9 +95,55 @@ class Lab:
         """Whether this lab runs on the embedded server."""
         return self.server is not None
 
-    def queue(self, name: str = defaults.QUEUE) -> Queue:
-        """The RQ queue called ``name`` on this lab's Redis."""
-        return Queue(name, connection=self.connection)
+    def queue(self, name: str = defaults.QUEUE) -> TaskQueue:
+        """The RQ queue called ``name`` on this lab's Redis (an ``rq.Queue``)."""
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = TaskQueue(name, connection=self.connection)
+        return queue
+
+    # -- tasks --
+
+    def task(self, fn: Any = None, **options: Any) -> Any:
+        """``@lab.task`` / ``@lab.task(**options)``: like ``@tasklab.task``, submitting to this lab."""
+        from .define import task as task_decorator
+
+        return task_decorator(fn, app=self, **options)
+
+    def publish(self, cell: CellVersion) -> None:
+        """Store ``cell`` (and the cells it depends on) here and make it current for its names."""
+        self._check_open()
+        with self.connection.pipeline() as pipe:
+            for code in cells.closure(cell.version):
+                if code.version not in self._published or code is cell:
+                    self.registry.push(code, self.namespace, pipe)
+            pipe.execute()
+        self._published.update(c.version for c in cells.closure(cell.version))
+
+    def ensure_code(self, task: Task) -> None:
+        """Make sure the code of ``task`` is in this lab's Redis before a job needs it."""
+        version = task._tl_version
+        if version is None or version in self._published:
+            return
+        if not self._published:  # first use: every cell made so far, so the latest is current
+            for code in cells.local_cells():
+                self.publish(code)
+        if version not in self._published and cells.cell(version) is not None:
+            self.publish(cells.cell(version))  # type: ignore[arg-type]
+        self._published.add(version)
+
+    def ensure_workers(self) -> None:
+        """On the embedded server, start the local workers at the first submit."""
+        if self._pool is None and self.embedded and self.autostart_workers:
+            pool = self.workers()
+            print(f"tasklab: Redis at {self.url}, {len(pool)} local workers (logs: lab.worker_logs())")
+
+    def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> list[AsyncResult]:
+        """Submit ``calls`` (``(args, kwargs)`` pairs) of ``task``; used by ``delay`` and friends."""
+        from .submit import submit_calls
+
+        self._check_open()
+        return submit_calls(self, self.queue, task, calls, call_options)
 
     def workers(self, n: int | None = None, *, queues: list[str] | None = None) -> WorkerPool:
         """Start or scale the local workers to ``n`` processes (default: one per CPU).
@@ -81,6 +156,8 @@ class Lab:
                 self._pool = WorkerPool(
                     self.url, self.connection, self.data_dir / "logs", queues=queues or [defaults.QUEUE]
                 )
+            elif queues is not None and list(queues) != self._pool.queues and len(self._pool) == 0:
+                self._pool.queues = list(queues)
             elif queues is not None and list(queues) != self._pool.queues:
                 raise ConfigurationError(
                     f"The local workers serve {self._pool.queues}; to serve {list(queues)}, call "
@@ -134,22 +211,47 @@ _current: Lab | None = None
 _current_lock = threading.Lock()
 
 
-def connect(url: str | None = None, *, data_dir: str | os.PathLike[str] | None = None) -> Lab:
+def default_namespace() -> str:
+    """The notebook's name (Jupyter tells kernels), else the script's, else the directory's."""
+    session = os.environ.get("JPY_SESSION_NAME")
+    if session:
+        return Path(session).stem
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if script and "ipykernel" not in sys.modules and "IPython" not in sys.modules:
+        return Path(script).stem
+    return Path.cwd().name or "default"
+
+
+def connect(
+    url: str | None = None,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    namespace: str | None = None,
+    **kwargs: Any,
+) -> Lab:
     """Connect to Redis (the embedded server unless ``url`` is given) and make the lab current.
 
-    A current lab for the same URL and data directory is returned as it is; one for another
-    is shut down first.
+    A current lab for the same URL, data directory and namespace is returned as it is; one
+    for another is shut down first. See :class:`Lab` for the options.
     """
     global _current
     with _current_lock:
         if _current is not None and not _current._closed:
             wanted = url or os.environ.get(defaults.URL_ENV) or None
             same_dir = data_dir is None or Path(data_dir).absolute() == _current.data_dir
-            if same_dir and ((wanted is None and _current.embedded) or wanted == _current.url):
+            same_ns = namespace is None or namespace == _current.namespace
+            same_url = (wanted is None and _current.embedded) or wanted == _current.url
+            if same_dir and same_ns and same_url and not kwargs:
                 return _current
             _current.shutdown()
-        _current = Lab(url, data_dir=data_dir)
+        _current = Lab(url, data_dir=data_dir, namespace=namespace, **kwargs)
         return _current
+
+
+def current_lab_or_none() -> Lab | None:
+    """The current lab if one is connected; never connects."""
+    return _current if _current is not None and not _current._closed else None
 
 
 def current_lab(start: bool = True) -> Lab:

@@ -34,9 +34,7 @@ class PreciseScheduledJobRegistry(ScheduledJobRegistry):
     def get_jobs_to_schedule(self, timestamp: int | None = None, chunk_size: int = 1000) -> list[str]:
         # RQ passes the current whole second; the float clock is never earlier than it.
         now = max(float(timestamp or 0), time.time())
-        return [
-            jid.decode() for jid in self.connection.zrangebyscore(self.key, 0, now, start=0, num=chunk_size)
-        ]
+        return [jid.decode() for jid in self.connection.zrangebyscore(self.key, 0, now, start=0, num=chunk_size)]
 
 
 class PreciseScheduler(RQScheduler):

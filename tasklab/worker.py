@@ -3,6 +3,8 @@
 It is RQ's :class:`~rq.worker.SimpleWorker` (no fork per job, so a task's per-process state,
 such as an open database connection, survives from one job to the next), plus:
 
+* a fast path through RQ's bookkeeping: the same keys, records and transitions as RQ's, in
+  two round trips to Redis per job instead of about twenty (see :class:`Worker`);
 * RQ's scheduler run in a thread instead of a forked process, so delayed and retried jobs
   are enqueued and no process is left behind when the worker dies;
 * death with its parent: the kernel (or ``tasklab worker``) that started it.
@@ -16,11 +18,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
+import time
 
-from rq.worker import SimpleWorker
+import redis
+from redis.client import Pipeline
+from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job, JobStatus
+from rq.logutils import blue, green
+from rq.queue import Queue
+from rq.rate_limit import release_slot
+from rq.registry import StartedJobRegistry
+from rq.suspension import WORKERS_SUSPENDED
+from rq.utils import as_text, now
+from rq.worker import SimpleWorker, WorkerStatus
 
 from . import defaults
 from ._proc import set_parent_death_signal, watch_parent
@@ -32,20 +47,293 @@ log = logging.getLogger("tasklab.worker")
 #: Environment variable through which a pool tells a worker which process is its parent.
 PARENT_ENV = "TASKLAB_PARENT_PID"
 
+# Take the first waiting job and read its hash, in one round trip. As RQ's dequeue_any: a
+# worker of one queue moves the job to that queue's intermediate list (RQ's LMOVE), one of
+# several queues pops the first non-empty queue in order (RQ's LPOP). A job whose hash is
+# gone comes back with no fields, and the caller takes the next one, as RQ does. Given the
+# suspension key, it takes nothing while workers are suspended (RQ checks before dequeuing).
+# KEYS: queue keys in order; ARGV: '1' to move into the intermediate list, job key prefix,
+# and optionally the suspension key
+POP_JOB_SCRIPT = """
+if ARGV[3] and redis.call('EXISTS', ARGV[3]) == 1 then
+    return false
+end
+for _, queue_key in ipairs(KEYS) do
+    local job_id
+    if ARGV[1] == '1' then
+        job_id = redis.call('LMOVE', queue_key, queue_key .. ':intermediate', 'LEFT', 'RIGHT')
+    else
+        job_id = redis.call('LPOP', queue_key)
+    end
+    if job_id then
+        return {queue_key, job_id, redis.call('HGETALL', ARGV[2] .. job_id)}
+    end
+end
+return false
+"""
+
 
 class Worker(SimpleWorker):
-    """tasklab's RQ worker. Jobs of plain RQ functions run here too."""
+    """tasklab's RQ worker. Jobs of plain RQ functions run here too.
+
+    RQ's SimpleWorker spends about twenty round trips to Redis on each job: heartbeats (three
+    unpipelined commands each) before and after every step, the worker state written even
+    when it has not changed, a suspension check, two transactions to start the job, a job
+    heartbeat after it, and WATCH plus a read of the dependents before the closing
+    transaction. This worker writes the same records with one transaction to start a job and
+    one to finish it, which also takes the next job while jobs are waiting. It
+
+    * sends worker heartbeats at most once per :attr:`heartbeat_interval`, folded into the
+      next transaction, and always in time for the worker key to outlive the job;
+    * writes the worker state only when it changes;
+    * starts a job in one transaction: RQ's execution record, busy state, the job's start
+      (``started``, ``started_at``, ``worker_name``) and its removal from the intermediate
+      queue, together with a count of the job's dependents;
+    * finishes a job that succeeded in one transaction (counts, result, finished registry,
+      expiry, execution cleanup, idle state), which also counts the dependents again, reads
+      the suspension flag, and takes the next job with :data:`POP_JOB_SCRIPT` (RQ's LMOVE,
+      or LPOP for several queues, then HGETALL), unless workers are suspended or the worker
+      is stopping. A worker that stops before it starts that job puts it back at the head of
+      its queue. Otherwise it takes a job with the same script, or, when none waits, with
+      RQ's blocking dequeue.
+
+    Everything else is RQ's own code: failures, retries, timeouts, callbacks, rate limits,
+    repeats, ``result_ttl=0``, and jobs that had dependents when they started, which finish
+    through RQ's WATCH transaction. A dependent added while its parent ran (after the first
+    count) is seen by the second count and enqueued right after the commit by RQ's
+    ``enqueue_dependents``, as RQ itself does after a failure.
+    """
 
     scheduler_interval: float = defaults.SCHEDULER_INTERVAL
+    #: Seconds between two worker heartbeats while jobs keep the worker busy.
+    heartbeat_interval: float = 1.0
+    #: RQ logs how long each result is kept, after every job; the job's options say it.
+    log_result_lifespan = False
     _scheduler_thread: SchedulerThread | None = None
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._pop_job = self.connection.register_script(POP_JOB_SCRIPT)
+        self._heartbeat_sent_at = -math.inf  # time.monotonic() of the last heartbeat sent
+        self._heartbeat_expires_at = -math.inf  # when the worker key expires, by that clock
+        self._stored_state: str | None = None  # the state last written to Redis
+        self._started_job_id: str | None = None  # started by prepare_execution, not yet run
+        self._fast_job_id: str | None = None  # had no dependents when it started
+        self._not_suspended = False  # the last commit found no suspension; skip one check
+        self._next_job: tuple[Job, Queue] | None = None  # taken by the last commit
+        self._queues_were_empty = False  # the last commit found no job to take
+
+    # -- Redis round trips saved ----------------------------------------------------------
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's heartbeat, skipped when one was sent less than :attr:`heartbeat_interval` ago
+        and the worker key it kept alive does not expire sooner than this one asks.
+
+        The key is kept for at least RQ's idle TTL (``worker_ttl + 60``), and for longer when
+        a job's timeout asks for it (RQ shortens it to the job's TTL while a short job runs).
+        Without ``pipeline``, its three commands go in one round trip instead of three.
+        """
+        timeout = max(timeout or 0, self.worker_ttl + 60)
+        clock = time.monotonic()
+        if (
+            clock - self._heartbeat_sent_at < self.heartbeat_interval
+            and self._heartbeat_expires_at >= clock + timeout - self.heartbeat_interval
+        ):
+            return
+        if pipeline is None:
+            with self.connection.pipeline(transaction=False) as pipe:
+                super().heartbeat(timeout, pipe)
+                pipe.execute()
+        else:
+            super().heartbeat(timeout, pipeline)
+        self._heartbeat_sent_at = clock
+        self._heartbeat_expires_at = clock + timeout
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        self._state = state
+        if state != self._stored_state:
+            super().set_state(state, pipeline)
+            self._stored_state = state
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        self._stored_state = None  # a new worker hash, without a state
+
+    def check_for_suspension(self, burst: bool) -> None:
+        if self._not_suspended:  # read by the commit of the job that just ended
+            self._not_suspended = False
+            return
+        super().check_for_suspension(burst)
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """Take the job the last commit took, or a waiting job in one round trip; when none
+        waits, block in RQ's loop."""
+        self.set_state(WorkerStatus.IDLE)
+        result, self._next_job = self._next_job, None
+        if result is None and not self._queues_were_empty:
+            result = self._pop_waiting_job()
+        self._queues_were_empty = False
+        if result is None:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        job, queue = result
+        self.reorder_queues(reference_queue=queue)
+        job.redis_server_version = self.get_redis_server_version()
+        name = green(queue.name)
+        if self.log_job_description:
+            self.log.info("Worker %s: %s: %s (%s)", self.name, name, blue(job.description), job.id)
+        else:
+            self.log.info("Worker %s: %s: %s", self.name, name, job.id)
+        return result  # RQ's heartbeat here is sent, when due, with the job's start
+
+    def _pop_waiting_job(self, pipeline: Pipeline | None = None) -> tuple[Job, Queue] | None:
+        """Run :data:`POP_JOB_SCRIPT` now, or queue it on ``pipeline`` (then pass its reply to
+        :meth:`_popped_job`)."""
+        keys = [queue.key for queue in self._ordered_queues]
+        move = len(keys) == 1 and self.get_redis_server_version() >= (6, 2, 0)
+        args = ["1" if move else "0", self.job_class.redis_job_namespace_prefix]
+        if pipeline is not None:
+            # EVAL, not EVALSHA: a script missing from the server must not fail a commit.
+            pipeline.eval(POP_JOB_SCRIPT, len(keys), *keys, *args, WORKERS_SUSPENDED)
+            return None
+        while True:
+            try:
+                popped = self._pop_job(keys=keys, args=args)
+            except (redis.ConnectionError, redis.TimeoutError):
+                return None  # RQ's loop retries with backoff
+            if not popped:
+                return None
+            result = self._popped_job(popped)
+            if result is not None:
+                return result
+
+    def _popped_job(self, popped: list) -> tuple[Job, Queue] | None:
+        queue_key, job_id, fields = popped
+        queue = next(q for q in self.queues if q.key == as_text(queue_key))
+        if not fields:
+            return None  # deleted since it was queued: RQ skips it too
+        job = self.job_class(as_text(job_id), connection=self.connection, serializer=self.serializer)
+        try:
+            job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+        except Exception as exc:
+            exc.job_id, exc.queue = job.id, queue  # type: ignore[attr-defined]  # as RQ's dequeue
+            raise
+        return job, queue
+
+    def _return_next_job(self) -> None:
+        """Put the job taken by the last commit back at the head of its queue."""
+        taken, self._next_job = self._next_job, None
+        if taken is None:
+            return
+        job, queue = taken
+        with self.connection.pipeline() as pipe:
+            if len(self.queues) == 1:
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.lpush(queue.key, job.id)
+            pipe.execute()
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """Start ``job`` in one transaction: what RQ's ``prepare_execution`` and
+        ``prepare_job_execution`` write in two, and a count of the job's dependents."""
+        ttl = self.get_heartbeat_ttl(job)
+        with self.connection.pipeline() as pipe:
+            execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            self.executions[execution.id] = execution
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            self.heartbeat(ttl, pipeline=pipe)
+            # Also sets last_heartbeat, which RQ writes once more just before.
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            if len(self.queues) == 1:  # as RQ: only then was the job moved to the intermediate queue
+                queue_key = self.queue_class.redis_queue_namespace_prefix + job.origin
+                pipe.lrem(IntermediateQueue.get_intermediate_queue_key(queue_key), 1, job.id)
+            pipe.scard(job.dependents_key)
+            has_dependents = pipe.execute()[-1]
+        self._started_job_id = job.id
+        self._fast_job_id = None if has_dependents else job.id
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        if self._started_job_id != job.id:
+            super().prepare_job_execution(job, remove_from_intermediate_queue)
+            return
+        self._started_job_id = None
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """Record the end locally; RQ also writes the job's heartbeat at once, but every path
+        that follows saves the whole job hash, heartbeat included, in its own transaction."""
+        if self.disable_default_exception_handler:  # the one failure path that saves nothing
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+            return
+        job.ended_at = job.last_heartbeat = now()
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
+    ) -> None:
+        """Finish a successful job in one transaction, or by RQ's path when it may have
+        dependents, repeats, or a result that is not kept."""
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        if self._fast_job_id != job.id or result_ttl == 0 or (job.repeats_left or 0) > 0:
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        assert job.started_at is not None and job.ended_at is not None
+        # Webhooks are sent after the commit and take time: until then, the worker is busy.
+        quick = not job.webhooks
+        # The loop is about to take the next job: the commit takes it, unless the loop may do
+        # something else first.
+        take_next = quick and not self._stop_requested and not self.should_run_maintenance_tasks
+        with self.connection.pipeline() as pipe:
+            # Read first, so that both see Redis as it was just before these writes.
+            pipe.scard(job.dependents_key)
+            pipe.exists(WORKERS_SUSPENDED)
+            self.increment_successful_job_count(pipeline=pipe)
+            self.increment_total_working_time(job.ended_at - job.started_at, pipe)
+            job._handle_success(
+                result_ttl,
+                pipeline=pipe,
+                worker_name=self.name,
+                execution_id=execution.id,
+                execution_started_at=execution.created_at,
+                execution_ended_at=job.ended_at,
+            )
+            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+            job._status = JobStatus.FINISHED
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            if quick:
+                # Written now, to spare a round trip; self._state stays busy until the job
+                # has ended, as RQ's shutdown request expects.
+                pipe.hset(self.key, "state", WorkerStatus.IDLE)
+            if take_next:
+                self._pop_waiting_job(pipeline=pipe)
+            results = pipe.execute(raise_on_error=False)
+        if take_next:
+            popped = results[-1]
+            self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
+            self._queues_were_empty = not popped
+        for reply in results:
+            if isinstance(reply, Exception):  # as pipe.execute() would, now that no job is lost
+                raise reply
+        dependents, suspended = results[:2]
+        if quick:
+            self._stored_state = WorkerStatus.IDLE
+            self._not_suspended = not suspended
+        if dependents:  # added while the job ran; the commit made it FINISHED for them
+            try:
+                queue.enqueue_dependents(job)
+            except Exception:
+                self.log.exception("Worker %s: failed to enqueue dependents of job %s", self.name, job.id)
+        release_slot(job)
+        self.log.debug("Worker %s: job %s finished in %s", self.name, job.id, job.ended_at - job.started_at)
+
+    # -- process life -----------------------------------------------------------------------
 
     def _start_scheduler(self, burst: bool = False, *args: object, **kwargs: object) -> None:
         if burst:
             super()._start_scheduler(burst, *args, **kwargs)  # type: ignore[arg-type]
             return
-        self._scheduler_thread = SchedulerThread(
-            self.queues, self.connection, self.serializer, self.scheduler_interval
-        )
+        self._scheduler_thread = SchedulerThread(self.queues, self.connection, self.serializer, self.scheduler_interval)
         self._scheduler_thread.start()
 
     def unsubscribe(self) -> None:
@@ -58,6 +346,10 @@ class Worker(SimpleWorker):
     def teardown(self) -> None:
         if self._scheduler_thread is not None:
             self._scheduler_thread.stop()
+        try:
+            self._return_next_job()
+        except Exception:
+            self.log.exception("Worker %s: could not put back the job it had taken", self.name)
         super().teardown()
 
 
@@ -73,6 +365,14 @@ def _die_with_parent(worker: Worker, parent: int) -> None:
             worker.register_death()
         os._exit(1)
 
+    def stop_before_work(*_: object) -> None:
+        # A SIGTERM before work() installs RQ's handlers (the pool may stop a worker as soon as
+        # it has registered): stop cleanly, unregistered, before taking a job.
+        if os.getppid() != parent:
+            orphaned()
+        worker._stop_requested = True
+
+    signal.signal(signal.SIGTERM, stop_before_work)
     set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent:  # died before the signal was armed
         orphaned()
@@ -100,7 +400,13 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
     )
     connection = make_client(args.url)
-    worker = Worker([q for q in args.queues.split(",") if q], name=args.name, connection=connection)
+    from .runtime import install
+    from .serialization import Serializer
+
+    install(connection)  # task code versions load from this Redis
+    worker = Worker(
+        [q for q in args.queues.split(",") if q], name=args.name, connection=connection, serializer=Serializer
+    )
     parent = os.environ.get(PARENT_ENV)
     if parent:
         _die_with_parent(worker, int(parent))

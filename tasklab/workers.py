@@ -19,18 +19,23 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 from rq.worker import Worker as RQWorker
 
-from . import defaults
-from .errors import WorkerError
+from . import defaults, keys
+from .errors import TaskRevokedError, TimeLimitExceeded, WorkerError, WorkerLostError
+from .lost import settle_jobs_of
 from .worker import PARENT_ENV
 
 log = logging.getLogger("tasklab.workers")
+
+#: Seconds between the supervisor's rounds: dead workers, overrun deadlines, terminate requests.
+#: A lost job is settled within about this long after its worker died.
+SUPERVISE_INTERVAL = 0.2
 
 WORKER_ENTRY = "import sys; from tasklab.worker import main; sys.exit(main(sys.argv[1:]))"
 
@@ -62,13 +67,12 @@ class WorkerPool:
         connection: redis.Redis,
         log_dir: Path,
         queues: Sequence[str] = (defaults.QUEUE,),
-        on_worker_lost: Callable[[WorkerProcess], None] | None = None,
     ):
         self.url = url
         self.connection = connection
         self.log_dir = Path(log_dir)
         self.queues = list(queues)
-        self.on_worker_lost = on_worker_lost
+        self._kill_reasons: dict[str, BaseException] = {}
         self.restarts = 0
         self._prefix = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self._serial = itertools.count()
@@ -178,8 +182,7 @@ class WorkerPool:
                     )
             if pending and time.monotonic() > deadline:
                 raise WorkerError(
-                    f"{len(pending)} worker(s) did not register within {timeout:.0f} s; "
-                    f"see {pending[0].log_path}."
+                    f"{len(pending)} worker(s) did not register within {timeout:.0f} s; see {pending[0].log_path}."
                 )
             if pending:
                 time.sleep(0.01)
@@ -206,13 +209,11 @@ class WorkerPool:
 
     def _ensure_supervisor(self) -> None:
         if self._supervisor is None or not self._supervisor.is_alive():
-            self._supervisor = threading.Thread(
-                target=self._supervise, name="tasklab-supervisor", daemon=True
-            )
+            self._supervisor = threading.Thread(target=self._supervise, name="tasklab-supervisor", daemon=True)
             self._supervisor.start()
 
     def _supervise(self) -> None:
-        while not self._stop_supervisor.wait(0.2):
+        while not self._stop_supervisor.wait(SUPERVISE_INTERVAL):
             with self._lock:
                 if self._closing:
                     return
@@ -222,16 +223,54 @@ class WorkerPool:
                                 w.name, w.pid, w.process.returncode)  # fmt: skip
                     self.restarts += 1
                     self._spawn(w.slot)
+                running = list(self._workers.values())
             for w in dead:
                 self._forget(w)
+            try:
+                self._police(running)
+            except Exception:
+                log.exception("checking the workers' deadlines and terminate requests failed")
+
+    def _police(self, workers: list[WorkerProcess]) -> None:
+        """Kill a worker whose job outlived its hard time limit, or whose job is to be terminated."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.TERMINATE_KEY)
+            for w in workers:
+                pipe.hget(RQWorker.redis_worker_namespace_prefix + w.name, keys.WORKER_DEADLINE)
+            terminate, *deadlines = pipe.execute()
+        now = time.time()
+        for w, deadline in zip(workers, deadlines, strict=True):
+            if deadline is not None and now > float(deadline) + defaults.TIME_LIMIT_GRACE:
+                self._kill(w, TimeLimitExceeded("the task outlived its hard time limit; its worker was killed"))
+        if not terminate:
+            return
+        wanted = {job_id.decode() for job_id in terminate}
+        with self.connection.pipeline(transaction=False) as pipe:
+            for w in workers:
+                pipe.smembers(f"{RQWorker.redis_worker_namespace_prefix}{w.name}:executions")
+            executions = pipe.execute()
+        for w, members in zip(workers, executions, strict=True):
+            running = {member.decode().split(":", 1)[0] for member in members}
+            for job_id in running & wanted:
+                self.connection.srem(keys.TERMINATE_KEY, job_id)
+                self._kill(w, TaskRevokedError(f"Task {job_id} was terminated on request."))
+
+    def _kill(self, w: WorkerProcess, reason: BaseException) -> None:
+        if w.alive() and w.name not in self._kill_reasons:
+            log.warning("killing worker %s (pid %s): %s", w.name, w.pid, reason)
+            self._kill_reasons[w.name] = reason
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
 
     def _forget(self, w: WorkerProcess) -> None:
-        """Remove a dead worker's registration and let the lab deal with the job it held."""
-        if self.on_worker_lost is not None:
-            try:
-                self.on_worker_lost(w)
-            except Exception:
-                log.exception("handling the loss of worker %s failed", w.name)
+        """Settle the jobs a dead worker held, then remove its registration."""
+        reason = self._kill_reasons.pop(w.name, None) or WorkerLostError(
+            f"Worker {w.name} (pid {w.pid}) died with exit status {w.process.returncode} while running the task."
+        )
+        try:
+            settle_jobs_of(self.connection, w.name, reason)
+        except Exception:
+            log.exception("settling the jobs of dead worker %s failed", w.name)
         try:
             rq_worker = RQWorker.find_by_key(RQWorker.redis_worker_namespace_prefix + w.name, self.connection)
             if rq_worker is not None:

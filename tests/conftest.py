@@ -67,8 +67,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]
 
 @pytest.fixture
 def lab(server: EmbeddedServer) -> Iterator[tasklab.Lab]:
-    """A lab on the session's embedded server, with an empty database."""
-    lab = tasklab.connect(data_dir=server.data_dir)
+    """A lab on the session's embedded server, with an empty database.
+
+    Workers start only when a test asks (``lab.workers(n)``), so a test controls when jobs run.
+    """
+    lab = tasklab.connect(data_dir=server.data_dir, autostart_workers=False)
     lab.connection.flushdb()
     yield lab
     lab.shutdown()
@@ -96,3 +99,27 @@ def run_python(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+@pytest.fixture
+def shell(lab: tasklab.Lab) -> Iterator[object]:
+    """A real IPython shell with tasklab loaded and an empty namespace; tasks use ``lab``."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.reset(new_session=False)
+    ip.extension_manager.load_extension("tasklab")
+    yield ip
+    ip.reset(new_session=False)
+
+
+def run_cell(ip: object, code: str) -> object:
+    """Run ``code`` in the shell and re-raise its error, if any; return the cell's value."""
+    result = ip.run_cell(code)  # type: ignore[attr-defined]
+    result.raise_error()
+    return result.result
+
+
+def task_cell(ip: object, source: str, line: str = "") -> None:
+    """Run a ``%%task`` cell."""
+    ip.run_cell_magic("task", line, source)  # type: ignore[attr-defined]

@@ -65,9 +65,7 @@ def test_worker_command_serves_a_redis_and_stops_cleanly(server, tmp_path):
         assert "2 worker(s)" in proc.stdout.readline()
         assert len(RQWorker.all(connection=connection)) == 2
         job = Queue("cli", connection=connection).enqueue("os.getpid")
-        assert job.latest_result(timeout=10).return_value in {
-            w.pid for w in RQWorker.all(connection=connection)
-        }
+        assert job.latest_result(timeout=10).return_value in {w.pid for w in RQWorker.all(connection=connection)}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         wait_for(lambda: not RQWorker.all(connection=connection), 5, "the workers to unregister")

@@ -82,10 +82,21 @@ def test_shutdown_stops_every_worker(server):
 
 def test_worker_logs_are_readable(lab):
     pool = lab.workers(1)
-    lab.queue().enqueue(os.getpid).latest_result(timeout=10)
-    (text,) = lab.worker_logs().values()
-    assert pool.names[0] in text and "Job OK" in text
+    job = lab.queue().enqueue(os.getpid)
+    job.latest_result(timeout=10)
+    (text,) = lab.worker_logs(tail=None).values()
+    assert pool.names[0] in text and job.id in text
     assert pool.processes[0].log_path.parent == lab.data_dir / "logs"
+
+
+def test_queues_change_after_scaling_to_zero(lab):
+    lab.workers(1)
+    with pytest.raises(tasklab.ConfigurationError, match=r"lab\.workers\(0\) first"):
+        lab.workers(1, queues=["other"])
+    lab.workers(0)
+    pool = lab.workers(1, queues=["other"])
+    assert pool.queues == ["other"]
+    assert lab.queue("other").enqueue(os.getpid).latest_result(timeout=10).return_value == pool.processes[0].pid
 
 
 def test_bad_worker_count(lab):

@@ -1,0 +1,390 @@
+"""No-op task throughput and round-trip latency: tasklab against plain RQ, on one Redis, in one run.
+
+For each worker count it measures, one configuration at a time, on a flushed Redis:
+
+* plain RQ ``rq.SimpleWorker`` processes (no fork per job),
+* plain RQ ``rq.Worker`` processes (RQ's default: a fork per job),
+* tasklab's own local workers (``lab.workers(n)``),
+
+each warmed up first, then
+
+* throughput: ``--jobs`` no-op jobs submitted in pipelined batches, jobs/s from the first submit
+  to the last result read. Every configuration is waited for the same cheap way (see
+  :func:`wait_for_results`); tasklab is also measured waiting with its own ``ResultSet.get``;
+* latency: ``--latency-samples`` round trips, one job at a time, from submit to its result read.
+
+It prints a table, tasklab's ratios to both RQ workers, and whether tasklab's targets are met.
+A missed target is reported, not an error: this is a measurement, not a test.
+
+    python benchmarks/throughput.py [--jobs 3000] [--fork-jobs 500] [--latency-samples 300] [--workers 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import noop_tasks
+import redis
+import rq
+from rq import Queue
+from rq.results import Result
+from rq_pool import RQWorkerPool
+
+import tasklab
+
+#: Jobs enqueued per pipeline round trip by plain RQ (tasklab's own batch is the same).
+BATCH = 1000
+WARMUP_JOBS = 100
+WARMUP_ROUND_TRIPS = 20
+#: Seconds a single round trip may take before the benchmark gives up.
+ROUND_TRIP_TIMEOUT = 10
+#: Longest blocking read: redis-py's default client times reads out after 5 s.
+MAX_BLOCK_MS = 1000
+#: tasklab's targets, relative to plain RQ's SimpleWorker measured in the same run.
+TARGET_THROUGHPUT_RATIO = 3.0
+TARGET_P50_MS = 2.0
+#: Keys a flush keeps: tasklab's shipped task code, which the lab uploads only once.
+KEEP_PREFIXES = (b"tasklab:code:", b"tasklab:tasks:")
+
+SIMPLE, FORK, TASKLAB = "rq SimpleWorker", "rq Worker (fork)", "tasklab"
+
+
+def noop(x: object = None) -> None:
+    """tasklab's no-op: defined in ``__main__``, so tasklab ships it to its workers by source."""
+    return None
+
+
+class System(Protocol):
+    """One way of running jobs: start and stop its workers, submit many, make one round trip."""
+
+    label: str
+
+    def start(self, n: int) -> None: ...
+    def stop(self) -> None: ...
+    def submit(self, jobs: int) -> list[str]: ...
+    def round_trip(self) -> None: ...
+
+
+class PlainRQ:
+    """Plain RQ: an importable function, ``enqueue_many`` in pipelines, ``latest_result``."""
+
+    def __init__(self, label: str, kind: str, url: str, connection: redis.Redis, log_dir: Path):
+        self.label = label
+        self.connection = connection
+        self.queue = Queue(f"bench-rq-{kind}", connection=connection)
+        self.pool = RQWorkerPool(url, self.queue.name, kind, log_dir)
+
+    def start(self, n: int) -> None:
+        self.pool.start(n, self.connection)
+
+    def stop(self) -> None:
+        self.pool.stop()
+
+    def submit(self, jobs: int) -> list[str]:
+        ids: list[str] = []
+        for start in range(0, jobs, BATCH):
+            batch = range(start, min(jobs, start + BATCH))
+            with self.connection.pipeline() as pipe:
+                enqueued = self.queue.enqueue_many(
+                    [Queue.prepare_data(noop_tasks.noop, args=(i,)) for i in batch], pipeline=pipe
+                )
+                pipe.execute()
+            ids.extend(job.id for job in enqueued)
+        return ids
+
+    def round_trip(self) -> None:
+        job = self.queue.enqueue(noop_tasks.noop)
+        result = job.latest_result(timeout=ROUND_TRIP_TIMEOUT)
+        if result is None:
+            raise RuntimeError(f"{self.label}: job {job.id} gave no result within {ROUND_TRIP_TIMEOUT} s")
+        if result.type != Result.Type.SUCCESSFUL:
+            raise RuntimeError(f"{self.label}: job {job.id} failed:\n{result.exc_string}")
+
+
+class TaskLab:
+    """tasklab as a user drives it: ``@lab.task``, ``map``, ``ResultSet.get``, ``delay().get()``."""
+
+    label = TASKLAB
+
+    def __init__(self, lab: tasklab.Lab):
+        self.lab = lab
+        self.queue = "bench-tasklab"
+        self.task = lab.task(noop, queue=self.queue)
+
+    def start(self, n: int) -> None:
+        self.lab.workers(n, queues=[self.queue])
+
+    def stop(self) -> None:
+        self.lab.workers(0)
+
+    def submit(self, jobs: int) -> list[str]:
+        return [result.id for result in self.task.map(range(jobs))]
+
+    def submit_and_get(self, jobs: int, timeout: float) -> None:
+        self.task.map(range(jobs)).get(timeout=timeout)
+
+    def round_trip(self) -> None:
+        self.task.delay().get(timeout=ROUND_TRIP_TIMEOUT)
+
+
+def wait_for_results(connection: redis.Redis, job_ids: list[str], timeout: float) -> None:
+    """Block until every job has a successful result in its stream (``rq:results:<id>``).
+
+    Jobs finish about in submit order, so this blocks on the newest pending job's stream
+    alone and then reads the latest entry of every pending stream in one pipeline: a few
+    round trips in all, so that waiting takes almost no CPU from the workers and Redis.
+    """
+    pending = list(job_ids)
+    deadline = time.monotonic() + timeout
+    while pending:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{len(pending)} of {len(job_ids)} jobs gave no result within {timeout:.0f} s")
+        block = max(1, min(MAX_BLOCK_MS, int(remaining * 1000)))
+        if not connection.xread({Result.get_key(pending[-1]): "0-0"}, block=block):
+            continue
+        with connection.pipeline(transaction=False) as pipe:
+            for job_id in pending:
+                pipe.xrevrange(Result.get_key(job_id), "+", "-", count=1)
+            latest = pipe.execute()
+        for job_id, entries in zip(pending, latest, strict=True):
+            if entries:
+                check_successful(connection, job_id, *entries[0])
+        pending = [job_id for job_id, entries in zip(pending, latest, strict=True) if not entries]
+
+
+def check_successful(connection: redis.Redis, job_id: str, entry_id: bytes, payload: dict) -> None:
+    if int(payload[b"type"]) != Result.Type.SUCCESSFUL.value:
+        result = Result.restore(job_id, entry_id.decode(), payload, connection)
+        raise RuntimeError(f"job {job_id} did not succeed ({result.type.name}):\n{result.exc_string}")
+
+
+def flush_job_data(connection: redis.Redis) -> None:
+    """Delete everything the previous configuration left (jobs, results, registries, queues),
+    keeping only tasklab's shipped code, which the lab would not upload again."""
+    doomed = [key for key in connection.scan_iter(count=1000) if not key.startswith(KEEP_PREFIXES)]
+    for start in range(0, len(doomed), 1000):
+        connection.unlink(*doomed[start : start + 1000])
+
+
+@dataclass
+class Measurement:
+    label: str
+    workers: int
+    jobs: int
+    seconds: float
+    submit_seconds: float
+    latencies_ms: list[float]
+    get_seconds: float | None = None  # tasklab only: the same jobs waited for with ResultSet.get
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.jobs / self.seconds
+
+    @property
+    def get_jobs_per_s(self) -> float | None:
+        return None if self.get_seconds is None else self.jobs / self.get_seconds
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies_ms)
+
+    @property
+    def p95_ms(self) -> float:
+        return statistics.quantiles(self.latencies_ms, n=20, method="inclusive")[18]
+
+
+def timeout_for(jobs: int) -> float:
+    return max(60.0, jobs / 10)
+
+
+def measure_throughput(system: System, connection: redis.Redis, jobs: int) -> tuple[float, float]:
+    """Seconds to submit ``jobs`` jobs and read all their results, and the part spent submitting."""
+    started = time.perf_counter()
+    ids = system.submit(jobs)
+    submitted = time.perf_counter()
+    wait_for_results(connection, ids, timeout_for(jobs))
+    return time.perf_counter() - started, submitted - started
+
+
+def measure_get_throughput(system: TaskLab, jobs: int) -> float:
+    """Seconds to submit ``jobs`` jobs with ``map`` and wait for them with ``ResultSet.get``."""
+    started = time.perf_counter()
+    system.submit_and_get(jobs, timeout_for(jobs))
+    return time.perf_counter() - started
+
+
+def measure_latency(system: System, samples: int) -> list[float]:
+    """Milliseconds from submit to result of ``samples`` jobs, each submitted after the last one's result."""
+    latencies = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        system.round_trip()
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+def measure(
+    system: System,
+    connection: redis.Redis,
+    workers: int,
+    jobs: int,
+    samples: int,
+    flush: Callable[[], None],
+) -> Measurement:
+    """Warm up ``system`` with ``workers`` fresh workers on a flushed Redis, then measure it."""
+    flush()
+    system.start(workers)
+    try:
+        wait_for_results(connection, system.submit(WARMUP_JOBS), timeout_for(WARMUP_JOBS))
+        for _ in range(WARMUP_ROUND_TRIPS):
+            system.round_trip()
+        seconds, submit_seconds = measure_throughput(system, connection, jobs)
+        get_seconds = measure_get_throughput(system, jobs) if isinstance(system, TaskLab) else None
+        latencies = measure_latency(system, samples)
+    finally:
+        system.stop()
+    return Measurement(system.label, workers, jobs, seconds, submit_seconds, latencies, get_seconds)
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def describe_setup(connection: redis.Redis, args: argparse.Namespace) -> str:
+    server = connection.info("server")
+    return (
+        f"Python {platform.python_version()}, rq {rq.VERSION}, tasklab {tasklab.__version__}, "
+        f"redis-server {server['redis_version']} (embedded, unix socket), {os.cpu_count()} CPUs\n"
+        f"throughput: {args.jobs} jobs ({args.fork_jobs} for the forking rq Worker); "
+        f"latency: {args.latency_samples} round trips; "
+        f"warm-up: {WARMUP_JOBS} jobs and {WARMUP_ROUND_TRIPS} round trips"
+    )
+
+
+def format_table(results: list[Measurement]) -> str:
+    header = (
+        f"{'workers':>7}  {'configuration':<17} {'jobs':>5} {'jobs/s':>7} {'per worker':>10} "
+        f"{'with get()':>10} {'submit ms':>9} {'p50 ms':>7} {'p95 ms':>7}"
+    )
+    lines = [header, "-" * len(header)]
+    for m in results:
+        with_get = "-" if m.get_jobs_per_s is None else f"{m.get_jobs_per_s:.0f}"
+        lines.append(
+            f"{m.workers:>7}  {m.label:<17} {m.jobs:>5} {m.jobs_per_s:>7.0f} {m.jobs_per_s / m.workers:>10.0f} "
+            f"{with_get:>10} {m.submit_seconds * 1000:>9.0f} {m.p50_ms:>7.2f} {m.p95_ms:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def format_ratios(results: list[Measurement]) -> Iterator[str]:
+    """tasklab against each RQ worker at the same worker count, and tasklab's targets."""
+    by_key = {(m.label, m.workers): m for m in results}
+    for workers in sorted({m.workers for m in results}):
+        ours, simple, fork = (by_key.get((label, workers)) for label in (TASKLAB, SIMPLE, FORK))
+        if ours is None:
+            continue
+        yield f"{workers} worker{'s' if workers > 1 else ''}:"
+        for base in (simple, fork):
+            if base is None:
+                continue
+            with_get = (ours.get_jobs_per_s or 0) / base.jobs_per_s
+            yield (
+                f"  tasklab / {base.label:<17} throughput {ours.jobs_per_s / base.jobs_per_s:5.2f}x "
+                f"(with get() {with_get:5.2f}x)   p50 latency {ours.p50_ms / base.p50_ms:4.2f}x   "
+                f"p95 latency {ours.p95_ms / base.p95_ms:4.2f}x"
+            )
+        if simple is not None:
+            ratio = ours.jobs_per_s / simple.jobs_per_s
+            yield (
+                f"  target throughput >= {TARGET_THROUGHPUT_RATIO:g}x SimpleWorker: "
+                f"{verdict(ratio >= TARGET_THROUGHPUT_RATIO)} ({ratio:.2f}x)"
+            )
+        met = ours.p50_ms < TARGET_P50_MS
+        yield f"  target p50 < {TARGET_P50_MS:g} ms: {verdict(met)} ({ours.p50_ms:.2f} ms)"
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=3000, help="jobs per throughput run (default 3000)")
+    parser.add_argument(
+        "--fork-jobs",
+        type=int,
+        default=500,
+        help="jobs per throughput run of the forking rq Worker, which is slow (default 500)",
+    )
+    parser.add_argument("--latency-samples", type=int, default=300, help="round trips per latency run (default 300)")
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker process counts (default 1,2)")
+    args = parser.parse_args(argv)
+    try:
+        args.workers = [int(n) for n in args.workers.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--workers {args.workers!r}: expected comma-separated whole numbers, such as 1,2")
+    if not args.workers or min(args.workers) < 1:
+        parser.error("--workers: every count must be at least 1")
+    if min(args.jobs, args.fork_jobs) < 1 or args.latency_samples < 2:
+        parser.error("--jobs and --fork-jobs must be at least 1, --latency-samples at least 2")
+    return args
+
+
+def run(args: argparse.Namespace, data_dir: Path) -> tuple[str, list[Measurement]]:
+    """Measure every configuration on one embedded Redis; stop every worker, whatever happens."""
+    lab = tasklab.connect(data_dir=data_dir, namespace="benchmark", autostart_workers=False)
+    connection = redis.Redis.from_url(lab.url)
+    try:
+        setup = describe_setup(connection, args)
+        log_dir = data_dir / "rq-logs"
+        systems: list[tuple[System, int]] = [
+            (PlainRQ(SIMPLE, "simple", lab.url, connection, log_dir), args.jobs),
+            (PlainRQ(FORK, "fork", lab.url, connection, log_dir), args.fork_jobs),
+            (TaskLab(lab), args.jobs),
+        ]
+        flush = functools.partial(flush_job_data, connection)
+        results = []
+        for workers, (system, jobs) in itertools.product(args.workers, systems):
+            print(f"measuring {system.label} with {workers} worker(s)...", file=sys.stderr, flush=True)
+            m = measure(system, connection, workers, jobs, args.latency_samples, flush)
+            print(f"  {m.jobs_per_s:.0f} jobs/s, p50 {m.p50_ms:.2f} ms", file=sys.stderr, flush=True)
+            results.append(m)
+        return setup, results
+    finally:
+        connection.close()
+        lab.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so the finally blocks stop every worker started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    with tempfile.TemporaryDirectory(prefix="tasklab-bench-", ignore_cleanup_errors=True) as tmp:
+        setup, results = run(args, Path(tmp))
+    print()
+    print(setup)
+    print()
+    print(format_table(results))
+    print()
+    print("\n".join(format_ratios(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Capturing what a task prints, per attempt, bounded, while still writing the worker log."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any, TextIO
+
+#: Characters kept per attempt: the end of the output, where the error usually is.
+LIMIT = 64 * 1024
+TASK_LOGGER = "tasklab.task"
+
+
+class _Tee:
+    """A text stream that copies writes to the capture and to the original stream."""
+
+    def __init__(self, capture: OutputCapture, original: TextIO):
+        self._capture = capture
+        self._original = original
+
+    def write(self, text: str) -> int:
+        self._capture.append(text)
+        return self._original.write(text)
+
+    def flush(self) -> None:
+        self._original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+class _Handler(logging.Handler):
+    def __init__(self, capture: OutputCapture):
+        super().__init__()
+        self._capture = capture
+        self.setFormatter(logging.Formatter("[%(levelname)s/%(name)s] %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._capture.append(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+class OutputCapture:
+    """Within ``with``, stdout, stderr and ``tasklab.task.*`` loggers are kept (last :data:`LIMIT`)."""
+
+    def __init__(self, limit: int = LIMIT):
+        self.limit = limit
+        self._parts: list[str] = []
+        self._size = 0
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def append(self, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            self._parts.append(text)
+            self._size += len(text)
+            while self._size > self.limit and len(self._parts) > 1:
+                removed = self._parts.pop(0)
+                self._size -= len(removed)
+                self._dropped += len(removed)
+            if self._size > self.limit:  # one huge write: keep its end
+                cut = self._size - self.limit
+                self._parts[0] = self._parts[0][cut:]
+                self._size -= cut
+                self._dropped += cut
+
+    def text(self) -> str:
+        with self._lock:
+            body = "".join(self._parts)
+            if self._dropped:
+                return f"[... {self._dropped} earlier characters dropped ...]\n{body}"
+            return body
+
+    def __enter__(self) -> OutputCapture:
+        self._stdout, self._stderr = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(self, sys.stdout), _Tee(self, sys.stderr)  # type: ignore[assignment]
+        self._handler = _Handler(self)
+        logger = logging.getLogger(TASK_LOGGER)
+        logger.addHandler(self._handler)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout, sys.stderr = self._stdout, self._stderr
+        logging.getLogger(TASK_LOGGER).removeHandler(self._handler)

@@ -1,0 +1,30 @@
+"""Redis keys and job-meta fields that tasklab adds next to RQ's own records."""
+
+from __future__ import annotations
+
+#: Job meta fields: which task and code version a job runs, and how often it was retried.
+META_NAMESPACE = "tl_ns"
+META_TASK = "tl_task"
+META_VERSION = "tl_v"
+META_RETRIES = "tl_retries"
+#: Why a job waits although it is due: "rate_limit" while its rate-limit slot comes.
+META_HELD = "tl_held"
+#: With acks_late: how many times a job lost with its worker is requeued (its max_retries).
+META_ACKS_LATE = "tl_acks_late"
+#: Field of a worker's RQ record: when its current job's hard time limit runs out (epoch s).
+WORKER_DEADLINE = "tl_deadline"
+#: Set of job ids whose running attempt should be terminated (revoke(terminate=True)).
+TERMINATE_KEY = "tasklab:terminate"
+#: Per-job time limits in seconds, resolved at submit (call, then task, then lab options).
+META_TIME_LIMIT = "tl_time_limit"
+META_SOFT_TIME_LIMIT = "tl_soft_time_limit"
+
+
+def output_key(job_id: str) -> str:
+    """Hash: attempt number -> what that attempt printed."""
+    return f"tasklab:job:{job_id}:output"
+
+
+def exception_key(job_id: str) -> str:
+    """Hash: the final exception's type, message and pickled form."""
+    return f"tasklab:job:{job_id}:exc"

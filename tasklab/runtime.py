@@ -1,0 +1,340 @@
+"""What a worker runs for one job: load the task's code version, call it, record the outcome.
+
+Every tasklab job calls :func:`execute_task`. The job's meta names the task and its code
+version; the version is loaded from Redis into a fresh module once per worker process and
+kept, so the task instance (and whatever it opened) serves every later job of that version.
+Around the call, the runtime runs Celery's lifecycle hooks, captures what the task prints,
+and stores the exception so that ``result.get()`` can re-raise it with its own type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import linecache
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import redis
+import rq
+from rq import get_current_job
+from rq.defaults import DEFAULT_FAILURE_TTL
+from rq.job import Job
+
+from . import cells, keys
+from .capture import OutputCapture
+from .errors import NotRegistered, SoftTimeLimitExceeded, TimeLimitExceeded
+from .registry import CodeRegistry
+from .retries import Decision, decide
+from .serialization import dumps, loads
+from .task import Request, Task, _request_stack, build_tasks
+
+log = logging.getLogger("tasklab.runtime")
+
+SUCCESS, FAILURE, RETRY = "SUCCESS", "FAILURE", "RETRY"
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+@dataclass
+class ExceptionInfo:
+    """Celery's ``einfo``: the exception, its type and the formatted traceback."""
+
+    exception: BaseException
+    type: type[BaseException]
+    traceback: str
+
+    def __str__(self) -> str:
+        return self.traceback
+
+
+class WorkerApp:
+    """The app of tasks running in a worker: submits with the worker's connection."""
+
+    def __init__(self, connection: redis.Redis):
+        self.connection = connection
+        self.registry = CodeRegistry(connection)
+        self.options: dict[str, Any] = {}
+        self._queues: dict[str, Any] = {}
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of the job being run: tasks it submits belong to the same lab."""
+        job = get_current_job()
+        return job.meta.get(keys.META_NAMESPACE, "default") if job is not None else "default"
+
+    def queue(self, name: str) -> Any:
+        from .queue import TaskQueue
+
+        if name not in self._queues:
+            self._queues[name] = TaskQueue(name, connection=self.connection)
+        return self._queues[name]
+
+    def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> list[Any]:
+        from .submit import submit_calls
+
+        return submit_calls(self, self.queue, task, calls, call_options)
+
+    def ensure_code(self, task: Task) -> None:
+        """Code a worker loaded is in Redis already."""
+
+    def ensure_workers(self) -> None:
+        """A worker does not start workers."""
+
+
+_app: WorkerApp | None = None
+
+
+def install(connection: redis.Redis) -> WorkerApp:
+    """Make this process load cell versions from the Redis of ``connection`` (done by workers)."""
+    global _app
+    _app = WorkerApp(connection)
+    cells.set_loader(load_version)
+    return _app
+
+
+def _import_version(version: str) -> dict[str, Any]:
+    """A ``py:module:qualname`` version: a task of an importable module, shipped by path."""
+    _, module, qualname = version.split(":", 2)
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    cls = target if isinstance(target, type) else type(target)
+    if not issubclass(cls, Task):
+        raise NotRegistered(f"{module}.{qualname} is not a tasklab task.")
+    cls._tl_version, cls._tl_attr = version, qualname
+    if cls.name is None:
+        cls.name = qualname.rsplit(".", 1)[-1]
+    if _app is not None and cls._tl_app is None:
+        cls._tl_app = _app
+    cells.remember(version, {qualname: target})
+    return {qualname: target}
+
+
+def load_version(version: str) -> dict[str, Any]:
+    """Load cell ``version`` from Redis into a fresh module, build its tasks, remember it."""
+    if version.startswith("py:"):
+        return _import_version(version)
+    if _app is None:
+        raise NotRegistered(f"Cell version {version} is not loaded and this process has no registry.")
+    cell = _app.registry.fetch(version)
+    module = types.ModuleType(f"tasklab_cell_{version}")
+    module.__file__ = cell.filename
+    namespace = module.__dict__
+    for name, (dep_version, attr) in cell.deps.items():
+        namespace[name] = cells.objects(dep_version)[attr]
+    if cell.globals_blob is not None:
+        namespace.update(loads(cell.globals_blob))
+    lines = cell.source.splitlines(keepends=True)
+    linecache.cache[cell.filename] = (len(cell.source), None, lines, cell.filename)
+    sys.modules[module.__name__] = module
+    cloudpickle.register_pickle_by_value(module)  # functions it returns pickle by value
+    exec(compile(cell.source, cell.filename, "exec"), namespace)
+    tasks = build_tasks(cell.tasks, namespace, version)
+    for task in tasks.values():
+        type(task)._tl_app = _app
+    defined = {name: namespace[name] for name in cell.defines if name in namespace}
+    cells.remember(version, defined, cell)
+    return defined
+
+
+def task_for(version: str, name: str) -> Task:
+    """The task ``name`` of cell ``version`` in this process, loading the version if needed."""
+    for obj in cells.objects(version).values():
+        candidate = obj.instance() if isinstance(obj, type) and issubclass(obj, Task) else obj
+        if isinstance(candidate, Task) and candidate.name == name and candidate._tl_version == version:
+            return candidate
+    raise NotRegistered(f"Task {name!r} is not defined by code version {version}.")
+
+
+def _call_hook(task: Task, hook: str, task_id: str, *args: Any) -> None:
+    """Run a lifecycle hook; its exception is logged with the task id and changes no outcome."""
+    try:
+        getattr(task, hook)(*args)
+    except Exception:
+        logging.getLogger(f"tasklab.task.{task.name}").exception(
+            "%s hook of task %s (job %s) raised; the task's own outcome stands", hook, task.name, task_id
+        )
+
+
+def execute_task(*args: Any, **kwargs: Any) -> Any:
+    """Run the task named by the current job's meta (the ``func`` of every tasklab job)."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("tasklab.runtime.execute_task runs inside an RQ job only.")
+    meta = job.meta
+    attempt = int(meta.get(keys.META_RETRIES, 0))
+    capture = OutputCapture()
+    stack = _request_stack()
+    with capture:
+        try:
+            task = task_for(meta[keys.META_VERSION], meta[keys.META_TASK])
+        except Exception as exc:
+            job.retries_left = 0
+            _record(job, attempt, capture, exc)
+            raise
+        request = Request(
+            id=job.id, args=args, kwargs=kwargs, retries=attempt, worker=job.worker_name,
+            queue=job.origin, version=task._tl_version, called_directly=False,
+        )  # fmt: skip
+        stack.append(request)
+        try:
+            _call_hook(task, "before_start", job.id, job.id, args, kwargs)
+            try:
+                with time_limits(meta.get(keys.META_SOFT_TIME_LIMIT), meta.get(keys.META_TIME_LIMIT), job):
+                    retval = task(*args, **kwargs)
+                if not isinstance(retval, _PLAIN):
+                    _check_serialisable(task, retval)
+            except Exception as exc:
+                _failed(job, task, request, capture, exc)
+                raise
+            _call_hook(task, "on_success", job.id, retval, job.id, args, kwargs)
+            _call_hook(task, "after_return", job.id, SUCCESS, retval, job.id, args, kwargs, None)
+        finally:
+            stack.pop()
+    _record(job, attempt, capture, None)
+    return retval
+
+
+def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc: Exception) -> None:
+    """Run the hooks of a failed attempt and set up RQ to retry it or to fail the job for good.
+
+    Returns normally, after which the caller re-raises ``exc`` for RQ: RQ retries a job while
+    ``job.retries_left`` is positive, after ``job.retry_intervals`` seconds.
+    """
+    options = type(task).task_options()
+    decision = Decision(False, exc) if isinstance(exc, TimeLimitExceeded) else decide(options, exc, request.retries)
+    reported = decision.exc
+    einfo = ExceptionInfo(reported, type(reported), traceback.format_exc())
+    args, kwargs = request.args, request.kwargs
+    if decision.retry:
+        _call_hook(task, "on_retry", job.id, reported, job.id, args, kwargs, einfo)
+        _call_hook(task, "after_return", job.id, RETRY, reported, job.id, args, kwargs, einfo)
+        job.meta[keys.META_RETRIES] = request.retries + 1
+        job.save_meta()
+        job.retries_left, job.retry_intervals = 1, [decision.delay]
+        log.info("job %s of %s: retry %d in %.2f s after %r", job.id, task.name, request.retries + 1,
+                 decision.delay, reported)  # fmt: skip
+        _record(job, request.retries, capture, None)
+        return
+    job.retries_left = 0
+    _call_hook(task, "on_failure", job.id, reported, job.id, args, kwargs, einfo)
+    _call_hook(task, "after_return", job.id, FAILURE, reported, job.id, args, kwargs, einfo)
+    _record(job, request.retries, capture, reported)
+    if reported is not exc:
+        raise reported from exc
+
+
+@contextlib.contextmanager
+def time_limits(soft: float | None, hard: float | None, job: Job | None = None) -> Iterator[None]:
+    """Raise ``SoftTimeLimitExceeded`` after ``soft`` seconds and ``TimeLimitExceeded`` after ``hard``.
+
+    Uses SIGALRM, so it works on the main thread, where a worker runs its jobs. With ``job``,
+    the hard deadline is also published on the worker's record, and the supervisor of the
+    worker process kills it if the task outlives the deadline anyway (stuck in C code, or
+    swallowing the exception).
+    """
+    if soft is not None and hard is not None and soft >= hard:
+        soft = None
+    if soft is None and hard is None:
+        yield
+        return
+    started = time.monotonic()
+    soft_fired = False
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        nonlocal soft_fired
+        elapsed = time.monotonic() - started
+        if soft is not None and not soft_fired:
+            soft_fired = True
+            if hard is not None:
+                signal.setitimer(signal.ITIMER_REAL, max(hard - elapsed, 0.001))
+            raise SoftTimeLimitExceeded(f"soft time limit ({soft:g} s) exceeded")
+        raise TimeLimitExceeded(f"time limit ({hard:g} s) exceeded")
+
+    worker_key = f"rq:worker:{job.worker_name}" if job is not None and job.worker_name else None
+    if worker_key and hard is not None:
+        job.connection.hset(worker_key, keys.WORKER_DEADLINE, repr(time.time() + hard))  # type: ignore[union-attr]
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, soft if soft is not None else hard)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if worker_key and hard is not None:
+            job.connection.hdel(worker_key, keys.WORKER_DEADLINE)  # type: ignore[union-attr]
+
+
+def _check_serialisable(task: Task, retval: Any) -> None:
+    try:
+        dumps(retval)
+    except Exception as exc:
+        from .errors import SerializationError
+
+        kind = f"{type(retval).__module__}.{type(retval).__qualname__}"
+        raise SerializationError(
+            f"Task {task.name} returned a {kind}, which cannot be serialised ({exc}); return plain data instead."
+        ) from exc
+
+
+def _record(job: Job, attempt: int, capture: OutputCapture, exc: BaseException | None) -> None:
+    """Store the attempt's output and, for a failure, the exception, in one round trip."""
+    text = capture.text()
+    if not text and exc is None:
+        return
+    ttl = (job.failure_ttl or DEFAULT_FAILURE_TTL) if exc is not None else job.result_ttl
+    with job.connection.pipeline(transaction=False) as pipe:
+        if text and ttl != 0:
+            pipe.hset(keys.output_key(job.id), str(attempt), text)
+            _expire(pipe, keys.output_key(job.id), ttl)
+        if exc is not None:
+            record_exception(job, exc, pipe)
+        pipe.execute()
+
+
+def record_exception(job: Job, exc: BaseException, pipe: Any = None) -> None:
+    """Store the final exception of ``job`` so that ``result.get()`` raises it with its type."""
+    record: dict[str, Any] = {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+        "traceback": user_traceback(exc),
+    }
+    try:
+        record["pickled"] = dumps(exc)
+    except Exception:
+        log.warning("exception of job %s cannot be pickled; it will come back as TaskError", job.id)
+    target = pipe if pipe is not None else job.connection.pipeline(transaction=False)
+    target.hset(keys.exception_key(job.id), mapping=record)
+    _expire(target, keys.exception_key(job.id), job.failure_ttl or DEFAULT_FAILURE_TTL)
+    if pipe is None:
+        target.execute()
+
+
+def user_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback from the first frame outside tasklab and RQ: the user's code."""
+    tb = exc.__traceback__
+    while tb is not None and _internal(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _internal(filename: str) -> bool:
+    return filename.startswith((_TASKLAB_DIR, _RQ_DIR))
+
+
+_TASKLAB_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_RQ_DIR = os.path.dirname(os.path.abspath(rq.__file__)) + os.sep
+
+
+def _expire(pipe: Any, key: str, ttl: int | None) -> None:
+    if ttl is not None and ttl > 0:
+        pipe.expire(key, int(ttl))

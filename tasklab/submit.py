@@ -1,0 +1,144 @@
+"""Turning task calls into RQ jobs: options resolved, arguments checked, pipelined enqueue.
+
+Every call is checked (arguments fit the task, arguments serialise) before anything is
+written, so a bad call in a ``map`` submits nothing and says which item and argument failed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from rq.job import Job
+from rq.rate_limit import RateLimit
+
+from . import keys
+from . import options as opts
+from .errors import ConfigurationError, SerializationError
+from .ratelimit import key_for as ratelimit_key
+from .ratelimit import take_slots
+from .serialization import describe_unpicklable
+from .task import Task, task_names_of_args
+
+if TYPE_CHECKING:
+    from .queue import TaskQueue
+    from .result import AsyncResult
+
+#: The function every tasklab job calls; it finds the task from the job's meta.
+EXECUTE = "tasklab.runtime.execute_task"
+#: Jobs written per pipeline round trip.
+BATCH = 1000
+_DESCRIPTION_MAX = 200
+_SUBMIT_KEYS = {"countdown", "eta", "queue", "task_id"}
+
+
+def describe(name: str, args: tuple, kwargs: dict) -> str:
+    """``name(arg, key=value)`` for RQ's job description, shortened."""
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    text = f"{name}({', '.join(parts)})"
+    return text if len(text) <= _DESCRIPTION_MAX else text[: _DESCRIPTION_MAX - 4] + "...)"
+
+
+def _due(countdown: float | None, eta: Any) -> datetime | None:
+    if countdown is not None:
+        if not isinstance(countdown, int | float) or countdown < 0:
+            raise ConfigurationError(f"countdown={countdown!r}: expected a number of seconds >= 0.")
+        return datetime.now(timezone.utc) + timedelta(seconds=countdown)
+    if eta is not None:
+        if not isinstance(eta, datetime):
+            raise ConfigurationError(f"eta={eta!r}: expected a datetime.")
+        return eta if eta.tzinfo else eta.astimezone(timezone.utc)
+    return None
+
+
+def submit_calls(
+    app: Any, queue_for: Any, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]
+) -> list[AsyncResult]:
+    """Submit ``calls`` of ``task`` with ``call_options``; ``queue_for(name)`` gives a TaskQueue."""
+    from .result import AsyncResult
+
+    given = {k: v for k, v in call_options.items() if v is not None}
+    not_per_call = set(given) - _SUBMIT_KEYS - opts.CALL_OPTIONS
+    if not_per_call:
+        raise ConfigurationError(
+            f"{', '.join(sorted(not_per_call))} cannot be set per call; set it on the task. "
+            f"Per call: {', '.join(sorted(_SUBMIT_KEYS | opts.CALL_OPTIONS))}."
+        )
+    call = opts.validate({k: v for k, v in given.items() if k in opts.CALL_OPTIONS}, where="call")
+    if "queue" in given:
+        call["queue"] = opts.validate({"queue": given["queue"]})["queue"]
+    task_options = type(task).task_options()
+    lab_options = getattr(app, "options", None)
+    due = _due(given.get("countdown"), given.get("eta"))
+    task_id = given.get("task_id")
+    if task_id is not None and len(calls) != 1:
+        raise ConfigurationError("task_id names one job; it cannot be used with map or starmap.")
+    ignore = opts.resolve("ignore_result", call, task_options, lab_options)
+    result_ttl = 0 if ignore else opts.resolve("result_ttl", call, task_options, lab_options)
+    queue: TaskQueue = queue_for(opts.resolve("queue", call, task_options, lab_options))
+
+    meta = {keys.META_NAMESPACE: app.namespace, keys.META_TASK: task.name, keys.META_VERSION: task._tl_version}
+    for option, field in (("time_limit", keys.META_TIME_LIMIT), ("soft_time_limit", keys.META_SOFT_TIME_LIMIT)):
+        seconds = opts.resolve(option, call, task_options, lab_options)
+        if seconds is not None:
+            meta[field] = seconds
+    if opts.resolve("acks_late", call, task_options, lab_options):
+        meta[keys.META_ACKS_LATE] = opts.resolve("max_retries", task_options, lab_options)
+    concurrency = opts.resolve("concurrency_limit", task_options, lab_options)
+    limit = RateLimit(f"tasklab:{app.namespace}:{task.name}", concurrency) if concurrency else None
+    jobs: list[Job] = []
+    arg_names = task_names_of_args(task)
+    for index, (args, kwargs) in enumerate(calls):
+        task.signature_check(args, kwargs)
+        job = queue.create_job(
+            EXECUTE, args=args, kwargs=kwargs, timeout=-1, result_ttl=result_ttl,
+            description=describe(task.name, args, kwargs), job_id=task_id, meta=dict(meta), rate_limit=limit,
+        )  # fmt: skip
+        try:
+            job.data  # noqa: B018 - serialise now, so that a bad call submits nothing
+        except Exception as exc:
+            detail = describe_unpicklable(args, kwargs, arg_names) or f"the arguments cannot be serialised: {exc}"
+            where = f" (item {index})" if len(calls) > 1 else ""
+            raise SerializationError(
+                f"Cannot submit {task.name}{where}: {detail}. Pass plain data (numbers, strings, lists, dicts, "
+                "arrays, objects of classes defined in a %%task cell or an importable module) and open "
+                "files, connections and locks inside the task."
+            ) from exc
+        jobs.append(job)
+
+    app.ensure_code(task)
+    app.ensure_workers()
+    rate = opts.resolve("rate_limit", task_options, lab_options)
+    starts = _rate_slots(queue, app.namespace, task.name, rate, len(jobs), due)
+    for job, start in zip(jobs, starts, strict=True):
+        if rate is not None and start is not None and (due is None or start > due):
+            job.meta[keys.META_HELD] = "rate_limit"
+    if limit is not None:
+        for job, start in zip(jobs, starts, strict=True):  # RQ takes rate-limited jobs one at a time
+            _enqueue(queue, job, start, None)
+    else:
+        for first in range(0, len(jobs), BATCH):
+            with queue.connection.pipeline() as pipe:
+                for job, start in zip(jobs[first : first + BATCH], starts[first : first + BATCH], strict=True):
+                    _enqueue(queue, job, start, pipe)
+                pipe.execute()
+    return [AsyncResult(job.id, app, task_name=task.name) for job in jobs]
+
+
+def _rate_slots(
+    queue: TaskQueue, namespace: str, name: str, rate: str | None, count: int, due: datetime | None
+) -> list[datetime | None]:
+    """When each job may start: ``due`` (or now), pushed later by the task's rate limit."""
+    if rate is None:
+        return [due] * count
+    slots = take_slots(queue.connection, ratelimit_key(namespace, name), rate, count)
+    now = datetime.now(timezone.utc)
+    starts = [datetime.fromtimestamp(slot, timezone.utc) for slot in slots]
+    return [max(start, due) if due else (start if start > now else None) for start in starts]
+
+
+def _enqueue(queue: TaskQueue, job: Job, start: datetime | None, pipe: Any) -> None:
+    if start is None:
+        queue.enqueue_job(job, pipeline=pipe)
+    else:
+        queue.schedule_job(job, start, pipeline=pipe)

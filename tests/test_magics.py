@@ -1,0 +1,187 @@
+"""``%%task`` and ``%tasklab`` through a real IPython shell, with real workers."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+
+import tasklab
+from tasklab.lab import current_lab_or_none
+from tasklab.magics import TaskLabMagics
+from tasklab.registry import CODE_KEY, TASKS_KEY
+
+from .conftest import run_cell, task_cell
+
+
+def test_public_functions_and_task_classes_become_tasks(shell, lab, capsys):
+    shell.user_ns["tasklab"] = tasklab
+    task_cell(
+        shell,
+        """
+import math
+import tasklab
+
+def area(r):
+    return math.pi * r * r
+
+def _helper(x):
+    return x
+
+class Cube(tasklab.Task):
+    def run(self, x):
+        return x ** 3
+
+class WithDb(tasklab.Task):
+    pass
+""",
+    )
+    ns = shell.user_ns
+    assert isinstance(ns["area"], tasklab.Task)
+    assert not isinstance(ns["_helper"], tasklab.Task), "private functions stay plain functions"
+    assert ns["area"](1) == pytest.approx(3.14159, rel=1e-4), "calling a task runs it locally"
+    assert "tasks: area, Cube" in capsys.readouterr().out
+    lab.workers(1)
+    assert ns["area"].delay(2).get(timeout=10) == pytest.approx(12.566, rel=1e-3)
+    assert ns["Cube"].delay(3).get(timeout=10) == 27
+    assert ns["Cube"]().delay(2).get(timeout=10) == 8
+    with pytest.raises(tasklab.NotRegistered, match="base class"):
+        ns["WithDb"]().delay()
+
+
+def test_help_lists_the_options():
+    doc = TaskLabMagics.task.__doc__
+    for option in ("--name", "--queue", "--base", "--bind", "--max-retries", "--autoretry-for", "--retry-backoff",
+                   "--retry-backoff-max", "--no-retry-jitter", "--time-limit", "--soft-time-limit", "--rate-limit",
+                   "--acks-late", "--ignore-result", "--result-ttl"):  # fmt: skip
+        assert option in doc
+
+
+def test_registration_does_not_connect(server, monkeypatch, capsys):
+    """The embedded server and workers start at the first submit, which prints one line."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    lab = current_lab_or_none()
+    if lab is not None:
+        lab.shutdown()
+    monkeypatch.setenv("TASKLAB_DATA_DIR", str(server.data_dir))
+    ip = InteractiveShell.instance()
+    ip.reset(new_session=False)
+    ip.extension_manager.load_extension("tasklab")
+    task_cell(ip, "def double(x):\n    return 2 * x\n")
+    assert current_lab_or_none() is None, "%%task must not connect"
+    capsys.readouterr()
+    try:
+        assert run_cell(ip, "double.delay(21).get(timeout=20)") == 42
+        out = capsys.readouterr().out.strip().splitlines()
+        started = [line for line in out if line.startswith("tasklab:")]
+        assert len(started) == 1 and server.url in started[0] and "local workers" in started[0]
+    finally:
+        lab = current_lab_or_none()
+        if lab is not None:
+            lab.shutdown()
+
+
+def test_tasklab_line_magic(shell, lab, capsys):
+    shell.run_line_magic("tasklab", "workers 2")
+    assert len(lab.pool) == 2
+    shell.run_line_magic("tasklab", "status")
+    out = capsys.readouterr().out
+    assert "workers (2)" in out and lab.url in out
+    shell.run_line_magic("tasklab", "workers 1")
+    assert len(lab.pool) == 1
+    with pytest.raises(UsageError, match="Unknown or incomplete"):
+        shell.run_line_magic("tasklab", "frobnicate")
+    with pytest.raises(UsageError, match="Cannot reach Redis"):
+        shell.run_line_magic("tasklab", "connect redis://127.0.0.1:1/0")
+
+
+def test_connect_and_stop(shell, server, capsys):
+    shell.run_line_magic("tasklab", f"connect {server.url} --namespace other")
+    lab = current_lab_or_none()
+    assert lab is not None and lab.namespace == "other" and lab.url == server.url
+    shell.run_line_magic("tasklab", "stop")
+    assert current_lab_or_none() is None
+    assert "stopped" in capsys.readouterr().out
+
+
+def test_unload_removes_the_magics(shell):
+    shell.run_line_magic("unload_ext", "tasklab")
+    assert "task" not in shell.magics_manager.magics["cell"]
+    assert "tasklab" not in shell.magics_manager.magics["line"]
+    shell.run_line_magic("load_ext", "tasklab")
+    assert "task" in shell.magics_manager.magics["cell"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--bogus 1", "unrecognized arguments"),
+        ("--max-retries -5", "whole number"),
+        ("--rate-limit 10/x", "a rate such as '10/m'"),
+        ("--time-limit 0", r"number of seconds > 0"),
+        ("--queue 'two words'", "without spaces"),
+        ("--result-ttl -5", "whole number"),
+        ("--autoretry-for NoSuchError", "not an exception class"),
+    ],
+)
+def test_bad_options_are_refused(shell, line, message):
+    with pytest.raises(UsageError, match=message):
+        task_cell(shell, "def f(x):\n    return x\n", line)
+    assert "f" not in shell.user_ns, "a refused cell registers nothing and does not run"
+
+
+def test_name_option_needs_one_function(shell, lab):
+    with pytest.raises(UsageError, match="names one task"):
+        task_cell(shell, "def a():\n    pass\ndef b():\n    pass\n", "--name both")
+    task_cell(shell, "def a():\n    return 'a'\n", "--name renamed")
+    assert shell.user_ns["a"].name == "renamed"
+    assert lab.registry.current(lab.namespace)["renamed"] == shell.user_ns["a"]._tl_version
+
+
+def test_undefined_names_are_reported_with_the_fix(shell):
+    run_cell(shell, "import json as js\nfrom os.path import join\ndef helper(x):\n    return x\n")
+    with pytest.raises(UsageError) as info:
+        task_cell(shell, "def f(x):\n    return js.dumps(join('a', x)) + helper(x) + nowhere\n")
+    message = str(info.value)
+    assert "`js` is used in `f` but not defined in this cell: add `import json as js` to the cell" in message
+    assert "add `from posixpath import join` to the cell" in message or "from os.path" in message
+    assert "`helper` is used in `f`" in message and "define `helper` in this cell" in message
+    assert "`nowhere` is used in `f`" in message
+    assert not isinstance(shell.user_ns.get("f"), tasklab.Task)
+
+
+def test_syntax_error_is_shown_like_a_cell(shell, capfd):
+    task_cell(shell, "def broken(:\n    pass\n")
+    captured = capfd.readouterr()
+    assert "SyntaxError" in captured.out + captured.err
+    assert "broken" not in shell.user_ns
+
+
+def test_code_is_stored_by_content_and_current_version_moves(shell, lab):
+    task_cell(shell, "def v():\n    return 1\n")
+    first = shell.user_ns["v"]._tl_version
+    task_cell(shell, "def v():\n    return 2\n")
+    second = shell.user_ns["v"]._tl_version
+    task_cell(shell, "def v():\n    return 2\n")
+    assert shell.user_ns["v"]._tl_version == second, "the same source is the same version"
+    assert first != second
+    assert lab.connection.hget(TASKS_KEY.format(lab.namespace), "v").decode() == second
+    assert lab.connection.exists(CODE_KEY.format(first)), "old versions stay in Redis"
+
+
+def test_queue_option_routes_jobs(shell, lab):
+    lab.workers(1, queues=["default", "io"])
+    task_cell(shell, "def where():\n    return 'here'\n", "--queue io")
+    result = shell.user_ns["where"].delay()
+    assert result.get(timeout=10) == "here"
+    assert lab.queue("io").fetch_job(result.id).origin == "io"
+    assert shell.user_ns["where"].apply_async(queue="default").get(timeout=10) == "here"
+
+
+def test_result_html_shows_state(shell, lab):
+    lab.workers(1)
+    task_cell(shell, "def ok():\n    return 1\n")
+    result = shell.user_ns["ok"].delay()
+    result.get(timeout=10)
+    html = result._repr_html_()
+    assert "SUCCESS" in html and result.id in html and "ok" in html
