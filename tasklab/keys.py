@@ -7,6 +7,13 @@ META_NAMESPACE = "tl_ns"
 META_TASK = "tl_task"
 META_VERSION = "tl_v"
 META_RETRIES = "tl_retries"
+#: Workflows: the job ids whose results a job receives as its first argument, and how:
+#: "one" prepends the single parent's value (a chain step), "list" the list of values, in
+#: order (a chord's callback). Absent for immutable signatures.
+META_PARENTS = "tl_parents"
+META_MERGE = "tl_merge"
+#: Workflows: the id of the workflow (chain, group, chord) a job belongs to.
+META_WORKFLOW = "tl_workflow"
 #: Why a job waits although it is due: "rate_limit" while its rate-limit slot comes.
 META_HELD = "tl_held"
 #: With acks_late: how many times a job lost with its worker is requeued (its max_retries).

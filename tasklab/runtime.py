@@ -29,13 +29,14 @@ import rq
 from rq import get_current_job
 from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.job import Job
+from rq.results import Result
 
 from . import cells, keys
 from .capture import OutputCapture
 from .errors import NotRegistered, SoftTimeLimitExceeded, TimeLimitExceeded
 from .registry import CodeRegistry
 from .retries import Decision, decide
-from .serialization import dumps, loads
+from .serialization import Serializer, dumps, loads
 from .task import Request, Task, _request_stack, build_tasks
 
 log = logging.getLogger("tasklab.runtime")
@@ -181,6 +182,15 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
             job.retries_left = 0
             _record(job, attempt, capture, exc)
             raise
+        parents = meta.get(keys.META_PARENTS)
+        if parents:
+            try:
+                values = [parent_value(job.connection, parent) for parent in parents]
+            except Exception as exc:
+                job.retries_left = 0
+                _record(job, attempt, capture, exc)
+                raise
+            args = ((values[0],) if meta.get(keys.META_MERGE) == "one" else (values,)) + tuple(args)
         request = Request(
             id=job.id, args=args, kwargs=kwargs, retries=attempt, worker=job.worker_name,
             queue=job.origin, version=task._tl_version, called_directly=False,
@@ -202,6 +212,15 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
             stack.pop()
     _record(job, attempt, capture, None)
     return retval
+
+
+def parent_value(connection: redis.Redis, job_id: str) -> Any:
+    """The return value of the finished job ``job_id`` (a workflow step this job follows)."""
+    for entry_id, payload in connection.xrevrange(Result.get_key(job_id), "+", "-"):
+        result = Result.restore(job_id, entry_id.decode(), payload, connection, Serializer)
+        if result.type == Result.Type.SUCCESSFUL:
+            return result.return_value
+    raise NotRegistered(f"The result of job {job_id}, which this step follows, is gone (expired or never stored).")
 
 
 def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc: Exception) -> None:

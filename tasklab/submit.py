@@ -6,6 +6,7 @@ written, so a bad call in a ``map`` submits nothing and says which item and argu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ EXECUTE = "tasklab.runtime.execute_task"
 BATCH = 1000
 _DESCRIPTION_MAX = 200
 _SUBMIT_KEYS = {"countdown", "eta", "queue", "task_id"}
+_PARENT_VALUE = object()  # stands for a parent's result when checking a step's arguments
 
 
 def describe(name: str, args: tuple, kwargs: dict) -> str:
@@ -51,12 +53,51 @@ def _due(countdown: float | None, eta: Any) -> datetime | None:
     return None
 
 
+@dataclass
+class Prepared:
+    """Jobs built and checked for one task, not yet written to Redis."""
+
+    app: Any
+    task: Task
+    queue: TaskQueue
+    jobs: list[Job]
+    starts: list[datetime | None]  # when each may start: None for now
+    one_at_a_time: bool  # RQ enqueues concurrency-limited jobs without a pipeline
+
+    def results(self) -> list[AsyncResult]:
+        from .result import AsyncResult
+
+        return [AsyncResult(job.id, self.app, task_name=self.task.name) for job in self.jobs]
+
+
 def submit_calls(
     app: Any, queue_for: Any, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]
 ) -> list[AsyncResult]:
     """Submit ``calls`` of ``task`` with ``call_options``; ``queue_for(name)`` gives a TaskQueue."""
-    from .result import AsyncResult
+    prepared = prepare(app, queue_for, task, calls, call_options)
+    enqueue(prepared)
+    return prepared.results()
 
+
+def prepare(
+    app: Any,
+    queue_for: Any,
+    task: Task,
+    calls: list[tuple[tuple, dict]],
+    call_options: dict[str, Any],
+    *,
+    meta: dict[str, Any] | None = None,
+    depends_on: list[list[str]] | None = None,
+    job_ids: list[str] | None = None,
+) -> Prepared:
+    """Build and check the jobs of ``calls``: options resolved, arguments bound and serialised.
+
+    Writes nothing, so a bad call submits nothing. ``meta`` is added to every job's meta;
+    ``depends_on[i]`` lists the job ids call ``i`` waits for (RQ dependencies); ``job_ids``
+    fixes the ids (a workflow knows them before it submits). When ``meta`` names parents
+    whose results a job receives (``keys.META_PARENTS``), the arguments are checked with that
+    value in front.
+    """
     given = {k: v for k, v in call_options.items() if v is not None}
     not_per_call = set(given) - _SUBMIT_KEYS - opts.CALL_OPTIONS
     if not_per_call:
@@ -67,32 +108,38 @@ def submit_calls(
     call = opts.validate({k: v for k, v in given.items() if k in opts.CALL_OPTIONS}, where="call")
     if "queue" in given:
         call["queue"] = opts.validate({"queue": given["queue"]})["queue"]
+    task._app()  # a task defined outside a cell gets its version here
     task_options = type(task).task_options()
     lab_options = getattr(app, "options", None)
     due = _due(given.get("countdown"), given.get("eta"))
     task_id = given.get("task_id")
-    if task_id is not None and len(calls) != 1:
-        raise ConfigurationError("task_id names one job; it cannot be used with map or starmap.")
+    if task_id is not None:
+        if len(calls) != 1:
+            raise ConfigurationError("task_id names one job; it cannot be used with map or starmap.")
+        job_ids = [task_id]
     ignore = opts.resolve("ignore_result", call, task_options, lab_options)
     result_ttl = 0 if ignore else opts.resolve("result_ttl", call, task_options, lab_options)
     queue: TaskQueue = queue_for(opts.resolve("queue", call, task_options, lab_options))
 
-    meta = {keys.META_NAMESPACE: app.namespace, keys.META_TASK: task.name, keys.META_VERSION: task._tl_version}
+    base_meta = {keys.META_NAMESPACE: app.namespace, keys.META_TASK: task.name, keys.META_VERSION: task._tl_version}
     for option, field in (("time_limit", keys.META_TIME_LIMIT), ("soft_time_limit", keys.META_SOFT_TIME_LIMIT)):
         seconds = opts.resolve(option, call, task_options, lab_options)
         if seconds is not None:
-            meta[field] = seconds
+            base_meta[field] = seconds
     if opts.resolve("acks_late", call, task_options, lab_options):
-        meta[keys.META_ACKS_LATE] = opts.resolve("max_retries", task_options, lab_options)
+        base_meta[keys.META_ACKS_LATE] = opts.resolve("max_retries", task_options, lab_options)
+    base_meta.update(meta or {})
     concurrency = opts.resolve("concurrency_limit", task_options, lab_options)
     limit = RateLimit(f"tasklab:{app.namespace}:{task.name}", concurrency) if concurrency else None
     jobs: list[Job] = []
     arg_names = task_names_of_args(task)
+    receives = 1 if base_meta.get(keys.META_PARENTS) else 0
     for index, (args, kwargs) in enumerate(calls):
-        task.signature_check(args, kwargs)
+        task.signature_check((_PARENT_VALUE,) * receives + tuple(args), kwargs)
         job = queue.create_job(
             EXECUTE, args=args, kwargs=kwargs, timeout=-1, result_ttl=result_ttl,
-            description=describe(task.name, args, kwargs), job_id=task_id, meta=dict(meta), rate_limit=limit,
+            description=describe(task.name, args, kwargs), job_id=job_ids[index] if job_ids else None,
+            meta=dict(base_meta), rate_limit=limit, depends_on=depends_on[index] if depends_on else None,
         )  # fmt: skip
         try:
             job.data  # noqa: B018 - serialise now, so that a bad call submits nothing
@@ -105,24 +152,30 @@ def submit_calls(
                 "files, connections and locks inside the task."
             ) from exc
         jobs.append(job)
-
-    app.ensure_code(task)
-    app.ensure_workers()
     rate = opts.resolve("rate_limit", task_options, lab_options)
-    starts = _rate_slots(queue, app.namespace, task.name, rate, len(jobs), due)
-    for job, start in zip(jobs, starts, strict=True):
-        if rate is not None and start is not None and (due is None or start > due):
-            job.meta[keys.META_HELD] = "rate_limit"
-    if limit is not None:
-        for job, start in zip(jobs, starts, strict=True):  # RQ takes rate-limited jobs one at a time
+    starts = [due] * len(jobs)
+    if rate is not None:
+        starts = _rate_slots(queue, app.namespace, task.name, rate, len(jobs), due)
+        for job, start in zip(jobs, starts, strict=True):
+            if start is not None and (due is None or start > due):
+                job.meta[keys.META_HELD] = "rate_limit"
+    return Prepared(app, task, queue, jobs, starts, one_at_a_time=limit is not None)
+
+
+def enqueue(prepared: Prepared) -> None:
+    """Write prepared jobs to Redis: queued, or scheduled for their start, in pipelined batches."""
+    prepared.app.ensure_code(prepared.task)
+    prepared.app.ensure_workers()
+    queue, jobs, starts = prepared.queue, prepared.jobs, prepared.starts
+    if prepared.one_at_a_time:
+        for job, start in zip(jobs, starts, strict=True):
             _enqueue(queue, job, start, None)
-    else:
-        for first in range(0, len(jobs), BATCH):
-            with queue.connection.pipeline() as pipe:
-                for job, start in zip(jobs[first : first + BATCH], starts[first : first + BATCH], strict=True):
-                    _enqueue(queue, job, start, pipe)
-                pipe.execute()
-    return [AsyncResult(job.id, app, task_name=task.name) for job in jobs]
+        return
+    for first in range(0, len(jobs), BATCH):
+        with queue.connection.pipeline() as pipe:
+            for job, start in zip(jobs[first : first + BATCH], starts[first : first + BATCH], strict=True):
+                _enqueue(queue, job, start, pipe)
+            pipe.execute()
 
 
 def _rate_slots(

@@ -83,8 +83,8 @@ class Worker(SimpleWorker):
     transaction. This worker writes the same records with one transaction to start a job and
     one to finish it, which also takes the next job while jobs are waiting. It
 
-    * sends worker heartbeats at most once per :attr:`heartbeat_interval`, folded into the
-      next transaction, and always in time for the worker key to outlive the job;
+    * sends worker heartbeats at most once per :attr:`heartbeat_interval`, with the start of
+      a job when one is due then, and always in time for the worker key to outlive the job;
     * writes the worker state only when it changes;
     * starts a job in one transaction: RQ's execution record, busy state, the job's start
       (``started``, ``started_at``, ``worker_name``) and its removal from the intermediate
