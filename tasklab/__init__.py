@@ -50,9 +50,12 @@ __all__ = [
     "Request",
     "get_task_logger",
     "retry_schedule",
-    # Results
+    # Results and what happened
     "AsyncResult",
     "ResultSet",
+    "history",
+    "stats",
+    "monitor",
     # Errors
     "TaskLabError",
     "CellError",
@@ -77,6 +80,21 @@ __all__ = [
     "WorkerLostError",
     "TaskLabWarning",
 ]
+
+
+def history(**filters: Any) -> Any:
+    """One row per task attempt of the current lab's Redis, as a DataFrame (``since=``, ``until=``, ``name=``)."""
+    return current_lab().history(**filters)
+
+
+def stats(**filters: Any) -> Any:
+    """One row per task name: counts by state, retries, run-time mean/p50/p95, throughput."""
+    return current_lab().stats(**filters)
+
+
+def monitor(**options: Any) -> Any:
+    """Show the live monitor of the current lab (see :meth:`Lab.monitor`)."""
+    return current_lab().monitor(**options)
 
 
 def load_ipython_extension(ipython: Any) -> None:

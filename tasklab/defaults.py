@@ -45,6 +45,13 @@ WORKER_STOP_TIMEOUT = 10.0
 #: RQ's own default is 1 s; a notebook user watching a countdown notices less.
 SCHEDULER_INTERVAL = 0.2
 
+#: Entries the event stream keeps (about; Redis trims in whole nodes). At roughly three events
+#: per attempt, that is the last ~150,000 attempts.
+EVENTS_MAXLEN = 500_000
+
+#: Run times kept per task for the monitor's percentiles.
+RUNTIMES_KEPT = 1000
+
 #: Seconds past a job's hard time limit after which its worker process is killed, in case the
 #: task swallowed TimeLimitExceeded or is stuck in code that signals cannot interrupt.
 TIME_LIMIT_GRACE = 1.0

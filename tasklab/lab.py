@@ -175,6 +175,33 @@ class Lab:
         """The end of each local worker's log file, by worker name."""
         return self._pool.logs(tail) if self._pool else {}
 
+    def history(self, *, since: Any = None, until: Any = None, name: Any = None, namespace: Any = None) -> Any:
+        """One row per task attempt, as a pandas DataFrame (see :func:`tasklab.frames.history`)."""
+        from .frames import history
+
+        self._check_open()
+        return history(self.connection, since=since, until=until, name=name, namespace=namespace)
+
+    def stats(self, *, since: Any = None, until: Any = None, name: Any = None, namespace: Any = None) -> Any:
+        """One row per task name: counts by state, retries, run-time mean/p50/p95, throughput."""
+        from .frames import stats
+
+        return stats(self.history(since=since, until=until, name=name, namespace=namespace))
+
+    def monitor(self, *, display: bool = True, interval: float = 0.5, plots: bool = True) -> Any:
+        """The live monitor widget: shown and updating (``display=False``: built, not shown or started)."""
+        from .monitor_widget import Monitor
+
+        self._check_open()
+        monitor = Monitor(self, interval=interval, plots=plots)
+        monitor.refresh(plots=plots)
+        if display:
+            from IPython.display import display as show
+
+            show(monitor)
+            monitor.start()
+        return monitor
+
     def status(self) -> ServerStatus:
         """Server version, queues with their lengths, and workers, as one snapshot."""
         self._check_open()

@@ -14,13 +14,15 @@ slot), as if the worker had done it:
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.utils import now
 from rq.worker import Worker as RQWorker
 
-from . import keys
+from . import events, keys
 from . import options as opts
 from .errors import TaskRevokedError
 from .queue import TaskQueue
@@ -60,6 +62,15 @@ def _settle(worker: RQWorker, job: Job, queue: TaskQueue, execution: object, rea
     requeue = limit is not None and not isinstance(reason, TaskRevokedError) and (
         limit == opts.FOREVER or retries < limit
     )  # fmt: skip
+    with job.connection.pipeline(transaction=False) as pipe:
+        events.emit(
+            pipe, events.REVOKED if isinstance(reason, TaskRevokedError) else events.LOST,
+            job.id, job.meta.get(keys.META_TASK, job.func_name), job.meta.get(keys.META_NAMESPACE, "default"),
+            n=retries, w=worker.name, x=type(reason).__name__, msg=str(reason)[:200],
+            run=round((now() - job.started_at).total_seconds(), 6) if job.started_at else None,
+            next=repr(time.time()) if requeue else None, wf=job.meta.get(keys.META_WORKFLOW),
+        )  # fmt: skip
+        pipe.execute()
     if requeue:
         job.meta[keys.META_RETRIES] = retries + 1
         job.save_meta()

@@ -22,6 +22,7 @@ from .lab import connect, current_lab, current_lab_or_none
 _TASKLAB_USAGE = """\
 %tasklab start              start the embedded Redis and local workers now (else at the first submit)
 %tasklab status             server, queues and workers
+%tasklab monitor            the live monitor widget
 %tasklab workers N          start or stop local workers until N run
 %tasklab connect URL [--namespace NAME]   use the Redis at URL from now on
 %tasklab stop               stop the local workers and leave the embedded server"""
@@ -107,7 +108,7 @@ class TaskLabMagics(Magics):
 
     @line_magic
     def tasklab(self, line: str) -> None:
-        """Control tasklab: start, status, workers N, connect URL, stop."""
+        """Control tasklab: start, status, monitor, workers N, connect URL, stop."""
         words = shlex.split(line)
         command, rest = (words[0], words[1:]) if words else ("", [])
         try:
@@ -118,6 +119,8 @@ class TaskLabMagics(Magics):
                     print(f"tasklab: Redis at {lab.url}, {len(lab.pool)} local workers")
             elif command == "status" and not rest:
                 print(current_lab().status())
+            elif command == "monitor" and not rest:
+                current_lab().monitor()
             elif command == "workers" and len(rest) == 1 and rest[0].isdigit():
                 pool = current_lab().workers(int(rest[0]))
                 print(f"tasklab: {len(pool)} local workers")

@@ -20,7 +20,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from . import keys
+from . import events, keys
 from .errors import InsideTaskError, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
 from .serialization import Serializer, loads
 from .task import current_request
@@ -253,6 +253,13 @@ class AsyncResult:
         status = job.get_status(refresh=False)
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.RATE_LIMITED):
             job.cancel()
+            with self.connection.pipeline(transaction=False) as pipe:
+                events.emit(
+                    pipe, events.REVOKED, job.id, job.meta.get(keys.META_TASK, job.func_name),
+                    job.meta.get(keys.META_NAMESPACE, "default"), n=job.meta.get(keys.META_RETRIES, 0),
+                    wf=job.meta.get(keys.META_WORKFLOW),
+                )  # fmt: skip
+                pipe.execute()
             return
         if status == JobStatus.STARTED and terminate:
             with self.connection.pipeline() as pipe:

@@ -31,7 +31,7 @@ from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.job import Job
 from rq.results import Result
 
-from . import cells, keys
+from . import cells, events, keys
 from .capture import OutputCapture
 from .errors import NotRegistered, SoftTimeLimitExceeded, TimeLimitExceeded
 from .registry import CodeRegistry
@@ -173,6 +173,8 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("tasklab.runtime.execute_task runs inside an RQ job only.")
     meta = job.meta
     attempt = int(meta.get(keys.META_RETRIES, 0))
+    started = time.time()
+    _started(job, attempt)
     capture = OutputCapture()
     stack = _request_stack()
     with capture:
@@ -180,7 +182,7 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
             task = task_for(meta[keys.META_VERSION], meta[keys.META_TASK])
         except Exception as exc:
             job.retries_left = 0
-            _record(job, attempt, capture, exc)
+            _record(job, attempt, capture, exc, started)
             raise
         parents = meta.get(keys.META_PARENTS)
         if parents:
@@ -188,7 +190,7 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
                 values = [parent_value(job.connection, parent) for parent in parents]
             except Exception as exc:
                 job.retries_left = 0
-                _record(job, attempt, capture, exc)
+                _record(job, attempt, capture, exc, started)
                 raise
             args = ((values[0],) if meta.get(keys.META_MERGE) == "one" else (values,)) + tuple(args)
         request = Request(
@@ -204,14 +206,25 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
                 if not isinstance(retval, _PLAIN):
                     _check_serialisable(task, retval)
             except Exception as exc:
-                _failed(job, task, request, capture, exc)
+                _failed(job, task, request, capture, exc, started)
                 raise
             _call_hook(task, "on_success", job.id, retval, job.id, args, kwargs)
             _call_hook(task, "after_return", job.id, SUCCESS, retval, job.id, args, kwargs, None)
         finally:
             stack.pop()
-    _record(job, attempt, capture, None)
+    _record(job, attempt, capture, None, started)
     return retval
+
+
+def _started(job: Job, attempt: int) -> None:
+    meta = job.meta
+    with job.connection.pipeline(transaction=False) as pipe:
+        events.emit(
+            pipe, events.STARTED, job.id, meta.get(keys.META_TASK, job.func_name),
+            meta.get(keys.META_NAMESPACE, "default"), n=attempt, w=job.worker_name, q=job.origin,
+            v=meta.get(keys.META_VERSION), wf=meta.get(keys.META_WORKFLOW),
+        )  # fmt: skip
+        pipe.execute()
 
 
 def parent_value(connection: redis.Redis, job_id: str) -> Any:
@@ -223,7 +236,7 @@ def parent_value(connection: redis.Redis, job_id: str) -> Any:
     raise NotRegistered(f"The result of job {job_id}, which this step follows, is gone (expired or never stored).")
 
 
-def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc: Exception) -> None:
+def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc: Exception, started: float) -> None:
     """Run the hooks of a failed attempt and set up RQ to retry it or to fail the job for good.
 
     Returns normally, after which the caller re-raises ``exc`` for RQ: RQ retries a job while
@@ -242,12 +255,12 @@ def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc:
         job.retries_left, job.retry_intervals = 1, [decision.delay]
         log.info("job %s of %s: retry %d in %.2f s after %r", job.id, task.name, request.retries + 1,
                  decision.delay, reported)  # fmt: skip
-        _record(job, request.retries, capture, None)
+        _record(job, request.retries, capture, reported, started, retry_at=time.time() + decision.delay)
         return
     job.retries_left = 0
     _call_hook(task, "on_failure", job.id, reported, job.id, args, kwargs, einfo)
     _call_hook(task, "after_return", job.id, FAILURE, reported, job.id, args, kwargs, einfo)
-    _record(job, request.retries, capture, reported)
+    _record(job, request.retries, capture, reported, started)
     if reported is not exc:
         raise reported from exc
 
@@ -305,18 +318,31 @@ def _check_serialisable(task: Task, retval: Any) -> None:
         ) from exc
 
 
-def _record(job: Job, attempt: int, capture: OutputCapture, exc: BaseException | None) -> None:
-    """Store the attempt's output and, for a failure, the exception, in one round trip."""
+def _record(
+    job: Job,
+    attempt: int,
+    capture: OutputCapture,
+    exc: BaseException | None,
+    started: float,
+    retry_at: float | None = None,
+) -> None:
+    """In one round trip: the attempt's output, the final exception, and the attempt's event."""
     text = capture.text()
-    if not text and exc is None:
-        return
     ttl = (job.failure_ttl or DEFAULT_FAILURE_TTL) if exc is not None else job.result_ttl
+    meta = job.meta
+    kind = events.SUCCEEDED if exc is None else events.RETRY if retry_at is not None else events.FAILED
     with job.connection.pipeline(transaction=False) as pipe:
         if text and ttl != 0:
             pipe.hset(keys.output_key(job.id), str(attempt), text)
             _expire(pipe, keys.output_key(job.id), ttl)
-        if exc is not None:
+        if exc is not None and retry_at is None:
             record_exception(job, exc, pipe)
+        events.emit(
+            pipe, kind, job.id, meta.get(keys.META_TASK, job.func_name), meta.get(keys.META_NAMESPACE, "default"),
+            n=attempt, run=round(time.time() - started, 6), w=job.worker_name,
+            x=type(exc).__name__ if exc is not None else None, msg=str(exc)[:200] if exc is not None else None,
+            next=repr(retry_at) if retry_at is not None else None, wf=meta.get(keys.META_WORKFLOW),
+        )  # fmt: skip
         pipe.execute()
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rq.job import Job
 from rq.rate_limit import RateLimit
 
-from . import keys
+from . import events, keys
 from . import options as opts
 from .errors import ConfigurationError, SerializationError
 from .ratelimit import key_for as ratelimit_key
@@ -195,3 +195,12 @@ def _enqueue(queue: TaskQueue, job: Job, start: datetime | None, pipe: Any) -> N
         queue.enqueue_job(job, pipeline=pipe)
     else:
         queue.schedule_job(job, start, pipeline=pipe)
+    meta = job.meta
+    target = pipe if pipe is not None else queue.connection.pipeline(transaction=False)
+    events.emit(
+        target, events.SUBMITTED, job.id, meta[keys.META_TASK], meta[keys.META_NAMESPACE], q=queue.name,
+        v=meta.get(keys.META_VERSION), at=repr(start.timestamp()) if start is not None else None,
+        wf=meta.get(keys.META_WORKFLOW),
+    )  # fmt: skip
+    if pipe is None:
+        target.execute()

@@ -1,0 +1,186 @@
+"""Events, history DataFrames, plots and the monitor widget (headless: checked by its state)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+import tasklab
+from tasklab import events
+from tasklab.monitor_widget import Monitor
+from tasklab.plots import runtime_distribution, task_stream, throughput, to_png
+
+from .conftest import task_cell, wait_for
+
+TASKS = """
+from rq import get_current_job
+
+def ok(x):
+    return x
+
+def bad(x):
+    raise ValueError(f"bad {x}")
+
+def gated(gate):
+    get_current_job().connection.blpop(gate, timeout=30)
+    return gate
+"""
+
+
+@pytest.fixture
+def ran(shell, lab):
+    """A few successes, a failure with one retry, run on two workers."""
+    lab.workers(2)
+    task_cell(shell, TASKS, "--autoretry-for ValueError --max-retries 1 --retry-backoff 0.05")
+    ns = shell.user_ns
+    ns["ok"].map(range(4)).get(timeout=10)
+    with pytest.raises(ValueError):
+        ns["bad"].delay(7).get(timeout=10)
+    return ns
+
+
+def test_history_has_one_row_per_attempt(ran, lab):
+    frame = tasklab.history()
+    assert list(frame.columns[:12]) == [
+        "task_id", "name", "version", "state", "attempt", "worker", "submitted_at", "started_at", "finished_at",
+        "wait_s", "run_s", "error",
+    ]  # fmt: skip
+    assert len(frame) == 6
+    ok = frame[frame["name"] == "ok"]
+    assert set(ok["state"]) == {"SUCCESS"} and (ok["attempt"] == 0).all()
+    bad = frame[frame["name"] == "bad"].sort_values("attempt")
+    assert list(bad["state"]) == ["RETRY", "FAILURE"] and list(bad["attempt"]) == [0, 1]
+    assert bad["error"].str.startswith("ValueError: bad 7").all()
+    assert (frame["wait_s"] >= 0).all() and (frame["run_s"] >= 0).all()
+    assert set(frame["worker"]) <= set(lab.pool.names)
+    assert frame["version"].eq(ran["ok"]._tl_version).all()
+    assert isinstance(frame["started_at"].dtype, pd.DatetimeTZDtype)
+
+
+def test_history_filters_by_name_and_time(ran, lab):
+    assert set(tasklab.history(name="ok")["name"]) == {"ok"}
+    assert len(tasklab.history(name=["ok", "bad"])) == 6
+    assert tasklab.history(since=pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=1)).empty
+    assert len(tasklab.history(since=600)) == 6
+    assert tasklab.history(until=pd.Timestamp("2000-01-01", tz="UTC")).empty
+
+
+def test_stats_per_task(ran):
+    table = tasklab.stats().set_index("name")
+    assert table.loc["ok", "SUCCESS"] == 4 and table.loc["ok", "retries"] == 0
+    assert table.loc["bad", "FAILURE"] == 1 and table.loc["bad", "RETRY"] == 1 and table.loc["bad", "retries"] == 1
+    assert table.loc["ok", "run_p95_s"] >= table.loc["ok", "run_p50_s"] > 0
+    assert table.loc["ok", "throughput_per_s"] > 0
+    assert tasklab.stats(name="ok").index.size == 1
+
+
+def test_history_survives_a_restart(tmp_path):
+    data = tmp_path / "data"
+    lab = tasklab.Lab(data_dir=data, autostart_workers=False)
+    try:
+        lab.workers(1)
+        ns: dict = {}
+        tasklab.register_cell("def one():\n    return 1\n", ns, app=lab)
+        ns["one"].delay().get(timeout=10)
+    finally:
+        lab.shutdown()
+    wait_for(lambda: not lab.server.is_running(), 10, "the embedded server to stop")
+    again = tasklab.Lab(data_dir=data, autostart_workers=False)
+    try:
+        frame = again.history()
+        assert list(frame["state"]) == ["SUCCESS"] and list(frame["name"]) == ["one"]
+    finally:
+        again.shutdown()
+
+
+def test_events_are_read_incrementally(ran, lab):
+    (last_id, _), *_ = lab.connection.xrevrange(events.STREAM, "+", "-", count=1)
+    ran["ok"].delay(99).get(timeout=10)
+    new = lab.connection.xread({events.STREAM: last_id}, count=100)[0][1]
+    kinds = [events.decode(i, f)["e"] for i, f in new]
+    assert kinds == ["submitted", "started", "succeeded"]
+
+
+def test_plots_return_figures(ran):
+    frame = tasklab.history()
+    for make in (task_stream, runtime_distribution, throughput):
+        fig = make(frame)
+        assert isinstance(fig, Figure)
+        assert to_png(fig).startswith(b"\x89PNG")
+        assert isinstance(make(frame.iloc[0:0]), Figure), "an empty history still plots"
+    stream_ax = task_stream(frame).axes[0]
+    assert len(stream_ax.patches) == len(frame), "one bar per attempt"
+
+
+def test_monitor_state_after_tasks(ran, lab):
+    monitor = lab.monitor(display=False, plots=False)
+    totals = monitor.data["totals"]
+    assert totals["SUCCESS"] == 4 and totals["FAILURE"] == 1 and totals["RETRY"] == 1
+    assert "<b>4</b>" in monitor.counts["SUCCESS"].value and "<b>1</b>" in monitor.counts["FAILURE"].value
+    rows = {t["name"]: t for t in monitor.data["tasks"]}
+    assert rows["ok"]["succeeded"] == 4 and rows["bad"]["retries"] == 1
+    assert rows["ok"]["version"] == ran["ok"]._tl_version[:7]
+    assert "ok" in monitor.tasks.value and "bad" in monitor.tasks.value
+    labels = [label for label, _ in monitor.recent.options]
+    assert len(monitor.recent.options) == 5, "one line per job: its latest state"
+    assert any("FAILURE" in label and "ValueError" in label for label in labels)
+    assert {w["state"] for w in monitor.data["workers"]} == {"idle"} and len(monitor.data["workers"]) == 2
+
+
+def test_monitor_shows_busy_workers_and_tracebacks(ran, lab):
+    running = ran["gated"].delay("monitor-gate")
+    wait_for(lambda: running.state == "STARTED", 10, "the job to start")
+    monitor = Monitor(lab, plots=False)
+    monitor.refresh()
+    busy = [w for w in monitor.data["workers"] if w["job"] == running.id]
+    assert busy and busy[0]["state"] == "busy" and running.id in monitor.workers.value
+    assert monitor.data["totals"]["STARTED"] == 1
+    failed_id = next(value for label, value in monitor.recent.options if "FAILURE" in label)
+    monitor.recent.value = failed_id
+    assert "ValueError: bad 7" in monitor.details.value
+    lab.connection.rpush("monitor-gate", 1)
+    running.get(timeout=10)
+
+
+def test_monitor_controls(ran, lab):
+    monitor = Monitor(lab, plots=False)
+    monitor.refresh()
+    failed_id = next(value for label, value in monitor.recent.options if "FAILURE" in label)
+    monitor.recent.value = failed_id
+    assert "resubmitted bad" in monitor.retry_selected(original=True)
+    assert "resubmitted bad" in monitor.retry_selected(original=False)
+    monitor._scale(+1)
+    assert len(lab.pool) == 3
+    monitor.remove_worker.click()
+    assert len(lab.pool) == 2 and "2 local workers" in monitor.message.value
+    wait_for(lambda: tasklab.stats().set_index("name").loc["bad", "FAILURE"] == 3, 15, "the resubmitted jobs")
+    assert "purged" in monitor.purge_finished()
+    assert not lab.queue().finished_job_registry.get_job_ids()
+    queued = ran["gated"].apply_async(("never",), countdown=60)
+    monitor.refresh()
+    monitor.recent.options = [("queued", queued.id)]
+    monitor.recent.value = queued.id
+    monitor.revoke_button.click()
+    assert queued.state == "REVOKED"
+
+
+def test_monitor_updates_live_and_stops(ran, lab):
+    monitor = Monitor(lab, interval=0.05, plots=True, plot_interval=0.05).start()
+    try:
+        successes = lambda: monitor.data.get("totals", {}).get("SUCCESS")  # noqa: E731
+        wait_for(lambda: successes() == 4, 10, "the monitor's first refresh")
+        ran["ok"].delay(5).get(timeout=10)
+        wait_for(lambda: successes() == 5, 10, "the monitor to see the new success")
+        wait_for(lambda: bytes(monitor.images["stream"].value).startswith(b"\x89PNG"), 10, "the plots to render")
+    finally:
+        monitor.close()
+    monitor._thread.join(timeout=5)
+    assert not monitor._thread.is_alive()
+
+
+def test_monitor_has_a_static_snapshot(ran, lab):
+    monitor = lab.monitor(display=False, plots=False)
+    bundle = monitor._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "tasklab monitor" in bundle["text/html"] and "<b>4</b>" in bundle["text/html"]
