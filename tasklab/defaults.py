@@ -49,6 +49,9 @@ SCHEDULER_INTERVAL = 0.2
 #: per attempt, that is the last ~150,000 attempts.
 EVENTS_MAXLEN = 500_000
 
+#: Events the monitor's plots show: the most recent, about a third as many attempts.
+MONITOR_PLOT_EVENTS = 3000
+
 #: Run times kept per task for the monitor's percentiles.
 RUNTIMES_KEPT = 1000
 

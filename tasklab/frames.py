@@ -54,6 +54,12 @@ def read_events(connection: redis.Redis, since: Any = None, until: Any = None) -
         start = "(" + chunk[-1][0].decode()
 
 
+def read_recent(connection: redis.Redis, count: int) -> list[dict[str, str]]:
+    """The last ``count`` events, oldest first: a read whose cost does not grow with the history."""
+    newest_first = connection.xrevrange(events.STREAM, "+", "-", count=count)
+    return [events.decode(entry_id, fields) for entry_id, fields in reversed(newest_first)]
+
+
 def _ts(value: str | None) -> float:
     return float(value) if value else np.nan
 

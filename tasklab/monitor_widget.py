@@ -20,7 +20,7 @@ import numpy as np
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.worker import Worker as RQWorker
 
-from . import events, keys
+from . import defaults, events, keys
 from .result import AsyncResult
 
 STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "LOST")
@@ -196,9 +196,11 @@ class Monitor:
             self.refresh_plots()
 
     def refresh_plots(self) -> None:
+        from .frames import attempts, read_recent
         from .plots import runtime_distribution, task_stream, throughput, to_png
 
-        frame = self.lab.history(since=600, namespace=self.lab.namespace)
+        frame = attempts(read_recent(self.lab.connection, defaults.MONITOR_PLOT_EVENTS))
+        frame = frame[frame["namespace"] == self.lab.namespace]
         self.images["stream"].value = to_png(task_stream(frame))
         self.images["runtime"].value = to_png(runtime_distribution(frame), dpi=60)
         self.images["throughput"].value = to_png(throughput(frame), dpi=60)

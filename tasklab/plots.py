@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -50,7 +51,7 @@ def task_stream(frame: pd.DataFrame | None = None, *, dependencies: bool = True)
     attempts of one workflow in the order they ran.
     """
     frame = _frame(frame)
-    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    fig = Figure(figsize=(10, 3.5))
     ax = fig.add_subplot()
     ran = frame.dropna(subset=["started_at"])
     if ran.empty:
@@ -60,15 +61,22 @@ def task_stream(frame: pd.DataFrame | None = None, *, dependencies: bool = True)
     lane = {w: i for i, w in enumerate(workers)}
     colours = _colours(list(ran["name"].unique()))
     now = pd.Timestamp.now(tz="UTC")
-    for row in ran.itertuples():
-        y = lane[row.worker if isinstance(row.worker, str) else "?"]
-        start = (row.started_at - origin).total_seconds()
-        end = ((row.finished_at if pd.notna(row.finished_at) else now) - origin).total_seconds()
-        queued = (row.submitted_at - origin).total_seconds() if pd.notna(row.submitted_at) else start
-        ax.hlines(y, queued, start, colors=colours[row.name], linewidth=1, alpha=0.5)
-        edge = "red" if row.state in _FAILED else "orange" if row.state == "RETRY" else "none"
-        ax.barh(y, max(end - start, 1e-4), left=start, height=0.6, color=colours[row.name], edgecolor=edge,
-                linewidth=1.5, hatch="//" if row.state in _FAILED else None)  # fmt: skip
+    y = ran["worker"].fillna("?").map(lane).to_numpy()
+    start = (ran["started_at"] - origin).dt.total_seconds().to_numpy()
+    end = (ran["finished_at"].fillna(now) - origin).dt.total_seconds().to_numpy()
+    queued = (ran["submitted_at"].fillna(ran["started_at"]) - origin).dt.total_seconds().to_numpy()
+    colour = [colours[n] for n in ran["name"]]
+    ax.hlines(y, queued, start, colors=colour, linewidth=1, alpha=0.5)
+    failed = ran["state"].isin(_FAILED).to_numpy()
+    retried = (ran["state"] == "RETRY").to_numpy()
+    width = np.maximum(end - start, 1e-4)
+    for mask, edge, hatch in ((~failed & ~retried, "none", None), (retried, "orange", None), (failed, "red", "//")):
+        if mask.any():  # one collection per style: a thousand bars draw as fast as one
+            verts = [[(x, v - 0.3), (x + dx, v - 0.3), (x + dx, v + 0.3), (x, v + 0.3)]
+                     for x, dx, v in zip(start[mask], width[mask], y[mask], strict=True)]  # fmt: skip
+            faces = [c for c, m in zip(colour, mask, strict=True) if m]
+            ax.add_collection(PolyCollection(verts, facecolors=faces, edgecolors=edge, linewidths=1.5, hatch=hatch))
+    ax.autoscale_view()
     if dependencies and "workflow" in ran and ran["workflow"].notna().any():
         for _, steps in ran.dropna(subset=["workflow"]).sort_values("started_at").groupby("workflow"):
             points = [((r.started_at - origin).total_seconds(), lane.get(r.worker, 0)) for r in steps.itertuples()]
@@ -79,13 +87,14 @@ def task_stream(frame: pd.DataFrame | None = None, *, dependencies: bool = True)
     ax.set_title("Task stream (line: waiting in the queue; hatched: failed; orange edge: retried)")
     handles = [Patch(color=c, label=n) for n, c in colours.items()]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    fig.subplots_adjust(left=0.17, right=0.86, bottom=0.15, top=0.9)  # fixed: a layout engine costs more than drawing
     return fig
 
 
 def runtime_distribution(frame: pd.DataFrame | None = None) -> Figure:
     """Run-time distribution per task name, as box plots with the points over them."""
     frame = _frame(frame)
-    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    fig = Figure(figsize=(6, 3.5))
     ax = fig.add_subplot()
     ran = frame.dropna(subset=["run_s"])
     if ran.empty:
@@ -99,13 +108,14 @@ def runtime_distribution(frame: pd.DataFrame | None = None) -> Figure:
     ax.set_yticks(range(1, len(names) + 1), names)
     ax.set_xlabel("run time (s)")
     ax.set_title("Run time per task")
+    fig.subplots_adjust(left=0.22, right=0.97, bottom=0.15, top=0.9)
     return fig
 
 
 def throughput(frame: pd.DataFrame | None = None, *, bins: int = 40) -> Figure:
     """Attempts finished per second, and the queue depth (submitted but not started), over time."""
     frame = _frame(frame)
-    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    fig = Figure(figsize=(8, 3.5))
     ax = fig.add_subplot()
     if frame.empty or frame["submitted_at"].isna().all():
         return _empty(fig, ax, "Throughput and queue depth")
@@ -128,6 +138,7 @@ def throughput(frame: pd.DataFrame | None = None, *, bins: int = 40) -> Figure:
     depth_ax.set_ylabel("waiting")
     fig.legend(loc="upper right", fontsize="small", frameon=False)
     ax.set_title("Throughput and queue depth")
+    fig.subplots_adjust(left=0.1, right=0.9, bottom=0.15, top=0.88)
     return fig
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 import tasklab
@@ -110,7 +111,8 @@ def test_plots_return_figures(ran):
         assert to_png(fig).startswith(b"\x89PNG")
         assert isinstance(make(frame.iloc[0:0]), Figure), "an empty history still plots"
     stream_ax = task_stream(frame).axes[0]
-    assert len(stream_ax.patches) == len(frame), "one bar per attempt"
+    bars = sum(len(c.get_paths()) for c in stream_ax.collections if isinstance(c, PolyCollection))
+    assert bars == len(frame), "one bar per attempt"
 
 
 def test_monitor_state_after_tasks(ran, lab):
