@@ -281,6 +281,17 @@ class AsyncResult:
             job.delete()
         self.connection.delete(keys.output_key(self.id), keys.exception_key(self.id))
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """In a kernel with widgets, a live state badge; elsewhere the static HTML of :meth:`_repr_html_`."""
+        bundle: dict[str, Any] = {"text/plain": repr(self), "text/html": self._repr_html_()}
+        shell = _shell()
+        if shell is not None and getattr(shell, "kernel", None) is not None:
+            from .result_view import live_view
+
+            bundle.update(live_view(self)._repr_mimebundle_(**kwargs) or {})
+            bundle["text/html"] = self._repr_html_()
+        return bundle
+
     def _repr_html_(self) -> str:
         state = self.state
         colour = {SUCCESS: "#2e7d32", FAILURE: "#c62828", REVOKED: "#6d4c41", STARTED: "#1565c0"}.get(state, "#757575")
@@ -332,6 +343,14 @@ class ResultSet(list):
     def revoke(self) -> None:
         for r in self:
             r.revoke()
+
+
+def _shell() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
 
 
 def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Result | None]:

@@ -186,3 +186,16 @@ def test_monitor_has_a_static_snapshot(ran, lab):
     bundle = monitor._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "tasklab monitor" in bundle["text/html"] and "<b>4</b>" in bundle["text/html"]
+
+
+def test_result_output_is_live_in_a_kernel(ran, lab):
+    from tasklab.result_view import live_view
+
+    running = ran["gated"].delay("view-gate")
+    view = live_view(running)
+    assert "PENDING" in view.value or "STARTED" in view.value
+    wait_for(lambda: "STARTED" in view.value, 10, "the badge to show STARTED")
+    lab.connection.rpush("view-gate", 1)
+    wait_for(lambda: "SUCCESS" in view.value, 10, "the badge to show SUCCESS")
+    bundle = running._repr_mimebundle_()
+    assert "SUCCESS" in bundle["text/html"], "outside a kernel: the static HTML"
