@@ -98,7 +98,9 @@ def test_info_without_a_server_explains_what_to_do(tmp_path):
 def test_demo_runs_tasks_and_leaves_nothing_behind(tmp_path):
     out = run("demo", "--data-dir", str(tmp_path / "data"), timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("FINISHED") == 8
+    assert "square(0..7) -> [0, 1, 4, 9, 16, 25, 36, 49]" in out.stdout
+    assert "flaky -> 'third time lucky' after 2 retries" in out.stdout
+    assert out.stdout.count("SUCCESS") == 9 and out.stdout.count("RETRY") == 2
     assert "workers: 2 ready" in out.stdout
     data_dir = str(tmp_path / "data")
     wait_for(lambda: not processes_mentioning(data_dir), 5, "the demo's server and workers to exit")
