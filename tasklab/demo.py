@@ -7,7 +7,7 @@ import time
 from .lab import connect
 from .task import Task
 
-_SOURCE = '''
+_SOURCE = """
 import time
 
 def square(x):
@@ -19,7 +19,7 @@ def flaky(key):
     if get_current_job().connection.incr(key) < 3:
         raise ConnectionError("the service is down (this attempt)")
     return "third time lucky"
-'''
+"""
 
 
 def run_demo(n_workers: int = 2, data_dir: str | None = None) -> None:
