@@ -64,8 +64,16 @@ PARENT_CHECK_INTERVAL = 0.5
 
 
 def worker_count() -> int:
-    """Default number of local workers: one per CPU this process may use."""
+    """Default number of local workers: one per CPU this process may use, within a container's quota."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    try:  # cgroup v2: "max 100000" or "<quota> <period>" (Binder, Docker --cpus)
+        with open("/sys/fs/cgroup/cpu.max") as limits:
+            quota, period = limits.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)

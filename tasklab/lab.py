@@ -136,7 +136,7 @@ class Lab:
         """On the embedded server, start the local workers at the first submit."""
         if self._pool is None and self.embedded and self.autostart_workers:
             pool = self.workers()
-            print(f"tasklab: Redis at {self.url}, {len(pool)} local workers (logs: lab.worker_logs())")
+            print(f"tasklab: Redis at {redact(self.url)}, {len(pool)} local workers (logs: lab.worker_logs())")
 
     def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> list[AsyncResult]:
         """Submit ``calls`` (``(args, kwargs)`` pairs) of ``task``; used by ``delay`` and friends."""

@@ -15,6 +15,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from .connection import redact
 from .define import register_cell
 from .errors import TaskLabError
 from .lab import connect, current_lab, current_lab_or_none
@@ -73,9 +74,15 @@ class TaskLabMagics(Magics):
             return
         except TaskLabError as exc:
             raise UsageError(str(exc)) from None
-        if tasks:
-            version = next(iter(tasks.values()))._tl_version
-            print(f"tasks: {', '.join(tasks)} (v{str(version)[:7]})")
+        from . import cells
+
+        made = cells.local_cells()[-1] if cells.local_cells() else None
+        bases = ", ".join(made.bases) if made is not None and made.bases else ""
+        if tasks or bases:
+            version = made.version if made is not None else ""
+            parts = [f"tasks: {', '.join(tasks)}"] if tasks else []
+            parts += [f"base classes: {bases}"] if bases else []
+            print(f"{'; '.join(parts)} (v{version[:7]})")
 
     def _options(self, args: Any) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -116,7 +123,7 @@ class TaskLabMagics(Magics):
                 lab = current_lab()
                 lab.ensure_workers()
                 if lab.pool is not None and not lab.autostart_workers:
-                    print(f"tasklab: Redis at {lab.url}, {len(lab.pool)} local workers")
+                    print(f"tasklab: Redis at {redact(lab.url)}, {len(lab.pool)} local workers")
             elif command == "status" and not rest:
                 print(current_lab().status())
             elif command == "monitor" and not rest:
@@ -131,7 +138,7 @@ class TaskLabMagics(Magics):
                 elif len(rest) != 1:
                     raise UsageError(_TASKLAB_USAGE)
                 lab = connect(url, namespace=namespace, autostart_workers=False)
-                print(f"tasklab: connected to {lab.status().url} (namespace {lab.namespace})")
+                print(f"tasklab: connected to {redact(lab.url)} (namespace {lab.namespace})")
             elif command == "stop" and not rest:
                 lab = current_lab_or_none()
                 if lab is not None:

@@ -163,9 +163,12 @@ class AsyncResult:
 
     @property
     def traceback(self) -> str | None:
-        """The worker's formatted traceback of a failed task."""
+        """The worker's traceback of a failed task, from the first frame of the task's own code."""
         final = self._latest_final()
-        return final.exc_string if final is not None and final.type != Result.Type.SUCCESSFUL else None
+        if final is None or final.type == Result.Type.SUCCESSFUL:
+            return None
+        trimmed = self.connection.hget(keys.exception_key(self.id), "traceback")
+        return trimmed.decode() if trimmed else final.exc_string
 
     @property
     def output(self) -> str:

@@ -185,3 +185,23 @@ def test_result_html_shows_state(shell, lab):
     result.get(timeout=10)
     html = result._repr_html_()
     assert "SUCCESS" in html and result.id in html and "ok" in html
+
+
+def test_connect_output_hides_the_password(shell, tmp_path, capsys):
+    from tasklab.server import EmbeddedServer
+
+    protected = EmbeddedServer(tmp_path / "protected").start()
+    protected._lease.config_set("requirepass", "s3cret")
+    try:
+        shell.run_line_magic("tasklab", f"connect unix://:s3cret@{protected.socket_path} --namespace secret")
+        out = capsys.readouterr().out
+        assert "connected to" in out and "s3cret" not in out and "***" in out
+        shell.run_line_magic("tasklab", "stop")
+    finally:
+        protected._lease.config_set("requirepass", "")
+        protected.stop()
+
+
+def test_a_cell_of_base_classes_says_so(shell, capsys):
+    task_cell(shell, "import tasklab\n\nclass Base(tasklab.Task):\n    pass\n")
+    assert "base classes: Base" in capsys.readouterr().out

@@ -268,6 +268,7 @@ def test_exception_type_and_traceback_with_cell_lines(shell, lab):
     version = shell.user_ns["fail"]._tl_version[:7]
     assert f"<task fail v{version}>" in result.traceback
     assert "raise KeyError(f'no {y}')" in result.traceback, "the cell's own line is shown"
+    assert "rq/worker" not in result.traceback, "the traceback starts at the task's own code"
     notes = "".join(getattr(info.value, "__notes__", []))
     if sys.version_info >= (3, 11):
         assert "raise KeyError" in notes and "rq/worker" not in notes
