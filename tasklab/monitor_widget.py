@@ -78,7 +78,11 @@ class Monitor:
         self.purge_button = w.Button(description="purge finished", layout=w.Layout(width="auto"))
         self.close_button = w.Button(description="stop monitor", layout=w.Layout(width="auto"))
         self.message = w.HTML()
-        self.images = {name: w.Image(format="png") for name in ("stream", "runtime", "throughput")}
+        self.images = {
+            "stream": w.Image(format="png", layout=w.Layout(width="100%", max_width="1000px")),
+            "runtime": w.Image(format="png", layout=w.Layout(width="49%", max_width="500px")),
+            "throughput": w.Image(format="png", layout=w.Layout(width="49%", max_width="500px")),
+        }
         self.add_worker.on_click(lambda _: self._act(self._scale, +1))
         self.remove_worker.on_click(lambda _: self._act(self._scale, -1))
         self.revoke_button.on_click(lambda _: self._act(self.revoke_selected))
@@ -89,7 +93,7 @@ class Monitor:
         self.recent.observe(lambda change: self._show_details(change["new"]), names="value")
         controls = w.HBox([self.revoke_button, self.retry_current, self.retry_original, self.purge_button,
                            self.close_button])  # fmt: skip
-        plots = w.HBox([self.images["stream"], w.VBox([self.images["runtime"], self.images["throughput"]])])
+        plots = w.VBox([self.images["stream"], w.HBox([self.images["runtime"], self.images["throughput"]])])
         self.widget = w.VBox([
             self.header,
             w.HBox(list(self.counts.values())),
