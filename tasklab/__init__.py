@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .canvas import GroupResult, Signature, chain, chord, group, signature
 from .define import register_cell, task
 from .errors import (
+    CanvasError,
     CellError,
+    ChordError,
     ConfigurationError,
     DataDirError,
     InsideTaskError,
@@ -50,15 +53,24 @@ __all__ = [
     "Request",
     "get_task_logger",
     "retry_schedule",
+    # Workflows (Celery's canvas)
+    "signature",
+    "Signature",
+    "chain",
+    "group",
+    "chord",
     # Results and what happened
     "AsyncResult",
     "ResultSet",
+    "GroupResult",
     "history",
     "stats",
     "monitor",
     # Errors
     "TaskLabError",
+    "CanvasError",
     "CellError",
+    "ChordError",
     "ConfigurationError",
     "DataDirError",
     "InsideTaskError",

@@ -71,6 +71,14 @@ class TaskError(TaskLabError):
         self.remote_traceback = remote_traceback
 
 
+class CanvasError(TaskLabError, TypeError):
+    """Raised when a signature, chain, group or chord cannot be submitted as written; nothing of it is submitted."""
+
+
+class ChordError(TaskLabError):
+    """Raised by a workflow's ``get()`` when a group member failed, so the step collecting its results never ran."""
+
+
 class TimeoutError(TaskLabError, TimeoutError):
     """Raised by ``result.get(timeout=...)`` when the result is not ready in time."""
 

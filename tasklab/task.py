@@ -22,6 +22,7 @@ from . import options as opts
 from .errors import ConfigurationError, NotRegistered, Retry
 
 if TYPE_CHECKING:
+    from .canvas import Signature
     from .registry import CellVersion, TaskSpec
     from .result import AsyncResult, ResultSet
 
@@ -231,6 +232,20 @@ class Task:
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Submit one run of the task: ``task.delay(1, y=2)`` is ``task.apply_async((1,), {"y": 2})``."""
         return self.apply_async(args, kwargs)
+
+    @_ClassOrInstance
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature with partial arguments, for workflows: ``add.s(2) | mul.s(10)`` (see :mod:`tasklab.canvas`)."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    @_ClassOrInstance
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: in a chain it does not receive the previous step's result."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
 
     @_ClassOrInstance
     def map(self, iterable: Iterable[Any], **options: Any) -> ResultSet:

@@ -1,0 +1,223 @@
+"""Workflows on real workers: signatures, chains, groups, chords, failures, nesting and scale."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from rq.group import Group
+from rq.job import Job
+
+import tasklab
+from tasklab import canvas, keys
+from tasklab.serialization import Serializer
+
+from .conftest import task_cell, wait_for
+
+TASKS = """
+from rq import get_current_job
+
+def add(x, y):
+    return x + y
+
+def mul(x, y):
+    return x * y
+
+def total(values):
+    return sum(values)
+
+def check(x, bad=3):
+    if x == bad:
+        raise ValueError(f"bad value {x}")
+    return x
+
+def mark(value, name):
+    # Counts its runs in Redis, so a test can see that a step never ran, or ran once.
+    get_current_job().connection.incr(name)
+    return value
+
+def collect(values):
+    get_current_job().connection.incr("collect-runs")
+    return len(values), sum(values)
+"""
+
+
+@pytest.fixture
+def t(shell, lab):
+    """The tasks of TASKS, by name, with two workers running."""
+    lab.workers(2)
+    task_cell(shell, TASKS)
+    return SimpleNamespace(
+        **{name: shell.user_ns[name] for name in ("add", "mul", "total", "check", "mark", "collect")}
+    )
+
+
+def meta(lab, job_id):
+    return Job.fetch(job_id, connection=lab.connection, serializer=Serializer).meta
+
+
+def test_signatures_partial_and_immutable(t, lab):
+    assert t.add.s(2).delay(8).get(timeout=10) == 10, "given arguments come before the partial ones"
+    assert t.add.s(y=5).apply_async((1,)).get(timeout=10) == 6
+    assert t.add.si(1, 2).delay().get(timeout=10) == 3
+    sig = tasklab.signature(t.add, args=(1,), queue="default")
+    assert repr(sig) == "add.s(1)" and sig.options == {"queue": "default"}
+    assert sig.apply_async((4,), countdown=0.1).get(timeout=10) == 5
+    assert sig(2) == 3, "calling a signature runs it here"
+    with pytest.raises(tasklab.CanvasError, match=r"add\.si\(1, 2\) is immutable"):
+        t.add.si(1, 2).delay(3)
+    with pytest.raises(tasklab.ConfigurationError, match="Unknown workflow option priority"):
+        t.add.s(1).set(priority=3)
+
+
+def test_chain_by_function_and_by_pipe(t, lab):
+    by_function = tasklab.chain(t.add.s(1, 2), t.mul.s(10), t.add.s(4)).apply_async()
+    by_pipe = (t.add.s(1, 2) | t.mul.s(10) | t.add.s(4)).delay()
+    assert by_function.get(timeout=10) == by_pipe.get(timeout=10) == 34
+    assert by_pipe.parent.get(timeout=1) == 30 and by_pipe.parent.parent.get(timeout=1) == 3
+    assert by_pipe.parent.parent.parent is None
+    steps = [by_pipe.parent.parent.id, by_pipe.parent.id, by_pipe.id]
+    metas = [meta(lab, job_id) for job_id in steps]
+    assert [m[keys.META_WORKFLOW] for m in metas] == [by_pipe.id] * 3, "the workflow's id is its result's"
+    assert [m[canvas.META_STEP] for m in metas] == [1, 2, 3]
+    assert metas[1][canvas.META_WHERE] == "step 2 of 3"
+    assert (t.add.s(1, 1) | t.add.si(5, 5)).delay().get(timeout=10) == 10, "si ignores the previous result"
+    assert tasklab.chain(t.add.s(1), t.mul.s(3)).delay(1).get(timeout=10) == 6, "delay's arguments go first"
+    routed = tasklab.chain(t.add.s(1, 2), t.mul.s(2).set(queue="default")).apply_async(queue="nowhere")
+    first, second = (Job.fetch(r.id, connection=lab.connection, serializer=Serializer) for r in (routed.parent, routed))
+    assert (first.origin, second.origin) == ("nowhere", "default"), "a step's own options win over the workflow's"
+    assert second.get_status() == "deferred"
+    named = tasklab.chain(t.add.s(1, 2), t.mul.s(2)).apply_async(task_id="my-chain")
+    assert named.id == "my-chain" and tasklab.AsyncResult("my-chain").get(timeout=10) == 6
+
+
+def test_group(t, lab):
+    result = tasklab.group(t.add.s(i, i) for i in range(10)).delay()
+    assert isinstance(result, tasklab.GroupResult)
+    assert result.get(timeout=10) == [2 * i for i in range(10)]
+    assert result.ready() and result.successful() and result.completed_count() == 10
+    assert [r.id for r in result.results] == [r.id for r in result]
+    rq_group = Group.fetch(result.id, lab.connection)
+    assert {job.id for job in rq_group.get_jobs()} == {r.id for r in result}
+    assert tasklab.group(t.add.s(1, 1), t.mul.s(2, 3)).apply_async().get(timeout=10) == [2, 6]
+
+    failing = tasklab.group(t.check.s(i) for i in range(5)).delay()
+    with pytest.raises(ValueError, match="bad value 3") as info:
+        failing.get(timeout=10)
+    assert f"member 4 of 5 of group {failing.id} (task check, job {failing[3].id})" in "".join(info.value.__notes__)
+    values = failing.get(timeout=10, propagate=False)
+    assert values[:3] == [0, 1, 2] and isinstance(values[3], ValueError) and values[4] == 4
+    assert failing.completed_count() == 4 and not failing.successful()
+
+
+def test_chord_by_function_by_call_and_by_pipe(t, lab):
+    by_function = tasklab.chord((t.add.s(i, i) for i in range(5)), t.total.s()).apply_async()
+    by_call = tasklab.chord([t.add.s(i, i) for i in range(5)])(t.total.s())
+    by_pipe = (tasklab.group(t.add.s(i, i) for i in range(5)) | t.total.s()).delay()
+    assert by_function.get(timeout=10) == by_call.get(timeout=10) == by_pipe.get(timeout=10) == 20
+    assert by_pipe.parent.get(timeout=1) == [0, 2, 4, 6, 8]
+    assert meta(lab, by_pipe.id)[keys.META_MERGE] == "list"
+
+
+def test_failure_in_the_middle_of_a_chain_stops_it(t, lab):
+    result = (t.add.s(1, 2) | t.check.s() | t.mark.s("after-failure") | t.add.s(1)).delay()
+    later = tasklab.AsyncResult(result.parent.id)
+    wait_for(lambda: later.state == "REVOKED", 10, "the worker to cancel the steps after the failure")
+    failed = result.parent.parent
+    assert meta(lab, later.id)[canvas.META_CAUSE] == failed.id
+    with pytest.raises(ValueError, match="bad value 3") as info:
+        result.get(timeout=10)
+    assert failed.state == "FAILURE"
+    notes = "".join(info.value.__notes__)
+    assert f"step 2 of 4 of chain {result.id} (task check, job {failed.id})" in notes
+    assert result.state == "FAILURE" and result.failed()
+    assert isinstance(result.get(timeout=1, propagate=False), ValueError)
+    assert not lab.connection.exists("after-failure"), "no step after the failure ran"
+
+
+def test_failing_chord_member_fails_the_chord(t, lab):
+    result = tasklab.chord([t.check.s(i) for i in range(40)], t.mark.s("callback-ran")).delay()  # with join jobs
+    started = time.monotonic()
+    with pytest.raises(tasklab.ChordError) as info:
+        result.get(timeout=10)
+    assert time.monotonic() - started < 5, "the failure is reported at once, not at the timeout"
+    member = result.parent[3]
+    message = str(info.value)
+    assert f"Member 4 of 40 of the header of chord {result.id} (task check, job {member.id})" in message
+    assert "ValueError('bad value 3')" in message and "the callback (task mark) did not run" in message
+    assert isinstance(info.value.__cause__, ValueError)
+    assert tasklab.AsyncResult(result.id).state == "REVOKED"
+    assert not lab.connection.exists("callback-ran")
+
+
+def test_chain_containing_a_group_and_a_group_of_chains(t, lab):
+    result = (t.add.s(1, 2) | tasklab.group(t.mul.s(10), t.add.s(1)) | t.total.s()).delay()
+    assert result.get(timeout=10) == 34
+    assert result.parent.get(timeout=1) == [30, 4]
+    assert meta(lab, result.parent[0].id)[canvas.META_WHERE] == "member 1 of 2 in step 2 of 3"
+    pairs = tasklab.group(t.add.s(1, 1) | t.mul.s(2), t.add.s(2, 2) | t.mul.s(3)).delay()
+    assert pairs.get(timeout=10) == [4, 12]
+    ending = (t.add.s(1, 1) | tasklab.group(t.mul.s(2), t.mul.s(3))).delay()
+    assert isinstance(ending, tasklab.GroupResult) and ending.get(timeout=10) == [4, 6]
+
+
+def test_chord_of_a_thousand_members_runs_its_callback_once(t, lab):
+    started = time.perf_counter()
+    result = tasklab.chord(t.add.s(i, i) for i in range(1000))(t.collect.s())
+    submitted = time.perf_counter() - started
+    assert tuple(result.get(timeout=60)) == (1000, 999000)
+    finished = time.perf_counter() - started
+    print(f"1000-member chord: submitted in {submitted:.2f} s, finished in {finished:.2f} s")
+    assert submitted < 5
+    wait_for(lambda: lab.queue().count == 0 and not lab.queue().started_job_registry.get_job_ids(), 10, "idle")
+    assert lab.connection.get("collect-runs") == b"1", "the callback ran exactly once"
+    members = Job.fetch_many([r.id for r in result.parent], lab.connection, serializer=Serializer)
+    callback = Job.fetch(result.id, connection=lab.connection, serializer=Serializer)
+    assert callback.started_at >= max(job.ended_at for job in members), "the callback started after every member"
+
+
+def test_submit_time_errors(t, lab):
+    with pytest.raises(tasklab.CanvasError, match="print is not a tasklab task"):
+        tasklab.signature(print)
+    with pytest.raises(tasklab.CanvasError, match=r"step 1 of the chain is <lambda>, not a signature"):
+        tasklab.chain(lambda: 1)
+    with pytest.raises(tasklab.CanvasError, match=r"the task add itself; give a signature: add\.s"):
+        tasklab.chain(t.add.s(1, 2), t.add)
+    with pytest.raises(tasklab.CanvasError, match=r"step 2 of 2 of chain \S+ \(task add, job \S+\) cannot be called "
+                       r"with the previous step's result as its first argument: add\(x, y\): too many"):  # fmt: skip
+        (t.add.s(1, 2) | t.add.s(1, 2)).delay()
+    with pytest.raises(tasklab.CanvasError, match="the list of the group's results"):
+        (tasklab.group(t.add.s(1, 2)) | t.add.s(1, 2)).delay()
+    with pytest.raises(tasklab.CanvasError, match="The chain is empty"):
+        tasklab.chain().delay()
+    with pytest.raises(tasklab.CanvasError, match="The group is empty"):
+        tasklab.group([]).delay()
+    with pytest.raises(tasklab.CanvasError, match=r"The group in step 2 of 2 is empty"):
+        (t.add.s(1, 2) | tasklab.group()).delay()
+    with pytest.raises(tasklab.CanvasError, match="sets countdown, which only the first steps"):
+        (t.add.s(1, 2) | t.add.s(1).set(countdown=5)).delay()
+    with pytest.raises(tasklab.CanvasError, match="has no callback"):
+        tasklab.chord([t.add.s(1, 2)]).delay()
+    assert lab.queue().count == 0 and not lab.connection.keys("rq:job:*"), "nothing was submitted"
+
+
+def test_a_revoked_step_stops_the_chain(t, lab):
+    result = (t.add.s(1, 2).set(countdown=30) | t.add.s(1) | t.mark.s("after-revoke")).delay()
+    result.parent.parent.revoke()
+    with pytest.raises(tasklab.TaskRevokedError) as info:
+        result.get(timeout=10)
+    assert "step 1 of 3" in "".join(info.value.__notes__)
+    assert tasklab.AsyncResult(result.parent.id).state == "REVOKED", "the waiting side cancelled the rest"
+    assert not lab.connection.exists("after-revoke")
+
+
+def test_workflow_completes_after_the_submitting_lab_shuts_down(server, lab):
+    other = tasklab.Lab(server.url, namespace="elsewhere", autostart_workers=False)
+    tasks = tasklab.register_cell(TASKS, {}, app=other)
+    add, mul, total = tasks["add"], tasks["mul"], tasks["total"]
+    result = (add.s(1, 2) | tasklab.group(mul.s(10), add.s(1)) | total.s()).delay()
+    other.shutdown()
+    lab.workers(2)
+    assert tasklab.AsyncResult(result.id).get(timeout=10) == 34
+    assert meta(lab, result.id)[keys.META_NAMESPACE] == "elsewhere"
