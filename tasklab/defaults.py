@@ -59,6 +59,10 @@ RUNTIMES_KEPT = 1000
 #: task swallowed TimeLimitExceeded or is stuck in code that signals cannot interrupt.
 TIME_LIMIT_GRACE = 1.0
 
+#: Seconds between a worker's RQ maintenance passes (RQ's default is 600): cleaning registries and
+#: recovering jobs whose dependencies were met but that were not queued.
+MAINTENANCE_INTERVAL = 60
+
 #: Seconds between a worker's checks that its parent process is still alive.
 PARENT_CHECK_INTERVAL = 0.5
 

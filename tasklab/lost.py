@@ -85,3 +85,7 @@ def _settle(worker: RQWorker, job: Job, queue: TaskQueue, execution: object, rea
         log.warning("job %s lost with worker %s: %s", job.id, worker.name, reason)
         exc_string = f"{type(reason).__module__}.{type(reason).__qualname__}: {reason}"
     worker.handle_job_failure(job, queue, exc_string=exc_string, execution=execution)  # type: ignore[arg-type]
+    if not requeue and job.meta.get(keys.META_WORKFLOW):
+        from .canvas import cancel_downstream
+
+        cancel_downstream(job.connection, job.id)  # RQ ran no failure callback for a lost job

@@ -5,6 +5,7 @@ Jobs it creates are ordinary RQ jobs; any RQ tool can list, inspect and cancel t
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from redis.client import Pipeline
@@ -13,6 +14,8 @@ from rq.job import Job, JobStatus
 
 from .scheduler import PreciseScheduledJobRegistry
 from .serialization import Serializer
+
+_READY_ATTEMPTS = 5
 
 
 class TaskQueue(Queue):
@@ -23,6 +26,38 @@ class TaskQueue(Queue):
     @property
     def scheduled_job_registry(self) -> PreciseScheduledJobRegistry:
         return PreciseScheduledJobRegistry(queue=self, job_class=self.job_class, serializer=self.serializer)
+
+    def enqueue_ready_jobs_by_queue(self, job_ids_by_queue_name: dict[str, list[str]]) -> None:
+        """Queue dependents whose dependencies are met, retrying the ones RQ skipped.
+
+        RQ moves each such job to the ready registry, then queues it under WATCH, and skips a
+        job when another worker touched the registry at the same moment, leaving it to
+        maintenance (minutes later). With many workflows finishing at once that is common, so
+        the skipped ones are tried again here, briefly, until none is left ready.
+        """
+        pending = job_ids_by_queue_name
+        for attempt in range(_READY_ATTEMPTS):
+            super().enqueue_ready_jobs_by_queue(pending)
+            pending = self._still_ready(pending)
+            if not pending:
+                return
+            time.sleep(0.001 * 2**attempt)  # back off from the concurrent writer, then retry
+        self.log.warning("ready jobs %s left for RQ's maintenance to queue", pending)
+
+    def _still_ready(self, job_ids_by_queue_name: dict[str, list[str]]) -> dict[str, list[str]]:
+        ids = [job_id for job_ids in job_ids_by_queue_name.values() for job_id in job_ids]
+        if not ids:
+            return {}
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(self.job_class.key_for(job_id), "status")
+            statuses = dict(zip(ids, pipe.execute(), strict=True))
+        still = {}
+        for queue_name, job_ids in job_ids_by_queue_name.items():
+            left = [i for i in job_ids if statuses[i] == JobStatus.READY_TO_ENQUEUE.value.encode()]
+            if left:
+                still[queue_name] = left
+        return still
 
     def schedule_job(self, job: Job, datetime: datetime, pipeline: Pipeline | None = None, unique: bool = False) -> Job:
         """Put ``job`` in the scheduled registry, due at ``datetime`` to the sub-second."""

@@ -205,6 +205,9 @@ class AsyncResult:
         (final,) = _wait_final([self], timeout)
         if final is None:
             if self.state == REVOKED:
+                cause = self._cause()
+                if cause is not None and propagate:
+                    raise cause
                 raise TaskRevokedError(f"Task {self.id} was revoked.")
             raise TimeoutError(f"Task {self.id} did not finish within {timeout} s (state {self.state}).")
         if final.type == Result.Type.SUCCESSFUL:
@@ -215,6 +218,21 @@ class AsyncResult:
         return exc
 
     wait = get
+
+    def _cause(self) -> BaseException | None:
+        """For a workflow step cancelled because an earlier step failed: that step's exception."""
+        from .canvas import META_CAUSE
+
+        job = self._job()
+        cause_id = job.meta.get(META_CAUSE) if job is not None else None
+        if not cause_id:
+            return None
+        exc = AsyncResult(cause_id, self._app).result
+        if not isinstance(exc, BaseException):
+            return None
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"Task {self.id} did not run: the workflow step {cause_id} before it failed.")
+        return exc
 
     def _exception(self, final: Result) -> BaseException:
         if final.type == Result.Type.STOPPED:

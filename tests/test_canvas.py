@@ -221,3 +221,18 @@ def test_workflow_completes_after_the_submitting_lab_shuts_down(server, lab):
     lab.workers(2)
     assert tasklab.AsyncResult(result.id).get(timeout=10) == 34
     assert meta(lab, result.id)[keys.META_NAMESPACE] == "elsewhere"
+
+
+def test_a_cancelled_step_reraises_the_failure_that_cancelled_it(lab):
+    lab.workers(2)
+    ns: dict = {}
+    tasklab.register_cell(
+        "def first(x):\n    raise KeyError(f'missing {x}')\n\ndef second(y):\n    return y\n", ns, app=lab
+    )
+    result = (ns["first"].s(1) | ns["second"].s()).delay()
+    with pytest.raises(KeyError, match="missing 1"):
+        result.get(timeout=10)
+    later = tasklab.AsyncResult(result.id)
+    wait_for(lambda: later.state == "REVOKED", 10, "the second step to be cancelled")
+    with pytest.raises(KeyError, match="missing 1"):
+        later.get(timeout=5)

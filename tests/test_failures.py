@@ -371,3 +371,25 @@ def test_revoke_each_state(shell, lab):
         done.revoke()
     assert done.state == "SUCCESS"
     assert lab.queue().scheduled_job_registry.get_job_ids() == []
+
+
+def test_retry_countdown_is_kept_to_the_sub_second(shell, lab):
+    lab.workers(1)
+    task_cell(
+        shell,
+        """
+import time
+from rq import get_current_job
+
+def punctual(self, key):
+    connection = get_current_job().connection
+    connection.rpush(key, time.time())
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.6)
+    return self.request.retries
+""",
+        "--bind",
+    )
+    assert shell.user_ns["punctual"].delay("punctual").get(timeout=10) == 1
+    first, second = (float(t) for t in lab.connection.lrange("punctual", 0, -1))
+    assert 0.6 <= second - first <= 0.6 + tasklab.defaults.SCHEDULER_INTERVAL + 0.3, f"retried after {second - first}"

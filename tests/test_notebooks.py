@@ -180,10 +180,74 @@ def check_scaling_out(nb: nbformat.NotebookNode) -> None:
     ]
 
 
+def check_workflows(nb: nbformat.NotebookNode) -> None:
+    assert text(nb, "signature").splitlines() == ["add.s(2)", "10", "5"]
+    assert text(nb, "chain").splitlines() == ["add.s(1, 2) | mul.s(10) | add.s(4)", "34"]
+    assert text(nb, "chain-parents").splitlines() == ["30 3", "None"]
+    assert text(nb, "chain-si") == "300", "an immutable signature ignores the previous result"
+    grouped = re.search(r"^\[0, 1, 4, 9, 16, 25\] in ([\d.]+) s$", text(nb, "group"), re.MULTILINE)
+    assert grouped and float(grouped.group(1)) < 2.9, "six half-second tasks on two workers run two at a time"
+    words = "[('it', 8), ('of', 8), ('the', 8), ('was', 8), ('age', 2), ('epoch', 2)]"
+    assert text(nb, "chord").splitlines()[0] == words
+    assert text(nb, "chord").splitlines()[1].startswith("4 texts counted, the first: {'it': 2, 'was': 2,")
+    assert text(nb, "chord-pipe") == "[('it', 8), ('of', 8), ('the', 8)]"
+    assert text(nb, "nested") == "34"
+    assert text(nb, "chain-ok") == "'charged 25.00 for order 1'"
+    failure = text(nb, "chain-failure").splitlines()
+    assert failure[0] == "ValueError: order 2: the amount must be positive, not -5.0"
+    assert re.fullmatch(r"tasklab: raised by step 2 of 3 of chain \S+ \(task validate, job \S+\)\.", failure[1])
+    assert text(nb, "chain-states").splitlines() == [
+        "load_order: SUCCESS",
+        "validate:   FAILURE",
+        "charge:     FAILURE through the chain; REVOKED as a job",
+    ]
+    chord_failure = text(nb, "chord-failure")
+    assert chord_failure.startswith("Member 3 of 4 of the header of chord "), chord_failure
+    assert "(task count_words, job " in chord_failure and "raised AttributeError(" in chord_failure
+    assert chord_failure.endswith("so the callback (task merge_counts) did not run.")
+    assert text(nb, "get-inside").startswith("InsideTaskError: Never call result.get() within a task")
+    assert text(nb, "deadlock").splitlines() == [
+        "child of 1: still PENDING after 1.5 s",
+        "child of 2: still PENDING after 1.5 s",
+    ], "both workers held by parents: the children never started"
+    assert text(nb, "no-waiting").splitlines() == ["21 doubled is 42", "20"]
+
+
+def check_monitoring_and_timing(nb: nbformat.NotebookNode) -> None:
+    widget = "application/vnd.jupyter.widget-view+json"
+    assert any(widget in o.get("data", {}) for o in cell(nb, "monitor").outputs), "the monitor displays headless"
+    assert any(widget in o.get("data", {}) for o in cell(nb, "submit").outputs), "a result shows as a live badge"
+    assert text(nb, "wait") == "70 jobs done; the reports: ['report 0', 'report 1', 'report 2', 'report 3']"
+    totals = text(nb, "monitor-totals")
+    assert re.search(r"'SUCCESS': 70\b", totals) and re.search(r"'RETRY': 3\b", totals), totals
+    assert text(nb, "history").startswith("73 attempts"), "70 jobs, 3 of them retried once"
+    flaky = table_rows(nb, "flaky-history", r"\d+\s+[0-9a-f-]{36}\s+(\d)\s+(RETRY|SUCCESS)\s.*")
+    assert sorted(flaky) == [("0", "RETRY")] * 3 + [("0", "SUCCESS")] * 3 + [("1", "SUCCESS")] * 3, flaky
+    by_p95 = table_rows(nb, "stats", r"\d+\s+([a-z_]+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s.*")
+    assert [name for name, *_ in by_p95[:2]] == ["build_report", "enrich"], "sorted by p95: slow, then the tail"
+    assert ("fetch_rate", "9", "6", "3", "3") in by_p95
+    slowest = table_rows(nb, "slow-inputs", r"\d+\s+(\d+)\s+([\d.]+)\s+\S+")
+    assert {int(i) for i, _ in slowest[:2]} == {9, 19} and all(float(s) >= 0.5 for _, s in slowest[:2]), slowest
+    waited = text(nb, "wait-vs-run").splitlines()[0]
+    assert "'parse'" in waited and "'build_report'" not in waited, waited
+    for plot in ("task-stream", "runtime-plot", "throughput-plot", "granularity-stream"):
+        shown = [o for o in cell(nb, plot).outputs if "image/png" in o.get("data", {})]
+        assert len(shown) == 1, f"cell {plot} shows its figure as a PNG"
+    assert "the same answer from every split: True" in text(nb, "granularity")
+    rows = table_rows(nb, "granularity", r"(\d+)\s+[\d.]+\s+\d+\s+([\d.]+)\s.*")  # tasks, wall s
+    wall = {int(tasks): float(seconds) for tasks, seconds in rows}
+    assert sorted(wall) == [1, 3, 4, 10, 100, 1000], rows
+    assert wall[1] >= 1.0, "one task: 1,000 items of 1 ms, one after the other"
+    assert wall[4] < wall[1], "four chunks on two workers run two at a time"
+    assert wall[1000] > wall[10], "a thousand one-item tasks pay the per-task overhead a thousand times"
+
+
 CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {
     "01-getting-started": check_getting_started,
     "02-custom-task-classes": check_custom_task_classes,
     "03-failures-and-retries": check_failures_and_retries,
+    "04-workflows": check_workflows,
+    "05-monitoring-and-timing": check_monitoring_and_timing,
     "06-scaling-out": check_scaling_out,
 }
 
