@@ -132,7 +132,7 @@ def history(
 
 
 def stats(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per task name: counts by final state, retries, mean/p50/p95 run time, throughput."""
+    """One row per task name: attempts counted by their state, retries, mean/p50/p95 run time, throughput."""
     columns = ["name", "attempts", "SUCCESS", "FAILURE", "RETRY", "REVOKED", "LOST", "PENDING", "STARTED",
                "retries", "run_mean_s", "run_p50_s", "run_p95_s", "throughput_per_s"]  # fmt: skip
     if frame.empty:

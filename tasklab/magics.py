@@ -152,6 +152,12 @@ class TaskLabMagics(Magics):
 
 def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(TaskLabMagics)
+    # tasklab's plots are plain matplotlib Figures (no pyplot): show them as images without %matplotlib.
+    from matplotlib.figure import Figure
+
+    from .plots import to_png
+
+    ipython.display_formatter.formatters["image/png"].for_type(Figure, lambda fig: to_png(fig, dpi=100))
 
 
 def unload_ipython_extension(ipython: Any) -> None:

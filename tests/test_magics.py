@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 
@@ -205,3 +206,11 @@ def test_connect_output_hides_the_password(shell, tmp_path, capsys):
 def test_a_cell_of_base_classes_says_so(shell, capsys):
     task_cell(shell, "import tasklab\n\nclass Base(tasklab.Task):\n    pass\n")
     assert "base classes: Base" in capsys.readouterr().out
+
+
+def test_plots_display_as_images_once_loaded(shell):
+    from tasklab.plots import throughput
+
+    empty = pd.DataFrame(columns=["submitted_at", "started_at", "finished_at"])
+    data, _ = shell.display_formatter.format(throughput(empty))
+    assert data["image/png"][:4] == b"\x89PNG"
