@@ -216,7 +216,8 @@ class Monitor:
         when = time.strftime("%H:%M:%S", time.localtime(float(event["ts"])))
         error = f"  {event['x']}" if event.get("x") else ""
         attempt = f" (attempt {int(event.get('n', 0)) + 1})" if event.get("n", "0") != "0" else ""
-        return f"{when}  {state:<8} {event['t']}{attempt}{error}  {event['id'][:8]}"
+        workflow = f"  [workflow {event['wf'][:8]}]" if event.get("wf") else ""
+        return f"{when}  {state:<8} {event['t']}{attempt}{error}  {event['id'][:8]}{workflow}"
 
     def _show_details(self, job_id: str | None) -> None:
         if not job_id:

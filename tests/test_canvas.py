@@ -236,3 +236,19 @@ def test_a_cancelled_step_reraises_the_failure_that_cancelled_it(lab):
     wait_for(lambda: later.state == "REVOKED", 10, "the second step to be cancelled")
     with pytest.raises(KeyError, match="missing 1"):
         later.get(timeout=5)
+
+
+def test_monitor_and_history_show_the_workflow(lab):
+    from tasklab.monitor_widget import Monitor
+
+    lab.workers(2)
+    ns: dict = {}
+    tasklab.register_cell("def inc(x):\n    return x + 1\n", ns, app=lab)
+    result = (ns["inc"].s(1) | ns["inc"].s()).delay()
+    assert result.get(timeout=10) == 3
+    frame = lab.history()
+    assert frame["workflow"].nunique() == 1 and frame["workflow"].notna().all()
+    workflow = frame["workflow"].iloc[0]
+    monitor = Monitor(lab, plots=False)
+    monitor.refresh()
+    assert all(f"[workflow {workflow[:8]}]" in label for label, _ in monitor.recent.options)
