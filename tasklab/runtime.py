@@ -217,14 +217,37 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
 
 
 def _started(job: Job, attempt: int) -> None:
-    meta = job.meta
+    if getattr(job, "_tl_started_written", False):  # tasklab's worker wrote it when it started the job
+        return
     with job.connection.pipeline(transaction=False) as pipe:
-        events.emit(
-            pipe, events.STARTED, job.id, meta.get(keys.META_TASK, job.func_name),
-            meta.get(keys.META_NAMESPACE, "default"), n=attempt, w=job.worker_name, q=job.origin,
-            v=meta.get(keys.META_VERSION), wf=meta.get(keys.META_WORKFLOW),
-        )  # fmt: skip
+        start_writes(job, pipe, job.worker_name)
         pipe.execute()
+
+
+def start_writes(job: Job, pipe: Any, worker_name: str | None) -> None:
+    """Queue the STARTED event of a tasklab job on ``pipe``: the worker's own start transaction.
+
+    After this, the worker also collects the writes of a successful attempt (its output and
+    event) in ``job._tl_finish_writes`` for its finish transaction, so an attempt costs no
+    round trip of its own. Jobs of other RQ workers write them themselves.
+    """
+    meta = job.meta
+    if keys.META_TASK not in meta:
+        return
+    events.emit(
+        pipe, events.STARTED, job.id, meta[keys.META_TASK], meta.get(keys.META_NAMESPACE, "default"),
+        n=int(meta.get(keys.META_RETRIES, 0)), w=worker_name, q=job.origin, v=meta.get(keys.META_VERSION),
+        wf=meta.get(keys.META_WORKFLOW),
+    )  # fmt: skip
+    job._tl_started_written = True  # type: ignore[attr-defined]
+    job._tl_finish_writes = []  # type: ignore[attr-defined]
+
+
+def finish_writes(job: Job, pipe: Any) -> None:
+    """Queue on ``pipe`` the writes a successful attempt left for the worker's finish transaction."""
+    for write in getattr(job, "_tl_finish_writes", None) or ():
+        write(pipe)
+    job._tl_finish_writes = None  # type: ignore[attr-defined]
 
 
 def parent_value(connection: redis.Redis, job_id: str) -> Any:
@@ -329,21 +352,41 @@ def _record(
     """In one round trip: the attempt's output, the final exception, and the attempt's event."""
     text = capture.text()
     ttl = (job.failure_ttl or DEFAULT_FAILURE_TTL) if exc is not None else job.result_ttl
-    meta = job.meta
     kind = events.SUCCEEDED if exc is None else events.RETRY if retry_at is not None else events.FAILED
+    run_s = round(time.time() - started, 6)
+    deferred = getattr(job, "_tl_finish_writes", None)
+    if exc is None and deferred is not None:
+        deferred.append(lambda pipe: _write_attempt(pipe, job, attempt, text, ttl, None, kind, run_s, None))
+        return
     with job.connection.pipeline(transaction=False) as pipe:
-        if text and ttl != 0:
-            pipe.hset(keys.output_key(job.id), str(attempt), text)
-            _expire(pipe, keys.output_key(job.id), ttl)
-        if exc is not None and retry_at is None:
-            record_exception(job, exc, pipe)
-        events.emit(
-            pipe, kind, job.id, meta.get(keys.META_TASK, job.func_name), meta.get(keys.META_NAMESPACE, "default"),
-            n=attempt, run=round(time.time() - started, 6), w=job.worker_name,
-            x=type(exc).__name__ if exc is not None else None, msg=str(exc)[:200] if exc is not None else None,
-            next=repr(retry_at) if retry_at is not None else None, wf=meta.get(keys.META_WORKFLOW),
-        )  # fmt: skip
+        _write_attempt(pipe, job, attempt, text, ttl, exc, kind, run_s, retry_at)
         pipe.execute()
+
+
+def _write_attempt(
+    pipe: Any,
+    job: Job,
+    attempt: int,
+    text: str,
+    ttl: int | None,
+    exc: BaseException | None,
+    kind: str,
+    run_s: float,
+    retry_at: float | None,
+) -> None:
+    """Queue on ``pipe``: the attempt's output, the final exception, and the attempt's event."""
+    meta = job.meta
+    if text and ttl != 0:
+        pipe.hset(keys.output_key(job.id), str(attempt), text)
+        _expire(pipe, keys.output_key(job.id), ttl)
+    if exc is not None and retry_at is None:
+        record_exception(job, exc, pipe)
+    events.emit(
+        pipe, kind, job.id, meta.get(keys.META_TASK, job.func_name), meta.get(keys.META_NAMESPACE, "default"),
+        n=attempt, run=run_s, w=job.worker_name,
+        x=type(exc).__name__ if exc is not None else None, msg=str(exc)[:200] if exc is not None else None,
+        next=repr(retry_at) if retry_at is not None else None, wf=meta.get(keys.META_WORKFLOW),
+    )  # fmt: skip
 
 
 def record_exception(job: Job, exc: BaseException, pipe: Any = None) -> None:

@@ -41,6 +41,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 from . import defaults
 from ._proc import set_parent_death_signal, watch_parent
 from .connection import make_client
+from .runtime import finish_writes, start_writes
 from .scheduler import SchedulerThread
 
 log = logging.getLogger("tasklab.worker")
@@ -288,6 +289,7 @@ class Worker(SimpleWorker):
             if len(self.queues) == 1:  # as RQ: only then was the job moved to the intermediate queue
                 queue_key = self.queue_class.redis_queue_namespace_prefix + job.origin
                 pipe.lrem(IntermediateQueue.get_intermediate_queue_key(queue_key), 1, job.id)
+            start_writes(job, pipe, self.name)  # tasklab's STARTED event, in the same transaction
             pipe.scard(job.dependents_key)
             replies = self._execute(pipe)
         _raise_first_error(replies)
@@ -319,6 +321,10 @@ class Worker(SimpleWorker):
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         if self._fast_job_id != job.id or result_ttl == 0 or (job.repeats_left or 0) > 0:
             super().handle_job_success(job, queue, started_job_registry, execution)
+            if getattr(job, "_tl_finish_writes", None):  # RQ's own path: write tasklab's records after it
+                with self.connection.pipeline(transaction=False) as pipe:
+                    finish_writes(job, pipe)
+                    pipe.execute()
             return
         assert job.started_at is not None and job.ended_at is not None
         # Webhooks are sent after the commit and take time: until then, the worker is busy.
@@ -343,6 +349,7 @@ class Worker(SimpleWorker):
             job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
             job._status = JobStatus.FINISHED
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            finish_writes(job, pipe)  # the attempt's output and event, from the runtime
             if quick:
                 # Written now, to spare a round trip; self._state stays busy until the job
                 # has ended, as RQ's shutdown request expects.
