@@ -41,19 +41,12 @@ def runtimes_key(namespace: str, task: str) -> str:
     return f"tasklab:stats:{namespace}:runtimes:{task}"
 
 
-def tasks_key(namespace: str) -> str:
-    """Set of the task names that have events in ``namespace``."""
-    return f"tasklab:stats:{namespace}:tasks"
-
-
 def emit(pipe: Any, kind: str, job_id: str, task: str, namespace: str, **fields: Any) -> None:
     """Queue one event (and its counters) on ``pipe``. ``fields`` with ``None`` are left out."""
     entry = {"e": kind, "id": job_id, "t": task, "ns": namespace, "ts": repr(time.time())}
     entry.update({k: str(v) for k, v in fields.items() if v is not None})
     pipe.xadd(STREAM, entry, maxlen=defaults.EVENTS_MAXLEN, approximate=True)
     pipe.hincrby(counts_key(namespace), f"{task}|{kind}", 1)
-    if kind == SUBMITTED:
-        pipe.sadd(tasks_key(namespace), task)
     run_s = fields.get("run")
     if run_s is not None:
         key = runtimes_key(namespace, task)
