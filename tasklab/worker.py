@@ -410,6 +410,12 @@ def _die_with_parent(worker: Worker, parent: int) -> None:
             worker.request_stop(signal.SIGTERM, None)
             return
         log.warning("worker %s: parent %s is gone, exiting", worker.name, parent)
+        with contextlib.suppress(Exception):  # settle the job it ran now, not when RQ's maintenance finds it
+            from .errors import WorkerLostError
+            from .lost import settle_jobs_of
+
+            reason = WorkerLostError(f"The process that started worker {worker.name} died while it ran the task.")
+            settle_jobs_of(worker.connection, worker.name, reason)
         with contextlib.suppress(Exception):
             worker.register_death()
         os._exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 import time
 
 import pytest
@@ -393,3 +394,35 @@ def punctual(self, key):
     assert shell.user_ns["punctual"].delay("punctual").get(timeout=10) == 1
     first, second = (float(t) for t in lab.connection.lrange("punctual", 0, -1))
     assert 0.6 <= second - first <= 0.6 + tasklab.defaults.SCHEDULER_INTERVAL + 0.3, f"retried after {second - first}"
+
+
+@pytest.mark.slow
+def test_killed_kernel_does_not_leave_its_jobs_started(tmp_path, run_python):
+    from tasklab.server import EmbeddedServer
+
+    data = tmp_path / "data"
+    server = EmbeddedServer(data).start()  # our own lease keeps the server up after the kernel dies
+    try:
+        kernel = run_python(
+            "import sys, tasklab\n"
+            f"lab = tasklab.connect(data_dir={str(data)!r}, autostart_workers=False); lab.workers(1)\n"
+            "ns = {}\n"
+            "tasklab.register_cell('from rq import get_current_job\\n\\ndef hold(gate):\\n"
+            "    get_current_job().connection.blpop(gate, timeout=60)\\n', ns, app=lab)\n"
+            "print(ns['hold'].delay('never-opened').id, flush=True)\n"
+            "sys.stdin.read()\n",
+            stdin=subprocess.PIPE,
+        )
+        job_id = kernel.stdout.readline().strip()
+        lab = tasklab.Lab(data_dir=data, autostart_workers=False)
+        try:
+            result = tasklab.AsyncResult(job_id, lab)
+            wait_for(lambda: result.state == "STARTED", 15, "the job to start")
+            kernel.kill()
+            kernel.wait()
+            with pytest.raises(tasklab.WorkerLostError, match="died while it ran"):
+                result.get(timeout=10)
+        finally:
+            lab.shutdown()
+    finally:
+        server.stop()
