@@ -49,10 +49,6 @@ def reference(obj: Any) -> tuple[str, str] | None:
         return None
 
 
-def known(version: str) -> bool:
-    return version in _objects
-
-
 def cell(version: str) -> CellVersion | None:
     """The code of ``version``, if this process made or loaded it."""
     return _cells.get(version)

@@ -28,7 +28,6 @@ SUBMITTED, STARTED, RETRY, SUCCEEDED, FAILED, REVOKED, LOST = (
     "revoked",
     "lost",
 )
-FINISHED_KINDS = frozenset({SUCCEEDED, FAILED, REVOKED, LOST})
 
 
 def counts_key(namespace: str) -> str:
