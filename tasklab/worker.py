@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ import signal
 import sys
 import time
 
+import hiredis
 import redis
 from redis.client import Pipeline
 from redis.connection import AbstractConnection
@@ -49,30 +51,66 @@ log = logging.getLogger("tasklab.worker")
 #: Environment variable through which a pool tells a worker which process is its parent.
 PARENT_ENV = "TASKLAB_PARENT_PID"
 
-# Take the first waiting job and read its hash, in one round trip. As RQ's dequeue_any: a
-# worker of one queue moves the job to that queue's intermediate list (RQ's LMOVE), one of
-# several queues pops the first non-empty queue in order (RQ's LPOP). A job whose hash is
-# gone comes back with no fields, and the caller takes the next one, as RQ does. Given the
-# suspension key, it takes nothing while workers are suspended (RQ checks before dequeuing).
-# KEYS: queue keys in order; ARGV: '1' to move into the intermediate list, job key prefix,
-# and optionally the suspension key
-POP_JOB_SCRIPT = """
-if ARGV[3] and redis.call('EXISTS', ARGV[3]) == 1 then
+# Take the first waiting job and read its hash. As RQ's dequeue_any: a worker of one queue
+# moves the job to that queue's intermediate list (RQ's LMOVE), one of several queues pops the
+# first non-empty queue in order (RQ's LPOP). A job whose hash is gone comes back with no
+# fields, and the caller takes the next one, as RQ does. Given the suspension key, it takes
+# nothing while workers are suspended (RQ checks before dequeuing).
+_POP_JOB_LUA = """
+local function pop_job(queue_keys, move, job_prefix, suspension_key)
+    if suspension_key ~= '' and redis.call('EXISTS', suspension_key) == 1 then
+        return false
+    end
+    for _, queue_key in ipairs(queue_keys) do
+        local job_id
+        if move == '1' then
+            job_id = redis.call('LMOVE', queue_key, queue_key .. ':intermediate', 'LEFT', 'RIGHT')
+        else
+            job_id = redis.call('LPOP', queue_key)
+        end
+        if job_id then
+            return {queue_key, job_id, redis.call('HGETALL', job_prefix .. job_id)}
+        end
+    end
     return false
 end
-for _, queue_key in ipairs(KEYS) do
-    local job_id
-    if ARGV[1] == '1' then
-        job_id = redis.call('LMOVE', queue_key, queue_key .. ':intermediate', 'LEFT', 'RIGHT')
-    else
-        job_id = redis.call('LPOP', queue_key)
-    end
-    if job_id then
-        return {queue_key, job_id, redis.call('HGETALL', ARGV[2] .. job_id)}
-    end
-end
-return false
 """
+
+#: One round trip to take a job. KEYS: queue keys in order; ARGV: '1' to move the job into
+#: the intermediate list ('0' to pop it), job key prefix, suspension key or ''.
+POP_JOB_SCRIPT = _POP_JOB_LUA + "return pop_job(KEYS, ARGV[1], ARGV[2], ARGV[3])\n"
+
+#: A worker's bookkeeping commands, run atomically as MULTI ... EXEC would, but with one reply
+#: (the list of the commands' replies, errors included) instead of a QUEUED reply for each;
+#: then, optionally, the next job taken as by :data:`POP_JOB_SCRIPT`, its reply appended.
+#: KEYS: queue keys to take a job from (none: take nothing); ARGV: '1' or '0' as for
+#: :data:`POP_JOB_SCRIPT`, job key prefix, suspension key or '', then each command as its
+#: number of arguments followed by its arguments.
+TRANSACTION_SCRIPT = (
+    _POP_JOB_LUA
+    + """
+local replies = {}
+local i = 4
+while i <= #ARGV do
+    local n = tonumber(ARGV[i])
+    replies[#replies + 1] = redis.pcall(unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+end
+if #KEYS > 0 then
+    replies[#replies + 1] = pop_job(KEYS, ARGV[1], ARGV[2], ARGV[3])
+end
+return replies
+"""
+)
+
+
+TRANSACTION_SCRIPT_SHA = hashlib.sha1(TRANSACTION_SCRIPT.encode()).hexdigest()
+
+
+def _pack(*args: object) -> bytes:
+    """One command in Redis's protocol, packed by hiredis (C) instead of redis-py (Python).
+    It takes the types redis-py's encoder takes: bytes, str, int, float and memoryview."""
+    return hiredis.pack_command(args)
 
 
 def _raise_first_error(replies: list) -> None:
@@ -198,19 +236,18 @@ class Worker(SimpleWorker):
             self.log.info("Worker %s: %s: %s", self.name, name, job.id)
         return result  # RQ's heartbeat here is sent, when due, with the job's start
 
-    def _pop_waiting_job(self, pipeline: Pipeline | None = None) -> tuple[Job, Queue] | None:
-        """Run :data:`POP_JOB_SCRIPT` now, or queue it on ``pipeline`` (then pass its reply to
-        :meth:`_popped_job`)."""
+    def _pop_arguments(self) -> tuple[list[str], list[str]]:
+        """KEYS and the first two ARGV of :data:`POP_JOB_SCRIPT`, for the queues in order."""
         keys = [queue.key for queue in self._ordered_queues]
         move = len(keys) == 1 and self.get_redis_server_version() >= (6, 2, 0)
-        args = ["1" if move else "0", self.job_class.redis_job_namespace_prefix]
-        if pipeline is not None:
-            # EVAL, not EVALSHA: a script missing from the server must not fail a commit.
-            pipeline.eval(POP_JOB_SCRIPT, len(keys), *keys, *args, WORKERS_SUSPENDED)
-            return None
+        return keys, ["1" if move else "0", self.job_class.redis_job_namespace_prefix]
+
+    def _pop_waiting_job(self) -> tuple[Job, Queue] | None:
+        """Take a waiting job with :data:`POP_JOB_SCRIPT`; ``None`` when none waits."""
+        keys, args = self._pop_arguments()
         while True:
             try:
-                popped = self._pop_job(keys=keys, args=args)
+                popped = self._pop_job(keys=keys, args=[*args, ""])
             except (redis.ConnectionError, redis.TimeoutError):
                 return None  # RQ's loop retries with backoff
             if not popped:
@@ -244,34 +281,44 @@ class Worker(SimpleWorker):
             pipe.lpush(queue.key, job.id)
             pipe.execute()
 
-    def _execute(self, pipe: Pipeline) -> list:
-        """Run the transaction RQ's functions queued on ``pipe``; its replies, errors included.
+    def _execute(self, pipe: Pipeline, take_next: bool = False) -> list:
+        """Run the commands RQ's functions queued on ``pipe`` atomically; their replies, errors
+        included, and with ``take_next`` the reply of :data:`POP_JOB_SCRIPT` after them.
 
-        What ``pipe.execute(raise_on_error=False)`` does (MULTI, the commands, EXEC, retried
-        on a lost connection), on a connection of the worker's own: the pool's checks on
-        taking and giving back a connection, and redis-py's parsing of each reply through the
-        client, cost a sixth of a job's time, twice per job. The replies are Redis's, without
-        the client's response callbacks; those used here are integers and lists anyway.
+        What ``pipe.execute(raise_on_error=False)`` does (retried on a lost connection), but in
+        one call of :data:`TRANSACTION_SCRIPT` instead of MULTI, the commands and EXEC: one
+        reply to read instead of one per command, packed by hiredis in one piece, on a
+        connection of the worker's own (the pool's checks on taking and giving back a
+        connection cost too much twice per job). The replies are Redis's, without the client's
+        response callbacks; those used here are integers and lists anyway.
         """
-        commands = [("MULTI",), *(command for command, _options in pipe.command_stack), ("EXEC",)]
+        commands = [command for command, _options in pipe.command_stack]
         pipe.reset()
+        keys, argv = self._pop_arguments() if take_next else ([], ["", ""])
+        argv.append(WORKERS_SUSPENDED if take_next else "")
+        for command in commands:
+            argv.append(len(command))
+            argv.extend(command)
         if self._transaction_connection is None:
             self._transaction_connection = self.connection.connection_pool.make_connection()
         conn = self._transaction_connection
 
         def send() -> list:
-            conn.send_packed_command(conn.pack_commands(commands))
-            for _ in commands[:-1]:  # OK for MULTI, QUEUED for each command
-                conn.read_response()
-            return conn.read_response()
+            try:
+                conn.send_packed_command([_pack("EVALSHA", TRANSACTION_SCRIPT_SHA, len(keys), *keys, *argv)])
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:  # nothing ran: a new or flushed server
+                conn.send_packed_command([_pack("EVAL", TRANSACTION_SCRIPT, len(keys), *keys, *argv)])
+                return conn.read_response()
 
         try:
             replies = conn.retry.call_with_retry(send, lambda _error: conn.disconnect())
         except BaseException:
-            conn.disconnect()  # a command Redis refused leaves the other replies unread
+            conn.disconnect()
             raise
-        if not isinstance(replies, list) or len(replies) != len(commands) - 2:
-            raise redis.ResponseError(f"Unexpected reply to a transaction of {len(commands) - 2} commands")
+        expected = len(commands) + take_next
+        if not isinstance(replies, list) or len(replies) != expected:
+            raise redis.ResponseError(f"Unexpected reply to a transaction of {expected} commands: {replies!r:.200}")
         return replies
 
     def prepare_execution(self, job: Job) -> Execution:
@@ -354,9 +401,7 @@ class Worker(SimpleWorker):
                 # Written now, to spare a round trip; self._state stays busy until the job
                 # has ended, as RQ's shutdown request expects.
                 pipe.hset(self.key, "state", WorkerStatus.IDLE)
-            if take_next:
-                self._pop_waiting_job(pipeline=pipe)
-            replies = self._execute(pipe)
+            replies = self._execute(pipe, take_next=take_next)
         if take_next:
             popped = replies[-1]
             self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
