@@ -17,7 +17,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     connection = connect(args.url)  # fail now, clearly, rather than in every worker's log
     queues = [q for q in args.queues.split(",") if q]
-    pool = WorkerPool(args.url, connection, args.log_dir, queues=queues)
+    pool = WorkerPool(args.url, connection, args.log_dir, queues=queues, log_level=args.log_level)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default=defaults.QUEUE, help="comma-separated, in priority order")
     worker.add_argument("--processes", type=int, default=defaults.worker_count(), help="default: one per CPU")
     worker.add_argument("--log-dir", default=f"{defaults.DATA_DIR}/logs", help="where worker logs go")
+    worker.add_argument(
+        "--log-level",
+        default=defaults.WORKER_LOG_LEVEL,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help=f"default: {defaults.WORKER_LOG_LEVEL}; DEBUG also logs every job taken and done",
+    )
     worker.set_defaults(run=_worker)
 
     server = sub.add_parser("server", help="run the embedded Redis in the foreground and print its URL")

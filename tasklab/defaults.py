@@ -34,6 +34,8 @@ SERVER_START_TIMEOUT = 15.0
 
 #: Queue that tasks go to when neither the call nor the task names one.
 QUEUE = "default"
+#: Level of the worker logs. RQ's line for each job taken and each job done is at DEBUG.
+WORKER_LOG_LEVEL = "INFO"
 
 #: Seconds to wait for local workers to register themselves in Redis.
 WORKER_START_TIMEOUT = 30.0

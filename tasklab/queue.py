@@ -5,12 +5,14 @@ Jobs it creates are ordinary RQ jobs; any RQ tool can list, inspect and cancel t
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime
 
 from redis.client import Pipeline
 from rq import Queue
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 
 from .scheduler import PreciseScheduledJobRegistry
 from .serialization import Serializer
@@ -22,6 +24,11 @@ class TaskQueue(Queue):
     def __init__(self, name: str = "default", **kwargs: object):
         kwargs.setdefault("serializer", Serializer)
         super().__init__(name, **kwargs)  # type: ignore[arg-type]
+
+    @functools.cached_property
+    def started_job_registry(self) -> StartedJobRegistry:
+        """RQ's, built once: a worker uses it twice for every job."""
+        return super().started_job_registry
 
     @property
     def scheduled_job_registry(self) -> PreciseScheduledJobRegistry:

@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 import hiredis
 import redis
@@ -45,6 +46,7 @@ from ._proc import set_parent_death_signal, watch_parent
 from .connection import make_client
 from .runtime import finish_writes, start_writes
 from .scheduler import SchedulerThread
+from .worker_job import WorkerJob
 
 log = logging.getLogger("tasklab.worker")
 
@@ -120,6 +122,37 @@ def _raise_first_error(replies: list) -> None:
             raise reply
 
 
+#: The lines RQ logs at INFO for every job: when a worker takes it, and when it succeeded.
+_PER_JOB_LINES = frozenset(
+    {
+        "Worker %s: %s: %s (%s)",
+        "Worker %s: %s: %s",
+        "Successfully completed %s job in %ss on worker %s",
+        "Successfully completed job %s in %ss on worker %s",
+    }
+)
+
+
+class _JobLinesAtDebug:
+    """RQ's worker logger, with the lines RQ writes for every job logged at DEBUG, not INFO.
+
+    At hundreds of jobs a second they filled the worker log (two lines a job, never rotated)
+    and cost a twentieth of each job's time, while each attempt's outcome, timing and output
+    are kept with its result and shown by the monitor. Failures, retries and all other lines
+    keep their levels; ``--log-level DEBUG`` shows every job again.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+    def info(self, msg: str, *args: object, **kwargs: Any) -> None:
+        kwargs.setdefault("stacklevel", 2)
+        self._logger.log(logging.DEBUG if msg in _PER_JOB_LINES else logging.INFO, msg, *args, **kwargs)
+
+
 class Worker(SimpleWorker):
     """tasklab's RQ worker. Jobs of plain RQ functions run here too.
 
@@ -160,7 +193,9 @@ class Worker(SimpleWorker):
     _scheduler_thread: SchedulerThread | None = None
 
     def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("job_class", WorkerJob)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.log = _JobLinesAtDebug(self.log)  # type: ignore[assignment]
         self._pop_job = self.connection.register_script(POP_JOB_SCRIPT)
         self._heartbeat_sent_at = -math.inf  # time.monotonic() of the last heartbeat sent
         self._heartbeat_expires_at = -math.inf  # when the worker key expires, by that clock
@@ -230,10 +265,11 @@ class Worker(SimpleWorker):
         self.reorder_queues(reference_queue=queue)
         job.redis_server_version = self.get_redis_server_version()
         name = green(queue.name)
-        if self.log_job_description:
-            self.log.info("Worker %s: %s: %s (%s)", self.name, name, blue(job.description), job.id)
-        else:
-            self.log.info("Worker %s: %s: %s", self.name, name, job.id)
+        if self.log.isEnabledFor(logging.DEBUG):  # as RQ's line, at DEBUG (see _JobLinesAtDebug)
+            if self.log_job_description:
+                self.log.debug("Worker %s: %s: %s (%s)", self.name, name, blue(job.description), job.id)
+            else:
+                self.log.debug("Worker %s: %s: %s", self.name, name, job.id)
         return result  # RQ's heartbeat here is sent, when due, with the job's start
 
     def _pop_arguments(self) -> tuple[list[str], list[str]]:
@@ -430,10 +466,10 @@ class Worker(SimpleWorker):
 
     def unsubscribe(self) -> None:
         # RQ joins its pubsub thread for up to a second; the process is about to exit anyway.
+        # The (daemon) thread closes its connection when it stops: closing it under the thread
+        # here made it log a traceback at every exit.
         if self.pubsub_thread:
             self.pubsub_thread.stop()
-            with contextlib.suppress(Exception):
-                self.pubsub.close()
 
     def teardown(self) -> None:
         if self._scheduler_thread is not None:
@@ -493,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None)
     parser.add_argument("--queues", default=defaults.QUEUE, help="comma-separated, in priority order")
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default=defaults.WORKER_LOG_LEVEL)
     args = parser.parse_args(argv)
 
     logging.basicConfig(

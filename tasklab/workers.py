@@ -67,8 +67,10 @@ class WorkerPool:
         connection: redis.Redis,
         log_dir: Path,
         queues: Sequence[str] = (defaults.QUEUE,),
+        log_level: str = defaults.WORKER_LOG_LEVEL,
     ):
         self.url = url
+        self.log_level = log_level
         self.connection = connection
         self.log_dir = Path(log_dir)
         self.queues = list(queues)
@@ -153,7 +155,7 @@ class WorkerPool:
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-c", WORKER_ENTRY, "--url", self.url, "--name", name,
-                 "--queues", ",".join(self.queues)],
+                 "--queues", ",".join(self.queues), "--log-level", self.log_level],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

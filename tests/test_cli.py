@@ -56,7 +56,7 @@ def test_worker_command_serves_a_redis_and_stops_cleanly(server, tmp_path):
     connection.flushdb()
     proc = subprocess.Popen(
         [*TASKLAB, "worker", "--url", server.url, "--processes", "2", "--queues", "cli",
-         "--log-dir", str(tmp_path / "logs")],
+         "--log-dir", str(tmp_path / "logs"), "--log-level", "DEBUG"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -66,6 +66,12 @@ def test_worker_command_serves_a_redis_and_stops_cleanly(server, tmp_path):
         assert len(RQWorker.all(connection=connection)) == 2
         job = Queue("cli", connection=connection).enqueue("os.getpid")
         assert job.latest_result(timeout=10).return_value in {w.pid for w in RQWorker.all(connection=connection)}
+
+        def logged_job_ok() -> bool:
+            logs = "".join(path.read_text() for path in (tmp_path / "logs").glob("worker-*.log"))
+            return job.id in logs and "Job OK" in logs
+
+        wait_for(logged_job_ok, 5, "the per-job DEBUG lines that --log-level DEBUG asks for")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         wait_for(lambda: not RQWorker.all(connection=connection), 5, "the workers to unregister")

@@ -36,6 +36,7 @@ from rq.worker import Worker as RQWorker
 import tasklab
 from tasklab.connection import make_client
 from tasklab.serialization import Serializer
+from tasklab.worker_job import WorkerJob
 
 from . import jobfuncs
 from .conftest import wait_for
@@ -373,3 +374,26 @@ def test_warm_shutdown_finishes_the_job_and_leaves_the_next_queued(lab):
     wait_for(lambda: status(lab, second) == "finished", 15, "the second job")
     assert fetch(lab, first).worker_name == first_worker
     assert fetch(lab, second).worker_name != first_worker
+
+
+def test_worker_job_reads_a_job_hash_as_rq_does(lab):
+    """The worker's Job class parses dates its own (faster) way and reuses registries: same job."""
+    queue = lab.queue(FAST)
+    job = queue.enqueue(operator.add, 2, 3)
+    raw = lab.connection.hgetall(job.key)
+    raw[b"started_at"] = raw[b"ended_at"] = b"2026-01-02T03:04:05.678901Z"
+    raw[b"last_heartbeat"] = b"2026-01-02T03:04:05Z"  # RQ's older format, without microseconds
+    theirs = Job(job.id, connection=lab.connection, serializer=Serializer)
+    theirs.restore(dict(raw))
+    ours = WorkerJob(job.id, connection=lab.connection, serializer=Serializer)
+    ours.restore(dict(raw))
+    fields = ("created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat", "origin", "timeout", "meta")
+    assert {f: getattr(ours, f) for f in fields} == {f: getattr(theirs, f) for f in fields}
+    assert ours.enqueued_at.tzinfo is not None and ours.started_at.microsecond == 678901
+    assert (ours.args, ours.func_name) == (theirs.args, theirs.func_name)
+
+    other = WorkerJob(job.id, connection=lab.connection, serializer=Serializer)
+    other.restore(dict(raw))
+    assert other.started_job_registry is ours.started_job_registry, "built once per queue"
+    assert ours.started_job_registry.key == theirs.started_job_registry.key
+    assert ours.finished_job_registry.key == theirs.finished_job_registry.key

@@ -82,10 +82,14 @@ def test_shutdown_stops_every_worker(server):
 
 def test_worker_logs_are_readable(lab):
     pool = lab.workers(1)
-    job = lab.queue().enqueue(os.getpid)
-    job.latest_result(timeout=10)
+    ok = lab.queue().enqueue(os.getpid)
+    failed = lab.queue().enqueue("builtins.int", "not a number")
+    assert failed.latest_result(timeout=10).type.name == "FAILED"
+    assert ok.latest_result(timeout=10).type.name == "SUCCESSFUL"
     (text,) = lab.worker_logs(tail=None).values()
-    assert pool.names[0] in text and job.id in text
+    assert pool.names[0] in text
+    assert failed.id in text and "ValueError" in text, "a failure is logged with its traceback"
+    assert ok.id not in text, "the lines RQ writes for every job are at DEBUG, below the worker's INFO"
     assert pool.processes[0].log_path.parent == lab.data_dir / "logs"
 
 
