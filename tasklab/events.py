@@ -41,11 +41,16 @@ def runtimes_key(namespace: str, task: str) -> str:
 
 
 def emit(pipe: Any, kind: str, job_id: str, task: str, namespace: str, **fields: Any) -> None:
-    """Queue one event (and its counters) on ``pipe``. ``fields`` with ``None`` are left out."""
+    """Queue one event (and its counter) on ``pipe``. ``fields`` with ``None`` are left out.
+
+    STARTED events are not counted: how many attempts run now is the size of RQ's started
+    registries, and a count of all that ever started would tell nothing more.
+    """
     entry = {"e": kind, "id": job_id, "t": task, "ns": namespace, "ts": repr(time.time())}
     entry.update({k: str(v) for k, v in fields.items() if v is not None})
     pipe.xadd(STREAM, entry, maxlen=defaults.EVENTS_MAXLEN, approximate=True)
-    pipe.hincrby(counts_key(namespace), f"{task}|{kind}", 1)
+    if kind != STARTED:
+        pipe.hincrby(counts_key(namespace), f"{task}|{kind}", 1)
     run_s = fields.get("run")
     if run_s is not None:
         key = runtimes_key(namespace, task)

@@ -2,10 +2,12 @@
 
 A worker handles hundreds of jobs a second, and a few of RQ's conveniences cost a noticeable
 part of each: every use of ``job.started_job_registry`` builds a new registry, whose
-constructor checks the serializer against a ``typing.Protocol`` (slow before Python 3.12),
-and each date of the job hash is parsed with ``strptime``. :class:`WorkerJob` builds each
-registry once per queue and parses RQ's timestamps with ``fromisoformat``. What it reads and
-writes in Redis is RQ's, unchanged.
+constructor checks the serializer against a ``typing.Protocol`` (slow before Python 3.12);
+each date of the job hash is parsed with ``strptime``; and a job that succeeded has its whole
+hash written again (its arguments compressed anew), though only four fields changed.
+:class:`WorkerJob` builds each registry once per queue, parses RQ's timestamps with
+``fromisoformat``, and writes only the fields that changed. The job hash, registries and
+results it leaves in Redis are RQ's.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from rq.job import Job
+from redis.client import Pipeline
+from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry, FinishedJobRegistry, StartedJobRegistry
-from rq.utils import str_to_date
+from rq.results import Result
+from rq.utils import str_to_date, utcformat
 
 #: Job hash fields holding RQ timestamps (``utcformat``: ``2026-11-22T10:00:00.123456Z``).
 _DATE_FIELDS = frozenset({"created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat"})
@@ -66,3 +70,35 @@ class WorkerJob(Job):
         for name, value in dates.items():
             setattr(self, name, parse_date(value))
         return result
+
+    def _handle_success(
+        self,
+        result_ttl: int,
+        pipeline: Pipeline,
+        worker_name: str = "",
+        execution_id: str | None = None,
+        execution_started_at: datetime.datetime | None = None,
+        execution_ended_at: datetime.datetime | None = None,
+    ) -> None:
+        """RQ's, but writing only the fields of the job hash that running the job changed, where
+        RQ writes every field but ``meta`` again, with the same values."""
+        self._status = JobStatus.FINISHED
+        changed = {"status": JobStatus.FINISHED.value}
+        for field in ("started_at", "ended_at", "last_heartbeat"):
+            value = getattr(self, field)
+            if value is not None:
+                changed[field] = utcformat(value)
+        pipeline.hset(self.key, mapping=changed)
+        Result.create(
+            self,
+            Result.Type.SUCCESSFUL,
+            return_value=self._result,
+            ttl=result_ttl,
+            worker_name=worker_name,
+            pipeline=pipeline,
+            execution_id=execution_id,
+            execution_started_at=execution_started_at,
+            execution_ended_at=execution_ended_at,
+        )
+        if result_ttl != 0:
+            self.finished_job_registry.add(self, result_ttl, pipeline)
