@@ -174,7 +174,6 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
     meta = job.meta
     attempt = int(meta.get(keys.META_RETRIES, 0))
     started = time.time()
-    _started(job, attempt)
     capture = OutputCapture()
     stack = _request_stack()
     with capture:
@@ -197,6 +196,7 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
             id=job.id, args=args, kwargs=kwargs, retries=attempt, worker=job.worker_name,
             queue=job.origin, version=task._tl_version, called_directly=False,
         )  # fmt: skip
+        _started(job)
         stack.append(request)
         try:
             _call_hook(task, "before_start", job.id, job.id, args, kwargs)
@@ -216,21 +216,26 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
     return retval
 
 
-def _started(job: Job, attempt: int) -> None:
-    if getattr(job, "_tl_started_written", False):  # tasklab's worker wrote it when it started the job
-        return
-    with job.connection.pipeline(transaction=False) as pipe:
-        start_writes(job, pipe, job.worker_name)
-        pipe.execute()
+def _started(job: Job) -> None:
+    """Make sure the job's start is in Redis: before its task runs, and before anything else
+    about the attempt is written.
+
+    tasklab's worker sent it before the job began and left the reading of Redis's reply to
+    now (``job._tl_confirm_start``), so that the task was got ready meanwhile. On other RQ
+    workers, the STARTED event is written here.
+    """
+    confirm = getattr(job, "_tl_confirm_start", None)
+    if confirm is not None:
+        confirm()
+    elif not getattr(job, "_tl_started_written", False):
+        with job.connection.pipeline(transaction=False) as pipe:
+            start_writes(job, pipe, job.worker_name)
+            pipe.execute()
 
 
 def start_writes(job: Job, pipe: Any, worker_name: str | None) -> None:
-    """Queue the STARTED event of a tasklab job on ``pipe``: the worker's own start transaction.
-
-    After this, the worker also collects the writes of a successful attempt (its output and
-    event) in ``job._tl_finish_writes`` for its finish transaction, so an attempt costs no
-    round trip of its own. Jobs of other RQ workers write them themselves.
-    """
+    """Queue the STARTED event of a tasklab job on ``pipe`` (tasklab's worker: in its own
+    start transaction) and mark it written; nothing for other jobs."""
     meta = job.meta
     if keys.META_TASK not in meta:
         return
@@ -240,6 +245,13 @@ def start_writes(job: Job, pipe: Any, worker_name: str | None) -> None:
         wf=meta.get(keys.META_WORKFLOW),
     )  # fmt: skip
     job._tl_started_written = True  # type: ignore[attr-defined]
+
+
+def defer_finish_writes(job: Job) -> None:
+    """From now on, collect the writes of a successful attempt of ``job`` (its output and
+    event) for the caller, tasklab's worker, to send with its finish transaction
+    (:func:`finish_writes`), so that an attempt costs no round trip of its own. Other RQ
+    workers don't, and the runtime writes them itself."""
     job._tl_finish_writes = []  # type: ignore[attr-defined]
 
 
@@ -350,6 +362,7 @@ def _record(
     retry_at: float | None = None,
 ) -> None:
     """In one round trip: the attempt's output, the final exception, and the attempt's event."""
+    _started(job)  # when the task did not get to run
     text = capture.text()
     ttl = (job.failure_ttl or DEFAULT_FAILURE_TTL) if exc is not None else job.result_ttl
     kind = events.SUCCEEDED if exc is None else events.RETRY if retry_at is not None else events.FAILED

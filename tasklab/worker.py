@@ -44,7 +44,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 from . import defaults
 from ._proc import set_parent_death_signal, watch_parent
 from .connection import make_client
-from .runtime import finish_writes, start_writes
+from .runtime import defer_finish_writes, finish_writes, start_writes
 from .scheduler import SchedulerThread
 from .worker_job import WorkerJob
 
@@ -113,6 +113,12 @@ def _pack(*args: object) -> bytes:
     """One command in Redis's protocol, packed by hiredis (C) instead of redis-py (Python).
     It takes the types redis-py's encoder takes: bytes, str, int, float and memoryview."""
     return hiredis.pack_command(args)
+
+
+def _checked(replies: Any, expected: int) -> list:
+    if not isinstance(replies, list) or len(replies) != expected:
+        raise redis.ResponseError(f"Unexpected reply to a transaction of {expected} commands: {replies!r:.200}")
+    return replies
 
 
 def _raise_first_error(replies: list) -> None:
@@ -206,6 +212,7 @@ class Worker(SimpleWorker):
         self._next_job: tuple[Job, Queue] | None = None  # taken by the last commit
         self._queues_were_empty = False  # the last commit found no job to take
         self._transaction_connection: AbstractConnection | None = None  # see _execute
+        self._unconfirmed: tuple[Job, list, int] | None = None  # a start sent, its reply not read
 
     # -- Redis round trips saved ----------------------------------------------------------
 
@@ -317,6 +324,35 @@ class Worker(SimpleWorker):
             pipe.lpush(queue.key, job.id)
             pipe.execute()
 
+    def _script_call(self, pipe: Pipeline, take_next: bool) -> tuple[list, int]:
+        """The arguments of a :data:`TRANSACTION_SCRIPT` call that runs the commands RQ's
+        functions queued on ``pipe`` (and then takes the next job, with ``take_next``), and
+        the number of replies it gives."""
+        commands = [command for command, _options in pipe.command_stack]
+        pipe.reset()
+        keys, argv = self._pop_arguments() if take_next else ([], ["", ""])
+        argv.append(WORKERS_SUSPENDED if take_next else "")
+        for command in commands:
+            argv.append(len(command))
+            argv.extend(command)
+        return [len(keys), *keys, *argv], len(commands) + take_next
+
+    def _own_connection(self) -> AbstractConnection:
+        if self._transaction_connection is None:
+            self._transaction_connection = self.connection.connection_pool.make_connection()
+        return self._transaction_connection
+
+    def _send(self, call: list) -> None:
+        self._own_connection().send_packed_command([_pack("EVALSHA", TRANSACTION_SCRIPT_SHA, *call)])
+
+    def _receive(self, call: list) -> Any:
+        conn = self._own_connection()
+        try:
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:  # nothing ran: a new or flushed server
+            conn.send_packed_command([_pack("EVAL", TRANSACTION_SCRIPT, *call)])
+            return conn.read_response()
+
     def _execute(self, pipe: Pipeline, take_next: bool = False) -> list:
         """Run the commands RQ's functions queued on ``pipe`` atomically; their replies, errors
         included, and with ``take_next`` the reply of :data:`POP_JOB_SCRIPT` after them.
@@ -328,34 +364,22 @@ class Worker(SimpleWorker):
         connection cost too much twice per job). The replies are Redis's, without the client's
         response callbacks; those used here are integers and lists anyway.
         """
-        commands = [command for command, _options in pipe.command_stack]
-        pipe.reset()
-        keys, argv = self._pop_arguments() if take_next else ([], ["", ""])
-        argv.append(WORKERS_SUSPENDED if take_next else "")
-        for command in commands:
-            argv.append(len(command))
-            argv.extend(command)
-        if self._transaction_connection is None:
-            self._transaction_connection = self.connection.connection_pool.make_connection()
-        conn = self._transaction_connection
+        self._confirm_start()  # replies come in order on the connection
+        return self._run(*self._script_call(pipe, take_next))
 
-        def send() -> list:
-            try:
-                conn.send_packed_command([_pack("EVALSHA", TRANSACTION_SCRIPT_SHA, len(keys), *keys, *argv)])
-                return conn.read_response()
-            except redis.exceptions.NoScriptError:  # nothing ran: a new or flushed server
-                conn.send_packed_command([_pack("EVAL", TRANSACTION_SCRIPT, len(keys), *keys, *argv)])
-                return conn.read_response()
+    def _run(self, call: list, expected: int) -> list:
+        conn = self._own_connection()
+
+        def send_and_receive() -> Any:
+            self._send(call)
+            return self._receive(call)
 
         try:
-            replies = conn.retry.call_with_retry(send, lambda _error: conn.disconnect())
+            replies = conn.retry.call_with_retry(send_and_receive, lambda _error: conn.disconnect())
         except BaseException:
             conn.disconnect()
             raise
-        expected = len(commands) + take_next
-        if not isinstance(replies, list) or len(replies) != expected:
-            raise redis.ResponseError(f"Unexpected reply to a transaction of {expected} commands: {replies!r:.200}")
-        return replies
+        return _checked(replies, expected)
 
     def prepare_execution(self, job: Job) -> Execution:
         """Start ``job`` in one transaction: what RQ's ``prepare_execution`` and
@@ -373,13 +397,59 @@ class Worker(SimpleWorker):
                 queue_key = self.queue_class.redis_queue_namespace_prefix + job.origin
                 pipe.lrem(IntermediateQueue.get_intermediate_queue_key(queue_key), 1, job.id)
             start_writes(job, pipe, self.name)  # tasklab's STARTED event, in the same transaction
+            defer_finish_writes(job)
             pipe.scard(job.dependents_key)
-            replies = self._execute(pipe)
-        _raise_first_error(replies)
-        has_dependents = replies[-1]
+            self._confirm_start()
+            call, expected = self._script_call(pipe, take_next=False)
         self._started_job_id = job.id
-        self._fast_job_id = None if has_dependents else job.id
+        if getattr(job, "_tl_started_written", False):
+            # A tasklab task: send the start now, and read its reply only when the task is about
+            # to run (the runtime calls the job's confirm_start first): the task's arguments,
+            # code and request are got ready while Redis applies the start.
+            try:
+                self._send(call)
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._own_connection().disconnect()
+                self._started(job, self._run(call, expected))
+            else:
+                self._unconfirmed = (job, call, expected)
+                job._tl_confirm_start = self._confirm_start  # type: ignore[attr-defined]
+        else:
+            self._started(job, self._run(call, expected))
         return execution
+
+    def _started(self, job: Job, replies: list) -> None:
+        _raise_first_error(replies)
+        self._fast_job_id = None if replies[-1] else job.id  # the count of its dependents
+
+    def _confirm_start(self) -> None:
+        """Read the reply to the start transaction sent by :meth:`prepare_execution`, if it
+        has not been read yet: before the task runs, before anything else about the job is
+        written, and before the connection is used again."""
+        pending, self._unconfirmed = self._unconfirmed, None
+        if pending is None:
+            return
+        job, call, expected = pending
+        job._tl_confirm_start = None  # type: ignore[attr-defined]
+        try:
+            replies = _checked(self._receive(call), expected)
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Lost with the reply: whether the start was applied is unknown, and applying it
+            # twice writes the same records again (the STARTED event excepted).
+            self._own_connection().disconnect()
+            replies = self._run(call, expected)
+        except BaseException:
+            self._own_connection().disconnect()
+            raise
+        self._started(job, replies)
+
+    def _finalize_success(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        self._confirm_start()
+        super()._finalize_success(job, *args, **kwargs)
+
+    def _finalize_failure(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        self._confirm_start()
+        super()._finalize_failure(job, *args, **kwargs)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         if self._started_job_id != job.id:

@@ -13,3 +13,17 @@ class Multiply(tasklab.Task):
 
     def run(self, a, b):
         return a * b
+
+
+@tasklab.task
+def chatty(x):
+    print("chatty says", x)
+    return x
+
+
+@tasklab.task
+def own_status():
+    """The status Redis holds for the job running this task, read as the task runs."""
+    from rq import get_current_job
+
+    return get_current_job().get_status(refresh=True)

@@ -38,7 +38,7 @@ from tasklab.connection import make_client
 from tasklab.serialization import Serializer
 from tasklab.worker_job import WorkerJob
 
-from . import jobfuncs
+from . import jobfuncs, shipped_tasks
 from .conftest import wait_for
 
 FAST = "fast"  # served by tasklab's Worker
@@ -397,3 +397,29 @@ def test_worker_job_reads_a_job_hash_as_rq_does(lab):
     assert other.started_job_registry is ours.started_job_registry, "built once per queue"
     assert ours.started_job_registry.key == theirs.started_job_registry.key
     assert ours.finished_job_registry.key == theirs.finished_job_registry.key
+
+
+def test_a_task_sees_its_job_started_in_redis(lab):
+    """The worker reads Redis's reply to the start transaction only as the task is about to
+    run (it gets the task ready meanwhile); the task itself always finds its job started."""
+    fast_worker(lab)
+    results = shipped_tasks.own_status.starmap([()] * 20, queue=FAST)
+    assert results.get(timeout=20) == ["started"] * 20
+
+
+def test_the_worker_reloads_its_script_after_a_script_flush(lab):
+    fast_worker(lab)
+    assert shipped_tasks.add.apply_async((1, 2), queue=FAST).get(timeout=10) == 3
+    lab.connection.script_flush()
+    assert shipped_tasks.add.apply_async((3, 4), queue=FAST).get(timeout=10) == 7
+    assert lab.connection.hget(f"rq:worker:{lab.workers().names[0]}", "state") is not None
+
+
+def test_tasklab_tasks_on_a_plain_rq_worker_record_their_output_and_outcome(lab, rq_connection):
+    result = shipped_tasks.chatty.apply_async(("hi",), queue=PLAIN)
+    run_in_process(SimpleWorker, rq_connection)
+    assert result.get(timeout=5) == "hi"
+    assert result.output == "chatty says hi\n"
+    (row,) = lab.history().query("task_id == @result.id").to_dict("records")
+    assert (row["state"], row["worker"]) == ("SUCCESS", result._job().worker_name)
+    assert row["started_at"] <= row["finished_at"]
