@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rq.job import Job
 from rq.rate_limit import RateLimit
 
-from . import events, keys
+from . import events, keys, transaction
 from . import options as opts
 from .errors import ConfigurationError, SerializationError
 from .ratelimit import key_for as ratelimit_key
@@ -175,7 +175,7 @@ def enqueue(prepared: Prepared) -> None:
         with queue.connection.pipeline() as pipe:
             for job, start in zip(jobs[first : first + BATCH], starts[first : first + BATCH], strict=True):
                 _enqueue(queue, job, start, pipe)
-            pipe.execute()
+            transaction.execute(queue.connection, pipe)  # as pipe.execute(), with less Python
 
 
 def _rate_slots(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -26,7 +25,6 @@ import sys
 import time
 from typing import Any
 
-import hiredis
 import redis
 from redis.client import Pipeline
 from redis.connection import AbstractConnection
@@ -46,6 +44,7 @@ from ._proc import set_parent_death_signal, watch_parent
 from .connection import make_client
 from .runtime import defer_finish_writes, finish_writes, start_writes
 from .scheduler import SchedulerThread
+from .transaction import RUN_COMMANDS_LUA, Script, checked, flatten, raise_first_error, take_commands
 from .worker_job import WorkerJob
 
 log = logging.getLogger("tasklab.worker")
@@ -82,50 +81,21 @@ end
 #: the intermediate list ('0' to pop it), job key prefix, suspension key or ''.
 POP_JOB_SCRIPT = _POP_JOB_LUA + "return pop_job(KEYS, ARGV[1], ARGV[2], ARGV[3])\n"
 
-#: A worker's bookkeeping commands, run atomically as MULTI ... EXEC would, but with one reply
-#: (the list of the commands' replies, errors included) instead of a QUEUED reply for each;
-#: then, optionally, the next job taken as by :data:`POP_JOB_SCRIPT`, its reply appended.
-#: KEYS: queue keys to take a job from (none: take nothing); ARGV: '1' or '0' as for
-#: :data:`POP_JOB_SCRIPT`, job key prefix, suspension key or '', then each command as its
-#: number of arguments followed by its arguments.
-TRANSACTION_SCRIPT = (
+#: A worker's bookkeeping commands (see :mod:`tasklab.transaction`), then, optionally, the next
+#: job taken as by :data:`POP_JOB_SCRIPT`, its reply appended to theirs. KEYS: queue keys to
+#: take a job from (none: take nothing); ARGV: '1' or '0' as for :data:`POP_JOB_SCRIPT`, job
+#: key prefix, suspension key or '', then the commands.
+TRANSACTION = Script(
     _POP_JOB_LUA
+    + RUN_COMMANDS_LUA
     + """
-local replies = {}
-local i = 4
-while i <= #ARGV do
-    local n = tonumber(ARGV[i])
-    replies[#replies + 1] = redis.pcall(unpack(ARGV, i + 1, i + n))
-    i = i + n + 1
-end
+local replies = run_commands(4)
 if #KEYS > 0 then
     replies[#replies + 1] = pop_job(KEYS, ARGV[1], ARGV[2], ARGV[3])
 end
 return replies
 """
 )
-
-
-TRANSACTION_SCRIPT_SHA = hashlib.sha1(TRANSACTION_SCRIPT.encode()).hexdigest()
-
-
-def _pack(*args: object) -> bytes:
-    """One command in Redis's protocol, packed by hiredis (C) instead of redis-py (Python).
-    It takes the types redis-py's encoder takes: bytes, str, int, float and memoryview."""
-    return hiredis.pack_command(args)
-
-
-def _checked(replies: Any, expected: int) -> list:
-    if not isinstance(replies, list) or len(replies) != expected:
-        raise redis.ResponseError(f"Unexpected reply to a transaction of {expected} commands: {replies!r:.200}")
-    return replies
-
-
-def _raise_first_error(replies: list) -> None:
-    """Raise the first error among a transaction's replies, as ``pipe.execute()`` does."""
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
 
 
 #: The lines RQ logs at INFO for every job: when a worker takes it, and when it succeeded.
@@ -182,7 +152,12 @@ class Worker(SimpleWorker):
       is stopping. A worker that stops before it starts that job puts it back at the head of
       its queue. Otherwise it takes a job with the same script, or, when none waits, with
       RQ's blocking dequeue;
-    * sends these two transactions on a connection of its own (see :meth:`_execute`).
+    * sends each transaction as one call of :data:`TRANSACTION` (one reply, not one
+      per command), packed by hiredis, on a connection of its own (see :meth:`_execute`);
+    * does not wait for the reply to a tasklab task's start: it gets the task ready while
+      Redis applies it, and the runtime reads the reply just before the task body runs or
+      anything else about the attempt is written (see :meth:`_confirm_start`);
+    * uses :class:`~tasklab.worker_job.WorkerJob`, RQ's Job with less Python per job.
 
     Everything else is RQ's own code: failures, retries, timeouts, callbacks, rate limits,
     repeats, ``result_ttl=0``, and jobs that had dependents when they started, which finish
@@ -325,61 +300,34 @@ class Worker(SimpleWorker):
             pipe.execute()
 
     def _script_call(self, pipe: Pipeline, take_next: bool) -> tuple[list, int]:
-        """The arguments of a :data:`TRANSACTION_SCRIPT` call that runs the commands RQ's
-        functions queued on ``pipe`` (and then takes the next job, with ``take_next``), and
-        the number of replies it gives."""
-        commands = [command for command, _options in pipe.command_stack]
-        pipe.reset()
+        """The arguments of a :data:`TRANSACTION` call that runs the commands RQ's functions
+        queued on ``pipe`` (and then takes the next job, with ``take_next``), and the number
+        of replies it gives."""
+        commands = take_commands(pipe)
         keys, argv = self._pop_arguments() if take_next else ([], ["", ""])
         argv.append(WORKERS_SUSPENDED if take_next else "")
-        for command in commands:
-            argv.append(len(command))
-            argv.extend(command)
-        return [len(keys), *keys, *argv], len(commands) + take_next
+        return flatten(commands, [len(keys), *keys, *argv]), len(commands) + take_next
 
     def _own_connection(self) -> AbstractConnection:
         if self._transaction_connection is None:
             self._transaction_connection = self.connection.connection_pool.make_connection()
         return self._transaction_connection
 
-    def _send(self, call: list) -> None:
-        self._own_connection().send_packed_command([_pack("EVALSHA", TRANSACTION_SCRIPT_SHA, *call)])
-
-    def _receive(self, call: list) -> Any:
-        conn = self._own_connection()
-        try:
-            return conn.read_response()
-        except redis.exceptions.NoScriptError:  # nothing ran: a new or flushed server
-            conn.send_packed_command([_pack("EVAL", TRANSACTION_SCRIPT, *call)])
-            return conn.read_response()
-
     def _execute(self, pipe: Pipeline, take_next: bool = False) -> list:
         """Run the commands RQ's functions queued on ``pipe`` atomically; their replies, errors
         included, and with ``take_next`` the reply of :data:`POP_JOB_SCRIPT` after them.
 
-        What ``pipe.execute(raise_on_error=False)`` does (retried on a lost connection), but in
-        one call of :data:`TRANSACTION_SCRIPT` instead of MULTI, the commands and EXEC: one
-        reply to read instead of one per command, packed by hiredis in one piece, on a
-        connection of the worker's own (the pool's checks on taking and giving back a
-        connection cost too much twice per job). The replies are Redis's, without the client's
-        response callbacks; those used here are integers and lists anyway.
+        What ``pipe.execute(raise_on_error=False)`` does (retried on a lost connection), but as
+        one call of :data:`TRANSACTION` (see :mod:`tasklab.transaction`), on a connection of the
+        worker's own: the pool's checks on taking and giving back a connection cost too much
+        twice per job. The replies are Redis's, without the client's response callbacks; those
+        used here are integers and lists anyway.
         """
         self._confirm_start()  # replies come in order on the connection
         return self._run(*self._script_call(pipe, take_next))
 
     def _run(self, call: list, expected: int) -> list:
-        conn = self._own_connection()
-
-        def send_and_receive() -> Any:
-            self._send(call)
-            return self._receive(call)
-
-        try:
-            replies = conn.retry.call_with_retry(send_and_receive, lambda _error: conn.disconnect())
-        except BaseException:
-            conn.disconnect()
-            raise
-        return _checked(replies, expected)
+        return checked(TRANSACTION.call(self._own_connection(), call), expected)
 
     def prepare_execution(self, job: Job) -> Execution:
         """Start ``job`` in one transaction: what RQ's ``prepare_execution`` and
@@ -407,7 +355,7 @@ class Worker(SimpleWorker):
             # to run (the runtime calls the job's confirm_start first): the task's arguments,
             # code and request are got ready while Redis applies the start.
             try:
-                self._send(call)
+                TRANSACTION.send(self._own_connection(), call)
             except (redis.ConnectionError, redis.TimeoutError):
                 self._own_connection().disconnect()
                 self._started(job, self._run(call, expected))
@@ -419,7 +367,7 @@ class Worker(SimpleWorker):
         return execution
 
     def _started(self, job: Job, replies: list) -> None:
-        _raise_first_error(replies)
+        raise_first_error(replies)
         self._fast_job_id = None if replies[-1] else job.id  # the count of its dependents
 
     def _confirm_start(self) -> None:
@@ -432,7 +380,7 @@ class Worker(SimpleWorker):
         job, call, expected = pending
         job._tl_confirm_start = None  # type: ignore[attr-defined]
         try:
-            replies = _checked(self._receive(call), expected)
+            replies = checked(TRANSACTION.receive(self._own_connection(), call), expected)
         except (redis.ConnectionError, redis.TimeoutError):
             # Lost with the reply: whether the start was applied is unknown, and applying it
             # twice writes the same records again (the STARTED event excepted).
@@ -512,7 +460,7 @@ class Worker(SimpleWorker):
             popped = replies[-1]
             self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
             self._queues_were_empty = not popped
-        _raise_first_error(replies)  # now that the job it took is not lost
+        raise_first_error(replies)  # now that the job it took is not lost
         dependents, suspended = replies[:2]
         if quick:
             self._stored_state = WorkerStatus.IDLE
