@@ -32,7 +32,13 @@ class _Pickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
+#: Types pickled by the standard pickler directly: the same bytes, without cloudpickle's setup.
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes})
+
+
 def dumps(obj: Any) -> bytes:
+    if type(obj) in _PLAIN:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     return buffer.getvalue()

@@ -1,13 +1,13 @@
 """RQ's ``Job`` as a worker reads it: the same job, with less Python spent on each one.
 
 A worker handles hundreds of jobs a second, and a few of RQ's conveniences cost a noticeable
-part of each: every use of ``job.started_job_registry`` builds a new registry, whose
-constructor checks the serializer against a ``typing.Protocol`` (slow before Python 3.12);
-each date of the job hash is parsed with ``strptime``; and a job that succeeded has its whole
-hash written again (its arguments compressed anew), though only four fields changed.
-:class:`WorkerJob` builds each registry once per queue, parses RQ's timestamps with
-``fromisoformat``, and writes only the fields that changed. The job hash, registries and
-results it leaves in Redis are RQ's.
+part of each: every job, result and registry object checks its serializer against a
+``typing.Protocol`` (slow before Python 3.12), and every use of ``job.started_job_registry``
+builds a new registry; each date of the job hash is parsed with ``strptime``; and a job that
+succeeded has its whole hash written again (its arguments compressed anew), though only four
+fields changed. :class:`WorkerJob` checks each serializer once, builds each registry once per
+queue, parses RQ's timestamps with ``fromisoformat``, and writes only the fields that changed.
+The job hash, registries and results it leaves in Redis are RQ's.
 """
 
 from __future__ import annotations
@@ -19,12 +19,25 @@ from redis.client import Pipeline
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
+from rq.serializers import resolve_serializer
 from rq.utils import str_to_date, utcformat
 
 #: Job hash fields holding RQ timestamps (``utcformat``: ``2026-11-22T10:00:00.123456Z``).
 _DATE_FIELDS = frozenset({"created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat"})
 
 _registries: dict[tuple[type, str, int, Any], BaseRegistry] = {}
+_serializers: dict[Any, Any] = {}
+
+
+def resolved_serializer(serializer: Any) -> Any:
+    """RQ's ``resolve_serializer(serializer)``, checked once per serializer."""
+    try:
+        return _serializers[serializer]
+    except KeyError:
+        resolved = _serializers[serializer] = resolve_serializer(serializer)
+        return resolved
+    except TypeError:  # not hashable
+        return resolve_serializer(serializer)
 
 
 def _registry(kind: type[BaseRegistry], job: Job) -> Any:
@@ -48,7 +61,12 @@ def parse_date(raw: bytes | str) -> datetime.datetime:
 
 
 class WorkerJob(Job):
-    """An RQ job, with its registries built once per queue and its dates parsed quickly."""
+    """An RQ job, with its serializer checked once, its registries built once per queue and
+    its dates parsed quickly."""
+
+    def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
+        super().__init__(id, connection)  # RQ's default serializer: nothing to check
+        self.serializer = resolved_serializer(serializer)
 
     @property
     def started_job_registry(self) -> StartedJobRegistry:
@@ -89,16 +107,17 @@ class WorkerJob(Job):
             if value is not None:
                 changed[field] = utcformat(value)
         pipeline.hset(self.key, mapping=changed)
-        Result.create(
-            self,
-            Result.Type.SUCCESSFUL,
+        result = Result(  # what Result.create does, with the serializer checked once
+            job_id=self.id,
+            type=Result.Type.SUCCESSFUL,
+            connection=self.connection,
             return_value=self._result,
-            ttl=result_ttl,
             worker_name=worker_name,
-            pipeline=pipeline,
             execution_id=execution_id,
             execution_started_at=execution_started_at,
             execution_ended_at=execution_ended_at,
         )
+        result.serializer = self.serializer
+        result.save(ttl=result_ttl, pipeline=pipeline)
         if result_ttl != 0:
             self.finished_job_registry.add(self, result_ttl, pipeline)

@@ -391,6 +391,7 @@ def test_worker_job_reads_a_job_hash_as_rq_does(lab):
     assert {f: getattr(ours, f) for f in fields} == {f: getattr(theirs, f) for f in fields}
     assert ours.enqueued_at.tzinfo is not None and ours.started_at.microsecond == 678901
     assert (ours.args, ours.func_name) == (theirs.args, theirs.func_name)
+    assert ours.serializer is theirs.serializer is Serializer
 
     other = WorkerJob(job.id, connection=lab.connection, serializer=Serializer)
     other.restore(dict(raw))
