@@ -215,7 +215,7 @@ class EmbeddedServer:
         if self._lease is None:
             return
         lease, self._lease = self._lease, None
-        if not wait:
+        if not wait or not self.data_dir.is_dir():  # deleted under us: the guardian stops Redis
             lease.close()
             return
         with self._locked():

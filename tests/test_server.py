@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -38,6 +39,16 @@ def test_start_is_private_and_stop_removes_it(tmp_path):
         srv.stop()
     assert not srv.socket_path.exists()
     wait_for(lambda: not pid_alive(pid), 5, "redis-server to exit")
+
+
+def test_stop_after_the_data_directory_was_deleted(tmp_path):
+    """A temporary data directory removed before the lab shuts down (at exit, say): stopping
+    raises nothing, and the server still goes away once its last lease is gone."""
+    srv = EmbeddedServer(tmp_path / "data").start()
+    pid = server_pid(srv.url)
+    shutil.rmtree(srv.data_dir)
+    srv.stop()
+    wait_for(lambda: not pid_alive(pid), 10, "redis-server to exit after its last lease")
 
 
 def test_second_process_reuses_the_server(tmp_path, run_python):
