@@ -405,10 +405,11 @@ def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Resul
 
     while cursors:
         pending = list(cursors)
-        for first in range(0, len(pending), 500):
-            read(pending[first : first + 500], None)
-        if not cursors:
-            break
+        if len(pending) > 1:  # one alone is read by the blocking read below, which returns at once if done
+            for first in range(0, len(pending), 500):
+                read(pending[first : first + 500], None)
+            if not cursors:
+                break
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             break
