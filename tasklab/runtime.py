@@ -196,7 +196,12 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
             id=job.id, args=args, kwargs=kwargs, retries=attempt, worker=job.worker_name,
             queue=job.origin, version=task._tl_version, called_directly=False,
         )  # fmt: skip
-        _started(job)
+        try:
+            _started(job)
+        except Exception as exc:  # the start could not be written: fail the attempt, on the record
+            job.retries_left = 0
+            _record(job, attempt, capture, exc, started)
+            raise
         stack.append(request)
         try:
             _call_hook(task, "before_start", job.id, job.id, args, kwargs)

@@ -1,12 +1,22 @@
-"""Transactions as one script call: what MULTI ... EXEC does, with one reply instead of many.
+"""Transactions as one script call: MULTI ... EXEC's isolation, with one reply instead of many.
 
 redis-py sends a transaction as MULTI, the commands and EXEC, and reads a ``QUEUED`` reply for
 every command before the real replies; it packs each command in Python. For the writes tasklab
 repeats for every job (a worker's start and finish, a batch of submitted jobs), that Python is
 a large part of the job's cost. Here the commands queued on a redis-py pipeline, by RQ's own
 functions or tasklab's, are sent as the arguments of one call of a small Lua script that runs
-them in order, atomically (a script runs alone, as a transaction does) and returns the list of
-their replies, errors included, as EXEC does. hiredis packs the call in one piece.
+them in order, with nothing else running meanwhile (as EXEC), and returns the list of their
+replies, errors included. hiredis packs the call in one piece.
+
+Unlike EXEC, a command Redis refuses outright (unknown, wrong number of arguments) does not
+abort the others: it fails alone, as a command that fails while running does under EXEC.
+Lua copies a script's arguments, and takes at most a few thousand for one command, so a call
+larger than :data:`MAX_SCRIPT_BYTES`, or with a command of more than
+:data:`MAX_COMMAND_ARGS` arguments, goes through redis-py's MULTI/EXEC instead; so does a
+pipeline that WATCHes keys, which only a transaction on its own connection can honour.
+
+One command of tasklab's own is understood: :data:`HSET_IF_EXISTS`, an HSET that leaves a
+hash that no longer exists alone (a job deleted while it ran stays deleted).
 
 A script is sent by its SHA1; a server that does not know it (new, restarted or flushed) says
 so before running anything, and gets the script's text.
@@ -22,20 +32,42 @@ import redis
 from redis.client import Pipeline
 from redis.connection import AbstractConnection
 
+#: ``HSET_IF_EXISTS key field value [field value ...]``: HSET if ``key`` exists; else 0.
+HSET_IF_EXISTS = "tasklab:hset-if-exists"
+_HSET_IF_EXISTS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return 0
+end
+return redis.call('HSET', KEYS[1], unpack(ARGV))
+"""
+
 #: Lua: ``run_commands(first)`` runs the commands in ARGV from index ``first``, each given as
 #: its number of arguments followed by its arguments, and returns their replies in a list.
-RUN_COMMANDS_LUA = """
+RUN_COMMANDS_LUA = f"""
 local function run_commands(first)
-    local replies = {}
+    local replies = {{}}
     local i = first
     while i <= #ARGV do
         local n = tonumber(ARGV[i])
-        replies[#replies + 1] = redis.pcall(unpack(ARGV, i + 1, i + n))
+        if ARGV[i + 1] == '{HSET_IF_EXISTS}' then
+            if redis.call('EXISTS', ARGV[i + 2]) == 1 then
+                replies[#replies + 1] = redis.pcall('HSET', unpack(ARGV, i + 2, i + n))
+            else
+                replies[#replies + 1] = 0
+            end
+        else
+            replies[#replies + 1] = redis.pcall(unpack(ARGV, i + 1, i + n))
+        end
         i = i + n + 1
     end
     return replies
 end
 """
+
+#: Largest script call sent (its arguments are copied by Lua); larger ones use MULTI/EXEC.
+MAX_SCRIPT_BYTES = 4 * 1024 * 1024
+#: Most arguments of one command in a script call (Lua's unpack takes about 8000).
+MAX_COMMAND_ARGS = 4000
 
 
 class Script:
@@ -45,9 +77,13 @@ class Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
 
-    def send(self, conn: AbstractConnection, args: list) -> None:
-        """Send a call with ``args`` (``numkeys``, the keys, then ARGV), without reading its reply."""
-        conn.send_packed_command([pack("EVALSHA", self.sha, *args)])
+    def packed(self, args: list) -> bytes:
+        """A call with ``args`` (``numkeys``, the keys, then ARGV), packed for :meth:`send`."""
+        return pack("EVALSHA", self.sha, *args)
+
+    def send(self, conn: AbstractConnection, args: list, packed: bytes | None = None) -> None:
+        """Send a call with ``args``, without reading its reply."""
+        conn.send_packed_command([packed if packed is not None else self.packed(args)])
 
     def receive(self, conn: AbstractConnection, args: list) -> Any:
         """Read the reply to the call :meth:`send` sent with ``args``."""
@@ -57,11 +93,11 @@ class Script:
             conn.send_packed_command([pack("EVAL", self.text, *args)])
             return conn.read_response()
 
-    def call(self, conn: AbstractConnection, args: list) -> Any:
+    def call(self, conn: AbstractConnection, args: list, packed: bytes | None = None) -> Any:
         """Send a call and read its reply, retried on a lost connection as redis-py retries."""
 
         def send_and_receive() -> Any:
-            self.send(conn, args)
+            self.send(conn, args, packed)
             return self.receive(conn, args)
 
         try:
@@ -81,11 +117,28 @@ def pack(*args: object) -> bytes:
     return hiredis.pack_command(args)
 
 
-def take_commands(pipe: Pipeline) -> list[tuple]:
-    """The commands queued on ``pipe``, which is emptied."""
-    commands = [command for command, _options in pipe.command_stack]
-    pipe.reset()
-    return commands
+def commands_of(pipe: Pipeline) -> list[tuple]:
+    """The commands queued on ``pipe``."""
+    return [command for command, _options in pipe.command_stack]
+
+
+def fits(commands: list[tuple], packed: bytes) -> bool:
+    """Whether a script call, packed as ``packed``, may run ``commands`` (see the module's text)."""
+    return len(packed) <= MAX_SCRIPT_BYTES and all(len(command) <= MAX_COMMAND_ARGS for command in commands)
+
+
+def execute_plainly(pipe: Pipeline, raise_on_error: bool = True) -> list:
+    """``pipe.execute()``, with :data:`HSET_IF_EXISTS` made a call of a script of its own."""
+    commands = pipe.command_stack
+    if any(command[0] == HSET_IF_EXISTS for command, _options in commands):
+        queued = [(args, options) for args, options in commands]
+        pipe.command_stack = []
+        for args, options in queued:
+            if args[0] == HSET_IF_EXISTS:
+                pipe.eval(_HSET_IF_EXISTS_LUA, 1, *args[1:])
+            else:
+                pipe.execute_command(*args, **options)
+    return pipe.execute(raise_on_error=raise_on_error)
 
 
 def flatten(commands: list[tuple], into: list) -> list:
@@ -110,17 +163,22 @@ def raise_first_error(replies: list) -> None:
 
 
 def execute(client: redis.Redis, pipe: Pipeline) -> list:
-    """Run the commands queued on ``pipe`` as one atomic call, on a connection of ``client``'s
-    pool; their replies as Redis gave them (without redis-py's response callbacks). Raises
-    the first error among them, as ``pipe.execute()`` does."""
-    commands = take_commands(pipe)
+    """Run the commands queued on ``pipe`` as one call, on a connection of ``client``'s pool;
+    their replies as Redis gave them (without redis-py's response callbacks). Raises the
+    first error among them, as ``pipe.execute()`` does. A pipeline that WATCHes keys, or too
+    large for a script call, is executed by redis-py (see the module's text)."""
+    commands = commands_of(pipe)
     if not commands:
         return []
     args = flatten(commands, [0])
+    packed = COMMANDS.packed(args)
+    if pipe.watching or not fits(commands, packed):
+        return execute_plainly(pipe)
+    pipe.reset()
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        replies = checked(COMMANDS.call(conn, args), len(commands))
+        replies = checked(COMMANDS.call(conn, args, packed), len(commands))
     finally:
         pool.release(conn)
     raise_first_error(replies)

@@ -44,7 +44,16 @@ from ._proc import set_parent_death_signal, watch_parent
 from .connection import make_client
 from .runtime import defer_finish_writes, finish_writes, start_writes
 from .scheduler import SchedulerThread
-from .transaction import RUN_COMMANDS_LUA, Script, checked, flatten, raise_first_error, take_commands
+from .transaction import (
+    RUN_COMMANDS_LUA,
+    Script,
+    checked,
+    commands_of,
+    execute_plainly,
+    fits,
+    flatten,
+    raise_first_error,
+)
 from .worker_job import WorkerJob
 
 log = logging.getLogger("tasklab.worker")
@@ -299,11 +308,9 @@ class Worker(SimpleWorker):
             pipe.lpush(queue.key, job.id)
             pipe.execute()
 
-    def _script_call(self, pipe: Pipeline, take_next: bool) -> tuple[list, int]:
-        """The arguments of a :data:`TRANSACTION` call that runs the commands RQ's functions
-        queued on ``pipe`` (and then takes the next job, with ``take_next``), and the number
-        of replies it gives."""
-        commands = take_commands(pipe)
+    def _script_call(self, commands: list[tuple], take_next: bool) -> tuple[list, int]:
+        """The arguments of a :data:`TRANSACTION` call that runs ``commands`` (and then takes
+        the next job, with ``take_next``), and the number of replies it gives."""
         keys, argv = self._pop_arguments() if take_next else ([], ["", ""])
         argv.append(WORKERS_SUSPENDED if take_next else "")
         return flatten(commands, [len(keys), *keys, *argv]), len(commands) + take_next
@@ -321,10 +328,18 @@ class Worker(SimpleWorker):
         one call of :data:`TRANSACTION` (see :mod:`tasklab.transaction`), on a connection of the
         worker's own: the pool's checks on taking and giving back a connection cost too much
         twice per job. The replies are Redis's, without the client's response callbacks; those
-        used here are integers and lists anyway.
+        used here are integers and lists anyway. Too large for a script call (a task's large
+        result), it goes through redis-py's MULTI/EXEC and takes no job (the reply ``False``).
         """
         self._confirm_start()  # replies come in order on the connection
-        return self._run(*self._script_call(pipe, take_next))
+        commands = commands_of(pipe)
+        call, expected = self._script_call(commands, take_next)
+        packed = TRANSACTION.packed(call)
+        if not fits(commands, packed):
+            replies = execute_plainly(pipe, raise_on_error=False)
+            return [*replies, False] if take_next else replies
+        pipe.reset()
+        return checked(TRANSACTION.call(self._own_connection(), call, packed), expected)
 
     def _run(self, call: list, expected: int) -> list:
         return checked(TRANSACTION.call(self._own_connection(), call), expected)
@@ -348,7 +363,8 @@ class Worker(SimpleWorker):
             defer_finish_writes(job)
             pipe.scard(job.dependents_key)
             self._confirm_start()
-            call, expected = self._script_call(pipe, take_next=False)
+            call, expected = self._script_call(commands_of(pipe), take_next=False)
+            pipe.reset()  # a start is small: always a script call
         self._started_job_id = job.id
         if getattr(job, "_tl_started_written", False):
             # A tasklab task: send the start now, and read its reply only when the task is about
@@ -408,7 +424,7 @@ class Worker(SimpleWorker):
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         """Record the end locally; RQ also writes the job's heartbeat at once, but every path
-        that follows saves the whole job hash, heartbeat included, in its own transaction."""
+        that follows writes it with the job's other fields, in its own transaction."""
         if self.disable_default_exception_handler:  # the one failure path that saves nothing
             super().handle_execution_ended(job, queue, heartbeat_ttl)
             return
@@ -439,7 +455,8 @@ class Worker(SimpleWorker):
             pipe.exists(WORKERS_SUSPENDED)
             self.increment_successful_job_count(pipeline=pipe)
             self.increment_total_working_time(job.ended_at - job.started_at, pipe)
-            job._handle_success(
+            success = job.write_success if isinstance(job, WorkerJob) else job._handle_success
+            success(
                 result_ttl,
                 pipeline=pipe,
                 worker_name=self.name,

@@ -6,8 +6,9 @@ part of each: every job, result and registry object checks its serializer agains
 builds a new registry; each date of the job hash is parsed with ``strptime``; and a job that
 succeeded has its whole hash written again (its arguments compressed anew), though only four
 fields changed. :class:`WorkerJob` checks each serializer once, builds each registry once per
-queue, parses RQ's timestamps with ``fromisoformat``, and writes only the fields that changed.
-The job hash, registries and results it leaves in Redis are RQ's.
+queue, parses RQ's timestamps with ``fromisoformat``, and writes only the fields that changed
+(see :meth:`WorkerJob.write_success`). The job hash, registries and results it leaves in Redis
+are RQ's.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from rq.results import Result
 from rq.serializers import resolve_serializer
 from rq.utils import str_to_date, utcformat
 
+from .transaction import HSET_IF_EXISTS
+
 #: Job hash fields holding RQ timestamps (``utcformat``: ``2026-11-22T10:00:00.123456Z``).
 _DATE_FIELDS = frozenset({"created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat"})
 
-_registries: dict[tuple[type, str, int, Any], BaseRegistry] = {}
+_registries: dict[tuple[type, type, str, int, int], BaseRegistry] = {}
 _serializers: dict[Any, Any] = {}
 
 
@@ -41,7 +44,7 @@ def resolved_serializer(serializer: Any) -> Any:
 
 
 def _registry(kind: type[BaseRegistry], job: Job) -> Any:
-    key = (kind, job.origin, id(job.connection), job.serializer)
+    key = (kind, type(job), job.origin, id(job.connection), id(job.serializer))
     registry = _registries.get(key)
     if registry is None or registry.connection is not job.connection:
         registry = kind(job.origin, connection=job.connection, job_class=type(job), serializer=job.serializer)
@@ -89,7 +92,7 @@ class WorkerJob(Job):
             setattr(self, name, parse_date(value))
         return result
 
-    def _handle_success(
+    def write_success(
         self,
         result_ttl: int,
         pipeline: Pipeline,
@@ -98,15 +101,18 @@ class WorkerJob(Job):
         execution_started_at: datetime.datetime | None = None,
         execution_ended_at: datetime.datetime | None = None,
     ) -> None:
-        """RQ's, but writing only the fields of the job hash that running the job changed, where
-        RQ writes every field but ``meta`` again, with the same values."""
+        """RQ's ``_handle_success`` for a :mod:`tasklab.transaction` pipeline, writing only the
+        fields of the job hash that running the job changed (RQ writes every field but
+        ``meta`` again, with the same values), and only if the job still exists: RQ's full
+        write would bring back a job deleted while it ran; four fields would leave a hash
+        that RQ cannot read."""
         self._status = JobStatus.FINISHED
-        changed = {"status": JobStatus.FINISHED.value}
+        changed: list[str] = ["status", JobStatus.FINISHED.value]
         for field in ("started_at", "ended_at", "last_heartbeat"):
             value = getattr(self, field)
             if value is not None:
-                changed[field] = utcformat(value)
-        pipeline.hset(self.key, mapping=changed)
+                changed += [field, utcformat(value)]
+        pipeline.execute_command(HSET_IF_EXISTS, self.key, *changed)
         result = Result(  # what Result.create does, with the serializer checked once
             job_id=self.id,
             type=Result.Type.SUCCESSFUL,

@@ -23,7 +23,14 @@ def chatty(x):
 
 @tasklab.task
 def own_status():
-    """The status Redis holds for the job running this task, read as the task runs."""
+    """The status Redis holds for the job running this task, read as the task runs, and
+    whether the worker still had the reply to the job's start to read."""
     from rq import get_current_job
 
-    return get_current_job().get_status(refresh=True)
+    job = get_current_job()
+    return job.get_status(refresh=True), getattr(job, "_tl_confirm_start", None) is not None
+
+
+@tasklab.task
+def big(n):
+    return b"x" * n

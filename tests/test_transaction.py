@@ -43,3 +43,39 @@ def test_a_server_without_the_script_gets_its_text(lab):
         pipe.set("t:k", "v")
         assert transaction.execute(conn, pipe) == [b"OK"]
     assert conn.script_exists(transaction.COMMANDS.sha) == [True]
+
+
+def test_hset_if_exists_leaves_a_missing_hash_missing(lab):
+    conn = lab.connection
+    conn.hset("t:there", "a", "1")
+    for run in (transaction.execute, lambda _conn, pipe: transaction.execute_plainly(pipe)):
+        with conn.pipeline() as pipe:
+            pipe.execute_command(transaction.HSET_IF_EXISTS, "t:there", "b", "2")
+            pipe.execute_command(transaction.HSET_IF_EXISTS, "t:gone", "b", "2")
+            run(conn, pipe)
+        assert conn.hgetall("t:there") == {b"a": b"1", b"b": b"2"}
+        assert not conn.exists("t:gone")
+        conn.hdel("t:there", "b")
+
+
+def test_large_or_watching_pipelines_go_through_multi_exec(lab):
+    conn = lab.connection
+    members = [f"m{i}" for i in range(transaction.MAX_COMMAND_ARGS + 1000)]
+    with conn.pipeline() as pipe:
+        pipe.sadd("t:many", *members)
+        assert transaction.execute(conn, pipe) == [len(members)]
+    big = b"x" * (transaction.MAX_SCRIPT_BYTES + 1)
+    with conn.pipeline() as pipe:
+        pipe.set("t:big", big)
+        transaction.execute(conn, pipe)
+    assert conn.strlen("t:big") == len(big)
+
+    conn.set("t:watched", "0")
+    with conn.pipeline() as pipe:
+        pipe.watch("t:watched")
+        conn.set("t:watched", "changed by someone else")
+        pipe.multi()
+        pipe.set("t:watched", "mine")
+        with pytest.raises(redis.WatchError):
+            transaction.execute(conn, pipe)
+    assert conn.get("t:watched") == b"changed by someone else"

@@ -405,7 +405,7 @@ def test_a_task_sees_its_job_started_in_redis(lab):
     run (it gets the task ready meanwhile); the task itself always finds its job started."""
     fast_worker(lab)
     results = shipped_tasks.own_status.starmap([()] * 20, queue=FAST)
-    assert results.get(timeout=20) == ["started"] * 20
+    assert results.get(timeout=20) == [("started", False)] * 20, "the reply is read before the task body"
 
 
 def test_the_worker_reloads_its_script_after_a_script_flush(lab):
@@ -424,3 +424,21 @@ def test_tasklab_tasks_on_a_plain_rq_worker_record_their_output_and_outcome(lab,
     (row,) = lab.history().query("task_id == @result.id").to_dict("records")
     assert (row["state"], row["worker"]) == ("SUCCESS", result._job().worker_name)
     assert row["started_at"] <= row["finished_at"]
+
+
+def test_a_job_deleted_while_it_runs_stays_deleted(lab):
+    name = fast_worker(lab)
+    job = lab.queue(FAST).enqueue(jobfuncs.wait_for_signal, "t:release")
+    wait_for(lambda: status(lab, job) == "started", 10, "the job to start")
+    job.delete()
+    lab.connection.lpush("t:release", "go")
+    wait_for(lambda: lab.connection.hget(f"rq:worker:{name}", "state") == b"idle", 10, "the worker to finish")
+    assert not lab.connection.exists(job.key), "its end did not bring back a part of its hash"
+    assert lab.queue(FAST).enqueue(operator.add, 1, 1).latest_result(timeout=10).return_value == 2
+
+
+def test_a_result_too_large_for_a_script_call_is_stored(lab):
+    fast_worker(lab)
+    size = 5 * 1024 * 1024
+    assert len(shipped_tasks.big.apply_async((size,), queue=FAST).get(timeout=20)) == size
+    assert shipped_tasks.add.apply_async((2, 2), queue=FAST).get(timeout=10) == 4, "and the worker goes on"
