@@ -14,12 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import rq.worker
 from redis import Redis
+
+from tasklab._proc import set_parent_death_signal, watch_parent
 
 WORKER_CLASSES = {"simple": "SimpleWorker", "fork": "Worker"}
 HERE = Path(__file__).resolve().parent
@@ -79,14 +80,9 @@ class RQWorkerPool:
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Exit at once if the benchmark process dies without stopping us."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
+    """Exit at once if the benchmark process dies without stopping us, as tasklab's workers do."""
+    set_parent_death_signal(signal.SIGKILL)
+    watch_parent(parent, lambda: os._exit(1), interval=0.5)
 
 
 def main(argv: list[str] | None = None) -> int:

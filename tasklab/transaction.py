@@ -167,12 +167,14 @@ def execute(client: redis.Redis, pipe: Pipeline) -> list:
     their replies as Redis gave them (without redis-py's response callbacks). Raises the
     first error among them, as ``pipe.execute()`` does. A pipeline that WATCHes keys, or too
     large for a script call, is executed by redis-py (see the module's text)."""
+    if pipe.watching:
+        return execute_plainly(pipe)
     commands = commands_of(pipe)
     if not commands:
         return []
     args = flatten(commands, [0])
     packed = COMMANDS.packed(args)
-    if pipe.watching or not fits(commands, packed):
+    if not fits(commands, packed):
         return execute_plainly(pipe)
     pipe.reset()
     pool = client.connection_pool

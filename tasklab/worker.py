@@ -86,14 +86,11 @@ local function pop_job(queue_keys, move, job_prefix, suspension_key)
 end
 """
 
-#: One round trip to take a job. KEYS: queue keys in order; ARGV: '1' to move the job into
-#: the intermediate list ('0' to pop it), job key prefix, suspension key or ''.
-POP_JOB_SCRIPT = _POP_JOB_LUA + "return pop_job(KEYS, ARGV[1], ARGV[2], ARGV[3])\n"
-
 #: A worker's bookkeeping commands (see :mod:`tasklab.transaction`), then, optionally, the next
-#: job taken as by :data:`POP_JOB_SCRIPT`, its reply appended to theirs. KEYS: queue keys to
-#: take a job from (none: take nothing); ARGV: '1' or '0' as for :data:`POP_JOB_SCRIPT`, job
-#: key prefix, suspension key or '', then the commands.
+#: job, taken by ``pop_job`` above, its reply appended to theirs; with no commands, one round
+#: trip that only takes a job. KEYS: queue keys to take a job from (none: take nothing); ARGV:
+#: '1' to move the job into the intermediate list ('0' to pop it), job key prefix, suspension
+#: key or '', then the commands.
 TRANSACTION = Script(
     _POP_JOB_LUA
     + RUN_COMMANDS_LUA
@@ -156,7 +153,7 @@ class Worker(SimpleWorker):
       queue, together with a count of the job's dependents;
     * finishes a job that succeeded in one transaction (counts, result, finished registry,
       expiry, execution cleanup, idle state), which also counts the dependents again, reads
-      the suspension flag, and takes the next job with :data:`POP_JOB_SCRIPT` (RQ's LMOVE,
+      the suspension flag, and takes the next job in the same script (RQ's LMOVE,
       or LPOP for several queues, then HGETALL), unless workers are suspended or the worker
       is stopping. A worker that stops before it starts that job puts it back at the head of
       its queue. Otherwise it takes a job with the same script, or, when none waits, with
@@ -186,7 +183,6 @@ class Worker(SimpleWorker):
         kwargs.setdefault("job_class", WorkerJob)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.log = _JobLinesAtDebug(self.log)  # type: ignore[assignment]
-        self._pop_job = self.connection.register_script(POP_JOB_SCRIPT)
         self._heartbeat_sent_at = -math.inf  # time.monotonic() of the last heartbeat sent
         self._heartbeat_expires_at = -math.inf  # when the worker key expires, by that clock
         self._stored_state: str | None = None  # the state last written to Redis
@@ -264,17 +260,18 @@ class Worker(SimpleWorker):
         return result  # RQ's heartbeat here is sent, when due, with the job's start
 
     def _pop_arguments(self) -> tuple[list[str], list[str]]:
-        """KEYS and the first two ARGV of :data:`POP_JOB_SCRIPT`, for the queues in order."""
+        """KEYS and the first two ARGV of the pop of :data:`TRANSACTION`, for the queues in order."""
         keys = [queue.key for queue in self._ordered_queues]
         move = len(keys) == 1 and self.get_redis_server_version() >= (6, 2, 0)
         return keys, ["1" if move else "0", self.job_class.redis_job_namespace_prefix]
 
     def _pop_waiting_job(self) -> tuple[Job, Queue] | None:
-        """Take a waiting job with :data:`POP_JOB_SCRIPT`; ``None`` when none waits."""
-        keys, args = self._pop_arguments()
+        """Take a waiting job with a :data:`TRANSACTION` of no commands; ``None`` when none waits."""
+        self._confirm_start()  # replies come in order on the connection
+        call, expected = self._script_call([], take_next=True)
         while True:
             try:
-                popped = self._pop_job(keys=keys, args=[*args, ""])
+                (popped,) = self._run(call, expected)
             except (redis.ConnectionError, redis.TimeoutError):
                 return None  # RQ's loop retries with backoff
             if not popped:
@@ -322,7 +319,7 @@ class Worker(SimpleWorker):
 
     def _execute(self, pipe: Pipeline, take_next: bool = False) -> list:
         """Run the commands RQ's functions queued on ``pipe`` atomically; their replies, errors
-        included, and with ``take_next`` the reply of :data:`POP_JOB_SCRIPT` after them.
+        included, and with ``take_next`` the reply of the next job's pop after them.
 
         What ``pipe.execute(raise_on_error=False)`` does (retried on a lost connection), but as
         one call of :data:`TRANSACTION` (see :mod:`tasklab.transaction`), on a connection of the
