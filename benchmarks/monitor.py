@@ -23,8 +23,8 @@ import time
 import uuid
 
 import tasklab
-from tasklab import events
-from tasklab.monitor_widget import Monitor
+from tasklab.engine import events
+from tasklab.widgets.monitor import Monitor
 
 
 def used_memory(lab: tasklab.Lab) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import rq.worker
 from redis import Redis
 
-from tasklab._proc import set_parent_death_signal, watch_parent
+from tasklab.local.proc import set_parent_death_signal, watch_parent
 
 WORKER_CLASSES = {"simple": "SimpleWorker", "fork": "Worker"}
 HERE = Path(__file__).resolve().parent

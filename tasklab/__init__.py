@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .canvas import GroupResult, Signature, chain, chord, group, signature
-from .define import register_cell, task
+from .client.result import AsyncResult, ResultSet
+from .client.workflow import GroupResult
+from .code.define import task
+from .core.request import Request
+from .core.retries import retry_schedule
+from .core.signatures import Signature, chain, chord, group, signature
+from .core.task import Task, get_task_logger
 from .errors import (
     CanvasError,
     CellError,
@@ -34,10 +39,7 @@ from .errors import (
     WorkerError,
     WorkerLostError,
 )
-from .lab import Lab, connect, current_lab
-from .result import AsyncResult, ResultSet
-from .retries import retry_schedule
-from .task import Request, Task, get_task_logger
+from .lab import Lab, connect, current_lab, register_cell
 
 __version__ = "0.1.0"
 
@@ -109,15 +111,18 @@ def monitor(**options: Any) -> Any:
     return current_lab().monitor(**options)
 
 
+# The extension loads IPython's magics machinery and ipywidgets: only when a notebook asks for it.
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext tasklab``: register ``%%task`` and ``%tasklab``; nothing starts until used."""
-    from .magics import load_ipython_extension as load
+    from .notebook.extension import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext tasklab``: remove the magics and stop what tasklab started."""
-    from .magics import unload_ipython_extension as unload
+    from .notebook.extension import unload_ipython_extension as unload
 
     unload(ipython)

@@ -14,6 +14,9 @@ URL_ENV = "TASKLAB_REDIS_URL"
 #: Environment variable naming the embedded server's data directory.
 DATA_DIR_ENV = "TASKLAB_DATA_DIR"
 
+#: Environment variable through which a pool tells a worker which process is its parent.
+PARENT_ENV = "TASKLAB_PARENT_PID"
+
 #: Data directory of the embedded server, relative to the working directory, so a later
 #: kernel started in the same project finds its history and queued jobs again.
 DATA_DIR = ".tasklab"

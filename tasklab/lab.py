@@ -1,7 +1,9 @@
 """The lab: one Redis, the local workers, and everything tasklab started for this process.
 
-``tasklab.connect()`` makes a lab and makes it the *current* one, which the module-level
-functions use. ``lab.shutdown()`` (also run at interpreter exit) stops what the lab started.
+``tasklab.connect()`` makes a lab and makes it the *current* one. The current lab is looked up
+only here, at the top: by the magics, by module-level ``@tasklab.task`` and ``tasklab.history()``,
+and through :data:`current_app`, the default app of tasks and results made without one.
+``lab.shutdown()`` (also run at interpreter exit) stops what the lab started.
 """
 
 from __future__ import annotations
@@ -12,25 +14,31 @@ import os
 import sys
 import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
-from . import cells, defaults
-from . import options as opts
-from .connection import connect as connect_redis
-from .connection import redact
+from . import defaults
+from .client.result import ResultSet
+from .client.submit import submit_calls
+from .client.workflow import submit_workflow
+from .code import cells, define
+from .code.define import task as task_decorator
+from .code.loader import install as install_loader
+from .code.store import CodeRegistry
+from .code.version import CellVersion
+from .core import options as opts
+from .core.app import App, set_default_app
+from .core.task import Task
+from .engine.queue import TaskQueue
 from .errors import ConfigurationError
-from .queue import TaskQueue
-from .registry import CellVersion, CodeRegistry
-from .server import EmbeddedServer
-from .status import ServerStatus, read_status
-from .workers import WorkerPool
-
-if TYPE_CHECKING:
-    from .result import AsyncResult
-    from .task import Task
+from .local.connection import connect as connect_redis
+from .local.connection import redact
+from .local.pool import WorkerPool
+from .local.server import EmbeddedServer
+from .local.status import ServerStatus, read_status
 
 log = logging.getLogger("tasklab")
 
@@ -78,10 +86,8 @@ class Lab:
         self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
         self._closed = False
-        if cells._loader is None:
-            from .runtime import install
-
-            install(self.connection)
+        if not cells.has_loader():  # so that this process can load code versions other labs stored
+            install_loader(self.registry, self)
         # A weak reference, so that a lab nobody holds can still be collected.
         ref = weakref.ref(self)
         atexit.register(lambda: (lab := ref()) is not None and lab.shutdown())
@@ -106,8 +112,6 @@ class Lab:
 
     def task(self, fn: Any = None, **options: Any) -> Any:
         """``@lab.task`` / ``@lab.task(**options)``: like ``@tasklab.task``, submitting to this lab."""
-        from .define import task as task_decorator
-
         return task_decorator(fn, app=self, **options)
 
     def publish(self, cell: CellVersion) -> None:
@@ -138,12 +142,15 @@ class Lab:
             pool = self.workers()
             print(f"tasklab: Redis at {redact(self.url)}, {len(pool)} local workers (logs: lab.worker_logs())")
 
-    def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> list[AsyncResult]:
+    def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> ResultSet:
         """Submit ``calls`` (``(args, kwargs)`` pairs) of ``task``; used by ``delay`` and friends."""
-        from .submit import submit_calls
-
         self._check_open()
-        return submit_calls(self, self.queue, task, calls, call_options)
+        return submit_calls(self, task, calls, call_options)
+
+    def submit_workflow(self, node: Any, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
+        """Submit a chain, group or chord whole; used by their ``apply_async``."""
+        self._check_open()
+        return submit_workflow(self, node, args, kwargs, options)
 
     def workers(self, n: int | None = None, *, queues: list[str] | None = None) -> WorkerPool:
         """Start or scale the local workers to ``n`` processes (default: one per CPU).
@@ -176,28 +183,31 @@ class Lab:
         return self._pool.logs(tail) if self._pool else {}
 
     def history(self, *, since: Any = None, until: Any = None, name: Any = None, namespace: Any = None) -> Any:
-        """One row per task attempt, as a pandas DataFrame (see :func:`tasklab.frames.history`)."""
-        from .frames import history
+        """One row per task attempt, as a pandas DataFrame (see :func:`tasklab.diagnostics.frames.history`)."""
+        # pandas loads at the first history(), not with tasklab: worker processes never need it.
+        from .diagnostics.frames import history
 
         self._check_open()
         return history(self.connection, since=since, until=until, name=name, namespace=namespace)
 
     def stats(self, *, since: Any = None, until: Any = None, name: Any = None, namespace: Any = None) -> Any:
         """One row per task name: counts by state, retries, run-time mean/p50/p95, throughput."""
-        from .frames import stats
+        from .diagnostics.frames import stats  # pandas loads at first use (see history)
 
         return stats(self.history(since=since, until=until, name=name, namespace=namespace))
 
     def monitor(self, *, display: bool = True, interval: float = 0.5, plots: bool = True) -> Any:
         """The live monitor widget: shown and updating (``display=False``: built, not shown or started)."""
-        from .monitor_widget import Monitor
+        # ipywidgets and IPython's display load with the first monitor, not with tasklab: scripts
+        # and workers never need them.
+        from IPython.display import display as show
+
+        from .widgets.monitor import Monitor
 
         self._check_open()
         monitor = Monitor(self, interval=interval, plots=plots)
         monitor.refresh(plots=plots)
         if display:
-            from IPython.display import display as show
-
             show(monitor)
             monitor.start()
         return monitor
@@ -288,3 +298,60 @@ def current_lab(start: bool = True) -> Lab:
     if not start:
         raise ConfigurationError("No lab is connected; call tasklab.connect() first.")
     return connect()
+
+
+class CurrentLab:
+    """ "The current lab" as an app: every use finds the current lab, connecting one with the
+    defaults if there is none. Tasks of ``%%task`` cells and of module-level ``@tasklab.task`` are
+    bound to it, so they follow ``tasklab.connect()``; so is everything made without an app."""
+
+    @property
+    def namespace(self) -> str:
+        return current_lab().namespace
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return current_lab().options
+
+    @property
+    def connection(self) -> redis.Redis:
+        return current_lab().connection
+
+    def queue(self, name: str = defaults.QUEUE) -> TaskQueue:
+        return current_lab().queue(name)
+
+    def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> Sequence[Any]:
+        return current_lab().submit(task, calls, call_options)
+
+    def submit_workflow(self, node: Any, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
+        return current_lab().submit_workflow(node, args, kwargs, options)
+
+    def publish(self, cell: CellVersion) -> None:
+        """Store ``cell`` now if a lab is connected; else the lab does at its first submit."""
+        lab = current_lab_or_none()
+        if lab is not None:
+            lab.publish(cell)
+
+    def ensure_code(self, task: Task) -> None:
+        current_lab().ensure_code(task)
+
+    def ensure_workers(self) -> None:
+        current_lab().ensure_workers()
+
+    def __repr__(self) -> str:
+        return "<the current tasklab lab>"
+
+
+#: The app of tasks and results made without one: the current lab, found at each use.
+current_app: App = CurrentLab()
+set_default_app(current_app)
+
+
+def register_cell(
+    source: str, user_ns: dict[str, Any], options: dict[str, Any] | None = None, *, app: App | None = None
+) -> dict[str, Task]:
+    """What ``%%task`` does, as a function: see :func:`tasklab.code.define.register_cell`.
+
+    The tasks submit to ``app``, by default to the current lab (connected at the first submit).
+    """
+    return define.register_cell(source, user_ns, options, app=app if app is not None else current_app)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import tasklab
-from tasklab.server import EmbeddedServer
+from tasklab.local.server import EmbeddedServer
 
 # Never let a developer's environment point the tests at a Redis they did not start.
 os.environ.pop("TASKLAB_REDIS_URL", None)

@@ -11,7 +11,7 @@ import pytest
 from nbclient import NotebookClient
 
 import tasklab
-from tasklab.registry import CODE_KEY, TASKS_KEY
+from tasklab.code.store import CODE_KEY, TASKS_KEY
 
 from . import shipped_tasks
 

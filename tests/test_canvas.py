@@ -10,8 +10,9 @@ from rq.group import Group
 from rq.job import Job
 
 import tasklab
-from tasklab import canvas, keys
-from tasklab.serialization import Serializer
+from tasklab.code.serialization import Serializer
+from tasklab.engine import keys
+from tasklab.engine import workflow as canvas
 
 from .conftest import task_cell, wait_for
 
@@ -239,7 +240,7 @@ def test_a_cancelled_step_reraises_the_failure_that_cancelled_it(lab):
 
 
 def test_monitor_and_history_show_the_workflow(lab):
-    from tasklab.monitor_widget import Monitor
+    from tasklab.widgets.monitor import Monitor
 
     lab.workers(2)
     ns: dict = {}

@@ -398,7 +398,7 @@ def punctual(self, key):
 
 @pytest.mark.slow
 def test_killed_kernel_does_not_leave_its_jobs_started(tmp_path, run_python):
-    from tasklab.server import EmbeddedServer
+    from tasklab.local.server import EmbeddedServer
 
     data = tmp_path / "data"
     server = EmbeddedServer(data).start()  # our own lease keeps the server up after the kernel dies

@@ -7,9 +7,9 @@ import pytest
 from IPython.core.error import UsageError
 
 import tasklab
+from tasklab.code.store import CODE_KEY, TASKS_KEY
 from tasklab.lab import current_lab_or_none
-from tasklab.magics import TaskLabMagics
-from tasklab.registry import CODE_KEY, TASKS_KEY
+from tasklab.notebook.magics import TaskLabMagics
 
 from .conftest import run_cell, task_cell
 
@@ -189,7 +189,7 @@ def test_result_html_shows_state(shell, lab):
 
 
 def test_connect_output_hides_the_password(shell, tmp_path, capsys):
-    from tasklab.server import EmbeddedServer
+    from tasklab.local.server import EmbeddedServer
 
     protected = EmbeddedServer(tmp_path / "protected").start()
     protected._lease.config_set("requirepass", "s3cret")
@@ -209,7 +209,7 @@ def test_a_cell_of_base_classes_says_so(shell, capsys):
 
 
 def test_plots_display_as_images_once_loaded(shell):
-    from tasklab.plots import throughput
+    from tasklab.diagnostics.plots import throughput
 
     empty = pd.DataFrame(columns=["submitted_at", "started_at", "finished_at"])
     data, _ = shell.display_formatter.format(throughput(empty))

@@ -8,9 +8,9 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 import tasklab
-from tasklab import events
-from tasklab.monitor_widget import Monitor
-from tasklab.plots import runtime_distribution, task_stream, throughput, to_png
+from tasklab.diagnostics.plots import runtime_distribution, task_stream, throughput, to_png
+from tasklab.engine import events
+from tasklab.widgets.monitor import Monitor
 
 from .conftest import task_cell, wait_for
 
@@ -189,7 +189,7 @@ def test_monitor_has_a_static_snapshot(ran, lab):
 
 
 def test_result_output_is_live_in_a_kernel(ran, lab):
-    from tasklab.result_view import live_view
+    from tasklab.widgets.result_view import live_view
 
     running = ran["gated"].delay("view-gate")
     view = live_view(running)

@@ -15,7 +15,7 @@ import redis
 
 import tasklab
 from tasklab.errors import DataDirError, RedisBinaryNotFound, RedisUnreachable, SocketPathTooLong
-from tasklab.server import EmbeddedServer, find_redis_server
+from tasklab.local.server import EmbeddedServer, find_redis_server
 
 from .conftest import pid_alive, wait_for
 
@@ -55,7 +55,7 @@ def test_second_process_reuses_the_server(tmp_path, run_python):
     srv = EmbeddedServer(tmp_path / "data").start()
     try:
         code = (
-            "import json, redis; from tasklab.server import EmbeddedServer;"
+            "import json, redis; from tasklab.local.server import EmbeddedServer;"
             f"s = EmbeddedServer({str(srv.data_dir)!r}).start();"
             "print(json.dumps([s.url, redis.Redis.from_url(s.url).info('server')['process_id']]));"
             "s.stop()"
@@ -72,7 +72,7 @@ def test_second_process_reuses_the_server(tmp_path, run_python):
 def test_concurrent_starts_make_one_server(tmp_path, run_python):
     data = tmp_path / "data"
     code = (
-        "import sys, redis; from tasklab.server import EmbeddedServer;"
+        "import sys, redis; from tasklab.local.server import EmbeddedServer;"
         f"s = EmbeddedServer({str(data)!r}).start();"
         "print(redis.Redis.from_url(s.url).info('server')['process_id'], flush=True);"
         "sys.stdin.read()"

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 import tasklab
-from tasklab import keys
-from tasklab.submit import EXECUTE
+from tasklab.client.submit import EXECUTE
+from tasklab.engine import keys
 
 from .conftest import run_cell, task_cell, wait_for
 

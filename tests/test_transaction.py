@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tasklab import transaction
+from tasklab.engine import transaction
 
 
 def test_commands_run_in_order_and_give_exec_replies(lab):

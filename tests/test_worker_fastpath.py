@@ -34,9 +34,9 @@ from rq.suspension import resume, suspend
 from rq.worker import Worker as RQWorker
 
 import tasklab
-from tasklab.connection import make_client
-from tasklab.serialization import Serializer
-from tasklab.worker_job import WorkerJob
+from tasklab.code.serialization import Serializer
+from tasklab.engine.worker_job import WorkerJob
+from tasklab.local.connection import make_client
 
 from . import jobfuncs, shipped_tasks
 from .conftest import wait_for
@@ -308,8 +308,8 @@ def test_back_to_back_jobs_run_in_order_and_leave_nothing_behind(lab):
 def run_burst_process(run_python, lab: tasklab.Lab, **work: object) -> str:
     """Run tasklab's Worker on FAST in burst mode in a process of its own; its name."""
     worker = run_python(
-        "from rq import Queue; from tasklab.connection import make_client; "
-        "from tasklab.serialization import Serializer; from tasklab.worker import Worker; "
+        "from rq import Queue; from tasklab.local.connection import make_client; "
+        "from tasklab.code.serialization import Serializer; from tasklab.engine.worker import Worker; "
         f"c = make_client({lab.url!r}); q = Queue({FAST!r}, connection=c, serializer=Serializer); "
         f"w = Worker([q], connection=c, serializer=Serializer); w.work(burst=True, **{work!r}); print(w.name)"
     )

@@ -1,0 +1,407 @@
+"""Results of submitted tasks, with Celery's names and states, read from RQ's records.
+
+RQ appends each attempt's outcome to the job's result stream (``rq:results:<id>``);
+:meth:`AsyncResult.get` blocks on that stream with ``XREAD`` rather than polling, and a
+:class:`ResultSet` waits for many jobs with one ``XREAD`` over all their streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+import warnings
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.results import Result
+
+from ..code.serialization import Serializer, loads
+from ..core.app import App, default_app
+from ..core.request import current_request
+from ..core.states import FAILURE, PENDING, RATE_LIMITED, READY_STATES, RETRY, REVOKED, STARTED, SUCCESS
+from ..engine import events, keys
+from ..engine.workflow import META_CAUSE
+from ..errors import InsideTaskError, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
+
+_STATES = {
+    JobStatus.QUEUED: PENDING,
+    JobStatus.DEFERRED: PENDING,
+    JobStatus.SCHEDULED: PENDING,
+    JobStatus.STARTED: STARTED,
+    JobStatus.FINISHED: SUCCESS,
+    JobStatus.FAILED: FAILURE,
+    JobStatus.STOPPED: REVOKED,
+    JobStatus.CANCELED: REVOKED,
+}
+_FINAL_RESULTS = {
+    Result.Type.SUCCESSFUL,
+    Result.Type.FAILED,
+    Result.Type.STOPPED,
+    Result.Type.MAX_RETRIES_EXCEEDED,
+}
+#: Longest single blocking read; between reads a wait checks whether the job was revoked.
+_BLOCK_SLICE = 1.0
+
+
+class AsyncResult:
+    """The outcome of one submitted task, by id: ``tasklab.AsyncResult(id)`` works for any id."""
+
+    def __init__(self, id: str, app: App | None = None, *, task_name: str | None = None):
+        self.id = id
+        self.task_name = task_name
+        self._app = app
+        self._final: Result | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult: {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def app(self) -> App:
+        """The app this result reads from: the one it was made with, else the default (the current lab)."""
+        return self._app if self._app is not None else default_app()
+
+    @property
+    def connection(self) -> redis.Redis:
+        return self.app.connection
+
+    def _job(self) -> Job | None:
+        try:
+            return Job.fetch(self.id, connection=self.connection, serializer=Serializer)
+        except NoSuchJobError:
+            return None
+
+    # -- state --
+
+    @property
+    def state(self) -> str:
+        """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED. Unknown ids are PENDING, as in Celery."""
+        if self._final is not None:
+            return self._state_of(self._final)
+        job = self._job()
+        if job is None:
+            return PENDING
+        status = job.get_status(refresh=False)
+        if status in (JobStatus.SCHEDULED, JobStatus.QUEUED) and job.meta.get(keys.META_RETRIES):
+            return RETRY
+        if status == JobStatus.RATE_LIMITED or (
+            status == JobStatus.SCHEDULED and job.meta.get(keys.META_HELD) == "rate_limit"
+        ):
+            return RATE_LIMITED
+        return _STATES.get(status, PENDING)
+
+    status = state
+
+    @staticmethod
+    def _state_of(result: Result) -> str:
+        if result.type == Result.Type.SUCCESSFUL:
+            return SUCCESS
+        if result.type == Result.Type.STOPPED:
+            return REVOKED
+        return FAILURE
+
+    def ready(self) -> bool:
+        return self.state in READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == FAILURE
+
+    @property
+    def retries(self) -> int:
+        job = self._job()
+        return int(job.meta.get(keys.META_RETRIES, 0)) if job else 0
+
+    @property
+    def eta(self) -> datetime | None:
+        """When a scheduled job (a countdown, or a retry waiting out its delay) is due to run."""
+        job = self._job()
+        if job is None or job.get_status(refresh=False) != JobStatus.SCHEDULED:
+            return None
+        score = self.connection.zscore(f"rq:scheduled:{job.origin}", job.id)
+        return datetime.fromtimestamp(score, tz=timezone.utc) if score is not None else None
+
+    @property
+    def date_done(self) -> datetime | None:
+        job = self._job()
+        return job.ended_at if job and self.ready() else None
+
+    @property
+    def result(self) -> Any:
+        """The return value once successful, the exception once failed, else ``None``."""
+        final = self._latest_final()
+        if final is None:
+            return None
+        if final.type == Result.Type.SUCCESSFUL:
+            return final.return_value
+        return self._exception(final)
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        """The worker's traceback of a failed task, from the first frame of the task's own code."""
+        final = self._latest_final()
+        if final is None or final.type == Result.Type.SUCCESSFUL:
+            return None
+        trimmed = self.connection.hget(keys.exception_key(self.id), "traceback")
+        return trimmed.decode() if trimmed else final.exc_string
+
+    @property
+    def output(self) -> str:
+        """What the last attempt printed (stdout, stderr, task loggers), bounded."""
+        data = self.connection.hgetall(keys.output_key(self.id))
+        if not data:
+            return ""
+        last = max(data, key=lambda attempt: int(attempt))
+        return data[last].decode(errors="replace")
+
+    # -- waiting --
+
+    def _latest_final(self) -> Result | None:
+        if self._final is None:
+            for entry_id, payload in reversed(self.connection.xrange(Result.get_key(self.id), "-", "+")):
+                result = Result.restore(self.id, entry_id.decode(), payload, self.connection, Serializer)
+                if result.type in _FINAL_RESULTS:
+                    self._final = result
+                    break
+        return self._final
+
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float | None = None) -> Any:
+        """Wait for the task to finish and return its value, or raise its exception.
+
+        Raises :class:`tasklab.TimeoutError` if ``timeout`` seconds pass first. With
+        ``propagate=False`` a failed task's exception is returned instead of raised.
+        """
+        if current_request() is not None:
+            raise InsideTaskError(
+                "Never call result.get() within a task: the worker waits for a job that may need this very "
+                "worker, and the pool can deadlock. Chain the tasks instead (task.s() | other.s()), or return "
+                "the AsyncResult's id."
+            )
+        (final,) = _wait_final([self], timeout)
+        if final is None:
+            if self.state == REVOKED:
+                cause = self._cause()
+                if cause is not None and propagate:
+                    raise cause
+                raise TaskRevokedError(f"Task {self.id} was revoked.")
+            raise TimeoutError(f"Task {self.id} did not finish within {timeout} s (state {self.state}).")
+        if final.type == Result.Type.SUCCESSFUL:
+            return final.return_value
+        exc = self._exception(final)
+        if propagate:
+            raise exc
+        return exc
+
+    wait = get
+
+    def _cause(self) -> BaseException | None:
+        """For a workflow step cancelled because an earlier step failed: that step's exception."""
+        job = self._job()
+        cause_id = job.meta.get(META_CAUSE) if job is not None else None
+        if not cause_id:
+            return None
+        exc = AsyncResult(cause_id, self._app).result
+        if not isinstance(exc, BaseException):
+            return None
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"Task {self.id} did not run: the workflow step {cause_id} before it failed.")
+        return exc
+
+    def _exception(self, final: Result) -> BaseException:
+        if final.type == Result.Type.STOPPED:
+            return TaskRevokedError(f"Task {self.id} was stopped while it ran.")
+        data = self.connection.hgetall(keys.exception_key(self.id))
+        lines = (final.exc_string or "").strip().splitlines()
+        last_type, _, last_message = (lines[-1] if lines else "Exception").partition(": ")
+        type_name = data.get(b"type", last_type.encode()).decode()
+        message = data.get(b"message", last_message.encode()).decode()
+        remote = data.get(b"traceback", b"").decode() or final.exc_string or ""
+        exc: BaseException | None = None
+        if b"pickled" in data:
+            try:
+                exc = loads(data[b"pickled"])
+            except Exception:
+                exc = None
+        if not isinstance(exc, BaseException):
+            return TaskError(type_name, message, remote)
+        if remote and hasattr(exc, "add_note"):
+            exc.add_note(f"\nRemote traceback (task {self.id}):\n{remote.rstrip()}")
+        return exc
+
+    def __await__(self) -> Any:
+        return asyncio.get_running_loop().run_in_executor(None, self.get).__await__()
+
+    # -- control --
+
+    def revoke(self, terminate: bool = False) -> None:
+        """Cancel a job that has not started: it never runs and becomes REVOKED.
+
+        With ``terminate``, a running job is stopped too: the process running it is killed by
+        its supervisor (within about 0.2 s) and restarted, and the job becomes REVOKED.
+        Revoking a finished job does nothing and warns.
+        """
+        job = self._job()
+        if job is None:
+            warnings.warn(f"Task {self.id} does not exist; nothing to revoke.", TaskLabWarning, stacklevel=2)
+            return
+        status = job.get_status(refresh=False)
+        if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.RATE_LIMITED):
+            job.cancel()
+            with self.connection.pipeline(transaction=False) as pipe:
+                events.emit(
+                    pipe, events.REVOKED, job.id, job.meta.get(keys.META_TASK, job.func_name),
+                    job.meta.get(keys.META_NAMESPACE, "default"), n=job.meta.get(keys.META_RETRIES, 0),
+                    wf=job.meta.get(keys.META_WORKFLOW),
+                )  # fmt: skip
+                pipe.execute()
+            return
+        if status == JobStatus.STARTED and terminate:
+            with self.connection.pipeline() as pipe:
+                pipe.sadd(keys.TERMINATE_KEY, self.id)
+                pipe.expire(keys.TERMINATE_KEY, 3600)
+                pipe.execute()
+            return
+        warnings.warn(
+            f"Task {self.id} is {_STATES.get(status, status)}; only a job that has not finished can be revoked"
+            + ("." if terminate else " (a running one with terminate=True)."),
+            TaskLabWarning,
+            stacklevel=2,
+        )
+
+    def forget(self) -> None:
+        """Delete the job and its results from Redis."""
+        job = self._job()
+        if job is not None:
+            job.delete()
+        self.connection.delete(keys.output_key(self.id), keys.exception_key(self.id))
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The static state badge; with ``%load_ext tasklab``, a kernel shows a live one instead."""
+        return {"text/plain": repr(self), "text/html": self._repr_html_()}
+
+    def _repr_html_(self) -> str:
+        state = self.state
+        colour = {SUCCESS: "#2e7d32", FAILURE: "#c62828", REVOKED: "#6d4c41", STARTED: "#1565c0"}.get(state, "#757575")
+        name = f"{html.escape(self.task_name)} " if self.task_name else ""
+        return (
+            f'<span style="font-family:monospace">{name}<code>{html.escape(self.id)}</code> '
+            f'<b style="color:{colour}">{state}</b></span>'
+        )
+
+
+class ResultSet(list):
+    """A list of :class:`AsyncResult`, waited for together."""
+
+    def __init__(self, results: Iterable[AsyncResult] = ()):
+        super().__init__(results)
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """Every value, in order; the first failure is raised unless ``propagate=False``."""
+        finals = _wait_final(list(self), timeout)
+        values = []
+        for result, final in zip(self, finals, strict=True):
+            if final is None:
+                pending = sum(f is None for f in finals)
+                raise TimeoutError(f"{pending} of {len(self)} tasks did not finish within {timeout} s.")
+            result._final = final
+            if final.type == Result.Type.SUCCESSFUL:
+                values.append(final.return_value)
+            else:
+                exc = result._exception(final)
+                if propagate:
+                    raise exc
+                values.append(exc)
+        return values
+
+    join = get
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self)
+
+    def completed_count(self) -> int:
+        return sum(r.successful() for r in self)
+
+    def successful(self) -> bool:
+        return all(r.successful() for r in self)
+
+    def failed(self) -> bool:
+        return any(r.failed() for r in self)
+
+    def revoke(self) -> None:
+        for r in self:
+            r.revoke()
+
+
+def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Result | None]:
+    """Block until each result has a final outcome or ``timeout`` passes; ``None`` where it didn't.
+
+    Jobs finish roughly in the order they were submitted, so this blocks on the newest
+    unfinished job only, then collects every other finished one in one non-blocking read:
+    a few round trips for a whole batch instead of one per job.
+    """
+    finals: list[Result | None] = [r._final for r in results]
+    if not results:
+        return finals
+    connection = results[0].connection
+    cursors = {i: "0-0" for i, f in enumerate(finals) if f is None}
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def read(batch: list[int], block_ms: int | None) -> bool:
+        streams = {Result.get_key(results[i].id): cursors[i] for i in batch}
+        index = {Result.get_key(results[i].id): i for i in batch}
+        response = connection.xread(streams, block=block_ms)
+        for stream, entries in response or ():
+            i = index[stream.decode()]
+            for entry_id, payload in entries:
+                cursors[i] = entry_id.decode()
+                result = Result.restore(results[i].id, entry_id.decode(), payload, connection, Serializer)
+                if result.type in _FINAL_RESULTS:
+                    finals[i] = result
+            if finals[i] is not None:
+                del cursors[i]
+        return bool(response)
+
+    while cursors:
+        pending = list(cursors)
+        if len(pending) > 1:  # one alone is read by the blocking read below, which returns at once if done
+            for first in range(0, len(pending), 500):
+                read(pending[first : first + 500], None)
+            if not cursors:
+                break
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        block = _BLOCK_SLICE if remaining is None else max(0.001, min(remaining, _BLOCK_SLICE))
+        newest = max(cursors)
+        if not read([newest], max(1, int(block * 1000))) and _revoked(connection, [results[i] for i in cursors]):
+            for i in list(cursors):
+                if _STATES.get(_status(connection, results[i].id)) == REVOKED:
+                    del cursors[i]
+    return finals
+
+
+def _status(connection: redis.Redis, job_id: str) -> str | None:
+    raw = connection.hget(Job.key_for(job_id), "status")
+    return raw.decode() if raw else None
+
+
+def _revoked(connection: redis.Redis, results: list[AsyncResult]) -> bool:
+    with connection.pipeline(transaction=False) as pipe:
+        for r in results:
+            pipe.hget(Job.key_for(r.id), "status")
+        statuses = pipe.execute()
+    return any(s in (b"canceled", b"stopped") for s in statuses)

@@ -1,0 +1,202 @@
+"""Turning task calls into RQ jobs: options resolved, arguments checked, pipelined enqueue.
+
+Every call is checked (arguments fit the task, arguments serialise) before anything is
+written, so a bad call in a ``map`` submits nothing and says which item and argument failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from rq.job import Job
+from rq.rate_limit import RateLimit
+
+from ..code.serialization import describe_unpicklable
+from ..code.shipping import ship
+from ..core import options as opts
+from ..core.app import App
+from ..core.task import Task, task_names_of_args
+from ..engine import events, keys, transaction
+from ..engine.queue import TaskQueue
+from ..engine.ratelimit import key_for as ratelimit_key
+from ..engine.ratelimit import take_slots
+from ..errors import ConfigurationError, SerializationError
+from .result import AsyncResult, ResultSet
+
+#: The function every tasklab job calls; it finds the task from the job's meta.
+EXECUTE = "tasklab.engine.execution.execute_task"
+#: Jobs written per pipeline round trip.
+BATCH = 1000
+_DESCRIPTION_MAX = 200
+_SUBMIT_KEYS = {"countdown", "eta", "queue", "task_id"}
+_PARENT_VALUE = object()  # stands for a parent's result when checking a step's arguments
+
+
+def describe(name: str, args: tuple, kwargs: dict) -> str:
+    """``name(arg, key=value)`` for RQ's job description, shortened."""
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    text = f"{name}({', '.join(parts)})"
+    return text if len(text) <= _DESCRIPTION_MAX else text[: _DESCRIPTION_MAX - 4] + "...)"
+
+
+def _due(countdown: float | None, eta: Any) -> datetime | None:
+    if countdown is not None:
+        if not isinstance(countdown, int | float) or countdown < 0:
+            raise ConfigurationError(f"countdown={countdown!r}: expected a number of seconds >= 0.")
+        return datetime.now(timezone.utc) + timedelta(seconds=countdown)
+    if eta is not None:
+        if not isinstance(eta, datetime):
+            raise ConfigurationError(f"eta={eta!r}: expected a datetime.")
+        return eta if eta.tzinfo else eta.astimezone(timezone.utc)
+    return None
+
+
+@dataclass
+class Prepared:
+    """Jobs built and checked for one task, not yet written to Redis."""
+
+    app: App
+    task: Task
+    queue: TaskQueue
+    jobs: list[Job]
+    starts: list[datetime | None]  # when each may start: None for now
+    one_at_a_time: bool  # RQ enqueues concurrency-limited jobs without a pipeline
+
+    def results(self) -> ResultSet:
+        return ResultSet(AsyncResult(job.id, self.app, task_name=self.task.name) for job in self.jobs)
+
+
+def submit_calls(app: App, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> ResultSet:
+    """Submit ``calls`` of ``task`` on ``app`` with ``call_options``; their results, in order."""
+    prepared = prepare(app, task, calls, call_options)
+    enqueue(prepared)
+    return prepared.results()
+
+
+def prepare(
+    app: App,
+    task: Task,
+    calls: list[tuple[tuple, dict]],
+    call_options: dict[str, Any],
+    *,
+    meta: dict[str, Any] | None = None,
+    depends_on: list[list[str]] | None = None,
+    job_ids: list[str] | None = None,
+) -> Prepared:
+    """Build and check the jobs of ``calls``: options resolved, arguments bound and serialised.
+
+    Writes nothing, so a bad call submits nothing. ``meta`` is added to every job's meta;
+    ``depends_on[i]`` lists the job ids call ``i`` waits for (RQ dependencies); ``job_ids``
+    fixes the ids (a workflow knows them before it submits). When ``meta`` names parents
+    whose results a job receives (``keys.META_PARENTS``), the arguments are checked with that
+    value in front.
+    """
+    given = {k: v for k, v in call_options.items() if v is not None}
+    not_per_call = set(given) - _SUBMIT_KEYS - opts.CALL_OPTIONS
+    if not_per_call:
+        raise ConfigurationError(
+            f"{', '.join(sorted(not_per_call))} cannot be set per call; set it on the task. "
+            f"Per call: {', '.join(sorted(_SUBMIT_KEYS | opts.CALL_OPTIONS))}."
+        )
+    call = opts.validate({k: v for k, v in given.items() if k in opts.CALL_OPTIONS}, where="call")
+    if "queue" in given:
+        call["queue"] = opts.validate({"queue": given["queue"]})["queue"]
+    if task._tl_version is None:  # a task defined outside a cell gets its version at its first submit
+        ship(type(task))
+    task_options = type(task).task_options()
+    lab_options = app.options
+    due = _due(given.get("countdown"), given.get("eta"))
+    task_id = given.get("task_id")
+    if task_id is not None:
+        if len(calls) != 1:
+            raise ConfigurationError("task_id names one job; it cannot be used with map or starmap.")
+        job_ids = [task_id]
+    ignore = opts.resolve("ignore_result", call, task_options, lab_options)
+    result_ttl = 0 if ignore else opts.resolve("result_ttl", call, task_options, lab_options)
+    queue: TaskQueue = app.queue(opts.resolve("queue", call, task_options, lab_options))
+
+    base_meta = {keys.META_NAMESPACE: app.namespace, keys.META_TASK: task.name, keys.META_VERSION: task._tl_version}
+    for option, field in (("time_limit", keys.META_TIME_LIMIT), ("soft_time_limit", keys.META_SOFT_TIME_LIMIT)):
+        seconds = opts.resolve(option, call, task_options, lab_options)
+        if seconds is not None:
+            base_meta[field] = seconds
+    if opts.resolve("acks_late", call, task_options, lab_options):
+        base_meta[keys.META_ACKS_LATE] = opts.resolve("max_retries", task_options, lab_options)
+    base_meta.update(meta or {})
+    concurrency = opts.resolve("concurrency_limit", task_options, lab_options)
+    limit = RateLimit(f"tasklab:{app.namespace}:{task.name}", concurrency) if concurrency else None
+    jobs: list[Job] = []
+    arg_names = task_names_of_args(task)
+    receives = 1 if base_meta.get(keys.META_PARENTS) else 0
+    for index, (args, kwargs) in enumerate(calls):
+        task.signature_check((_PARENT_VALUE,) * receives + tuple(args), kwargs)
+        job = queue.create_job(
+            EXECUTE, args=args, kwargs=kwargs, timeout=-1, result_ttl=result_ttl,
+            description=describe(task.name, args, kwargs), job_id=job_ids[index] if job_ids else None,
+            meta=dict(base_meta), rate_limit=limit, depends_on=depends_on[index] if depends_on else None,
+        )  # fmt: skip
+        try:
+            job.data  # noqa: B018 - serialise now, so that a bad call submits nothing
+        except Exception as exc:
+            detail = describe_unpicklable(args, kwargs, arg_names) or f"the arguments cannot be serialised: {exc}"
+            where = f" (item {index})" if len(calls) > 1 else ""
+            raise SerializationError(
+                f"Cannot submit {task.name}{where}: {detail}. Pass plain data (numbers, strings, lists, dicts, "
+                "arrays, objects of classes defined in a %%task cell or an importable module) and open "
+                "files, connections and locks inside the task."
+            ) from exc
+        jobs.append(job)
+    rate = opts.resolve("rate_limit", task_options, lab_options)
+    starts = [due] * len(jobs)
+    if rate is not None:
+        starts = _rate_slots(queue, app.namespace, task.name, rate, len(jobs), due)
+        for job, start in zip(jobs, starts, strict=True):
+            if start is not None and (due is None or start > due):
+                job.meta[keys.META_HELD] = "rate_limit"
+    return Prepared(app, task, queue, jobs, starts, one_at_a_time=limit is not None)
+
+
+def enqueue(prepared: Prepared) -> None:
+    """Write prepared jobs to Redis: queued, or scheduled for their start, in pipelined batches."""
+    prepared.app.ensure_code(prepared.task)
+    prepared.app.ensure_workers()
+    queue, jobs, starts = prepared.queue, prepared.jobs, prepared.starts
+    if prepared.one_at_a_time:
+        for job, start in zip(jobs, starts, strict=True):
+            _enqueue(queue, job, start, None)
+        return
+    for first in range(0, len(jobs), BATCH):
+        with queue.connection.pipeline() as pipe:
+            for job, start in zip(jobs[first : first + BATCH], starts[first : first + BATCH], strict=True):
+                _enqueue(queue, job, start, pipe)
+            transaction.execute(queue.connection, pipe)  # as pipe.execute(), with less Python
+
+
+def _rate_slots(
+    queue: TaskQueue, namespace: str, name: str, rate: str | None, count: int, due: datetime | None
+) -> list[datetime | None]:
+    """When each job may start: ``due`` (or now), pushed later by the task's rate limit."""
+    if rate is None:
+        return [due] * count
+    slots = take_slots(queue.connection, ratelimit_key(namespace, name), rate, count)
+    now = datetime.now(timezone.utc)
+    starts = [datetime.fromtimestamp(slot, timezone.utc) for slot in slots]
+    return [max(start, due) if due else (start if start > now else None) for start in starts]
+
+
+def _enqueue(queue: TaskQueue, job: Job, start: datetime | None, pipe: Any) -> None:
+    if start is None:
+        queue.enqueue_job(job, pipeline=pipe)
+    else:
+        queue.schedule_job(job, start, pipeline=pipe)
+    meta = job.meta
+    target = pipe if pipe is not None else queue.connection.pipeline(transaction=False)
+    events.emit(
+        target, events.SUBMITTED, job.id, meta[keys.META_TASK], meta[keys.META_NAMESPACE], q=queue.name,
+        v=meta.get(keys.META_VERSION), at=repr(start.timestamp()) if start is not None else None,
+        wf=meta.get(keys.META_WORKFLOW),
+    )  # fmt: skip
+    if pipe is None:
+        target.execute()

@@ -1,0 +1,84 @@
+"""How arguments, results and exceptions travel: cloudpickle, with cell classes by reference.
+
+Objects of types defined in the notebook (or a script's ``__main__``) can't be pickled by
+reference, because a worker can't import ``__main__``. cloudpickle pickles such types by
+value, which gives the worker a *copy* of the class: ``isinstance`` against the task cell's
+own class would then fail. Classes defined in a task cell are instead pickled as "class
+``Point`` of cell version ``3f2a1c``", and each side resolves that to its own class object:
+the kernel to the one it executed, a worker to the one it loaded from Redis.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+import cloudpickle
+
+from . import cells
+
+
+def load_cell_object(version: str, name: str) -> Any:
+    """Unpickling helper: object ``name`` defined by cell ``version`` in this process."""
+    return cells.objects(version)[name]
+
+
+def load_task(version: str, attr: str) -> Any:
+    """Unpickling helper: the task that cell ``version`` binds to ``attr``, in this process."""
+    obj = cells.objects(version)[attr]
+    return obj.instance() if isinstance(obj, type) else obj
+
+
+class _Pickler(cloudpickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if getattr(obj, "_tl_is_task", False) is True and not isinstance(obj, type):
+            return _reduce_task(obj)
+        ref = cells.reference(obj)
+        if ref is not None:
+            return load_cell_object, ref
+        return super().reducer_override(obj)
+
+
+def _reduce_task(task: Any) -> Any:
+    """A task travels as "the task ``attr`` of cell ``version``", resolved on the other side."""
+    if task._tl_version is None or task._tl_attr is None:
+        raise TypeError(f"{task!r} is not registered, so it cannot be sent to a worker.")
+    return load_task, (task._tl_version, task._tl_attr)
+
+
+#: Types pickled by the standard pickler directly: the same bytes, without cloudpickle's setup.
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def dumps(obj: Any) -> bytes:
+    if type(obj) in _PLAIN:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+loads = pickle.loads
+
+
+class Serializer:
+    """The serializer of every tasklab job (RQ's ``serializer=``)."""
+
+    dumps = staticmethod(dumps)
+    loads = staticmethod(loads)
+
+
+def describe_unpicklable(args: tuple, kwargs: dict, names: list[str] | None = None) -> str | None:
+    """Which argument can't be serialised and why, or ``None`` if all can."""
+    labelled = [
+        (f"argument {names[i]!r}" if names and i < len(names) else f"positional argument {i}", value)
+        for i, value in enumerate(args)
+    ] + [(f"keyword argument {key!r}", value) for key, value in kwargs.items()]
+    for label, value in labelled:
+        try:
+            dumps(value)
+        except Exception as exc:
+            kind = f"{type(value).__module__}.{type(value).__qualname__}"
+            return f"{label} (a {kind}) cannot be serialised: {exc}"
+    return None

@@ -1,0 +1,49 @@
+"""A cell version: the content-addressed unit of code tasklab ships to workers.
+
+A ``%%task`` cell, or the source assembled for a task of a script, with the tasks it defines
+and their options, the other versions it depends on, and for a script's function the
+module-level values it needs. The version is a hash of all of that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a cell: a function (wrapped in a ``base`` subclass) or a Task subclass."""
+
+    name: str
+    kind: str  # "function" | "class"
+    attr: str  # the name the cell binds it to
+    base: str | None = None  # for functions: the name of the Task subclass to build on
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CellVersion:
+    """The unit of shipped code: everything a worker needs to rebuild a cell's tasks."""
+
+    version: str
+    source: str
+    filename: str
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    defines: tuple[str, ...] = ()  # names the cell binds with def/class: what other cells may use
+    bases: tuple[str, ...] = ()  # Task subclasses without ``run`` that later cells may use
+    deps: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (version, name there)
+    globals_blob: bytes | None = None  # pickled module-level values (script functions)
+
+    @staticmethod
+    def compute_version(
+        source: str, deps: dict[str, tuple[str, str]], options: dict[str, Any], extra: bytes = b""
+    ) -> str:
+        digest = hashlib.sha256()
+        digest.update(source.encode())
+        digest.update(json.dumps(deps, sort_keys=True).encode())
+        digest.update(repr(sorted(options.items())).encode())
+        digest.update(extra)
+        return digest.hexdigest()[:12]

@@ -1,0 +1,1 @@
+"""What happened, for people: history and stats as pandas DataFrames, and timing plots."""

@@ -1,0 +1,155 @@
+"""What happened, as pandas DataFrames: one row per attempt, or one row per task.
+
+Both read the event stream (see :mod:`tasklab.events`), which lives in Redis: with the
+embedded server it survives kernel restarts. Filter by time (``since``/``until``: a
+datetime, or seconds ago as a number) and by task name; the time filter is applied in Redis.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import redis
+
+from ..engine import events
+
+COLUMNS = [
+    "task_id", "name", "version", "state", "attempt", "worker", "submitted_at", "started_at", "finished_at",
+    "wait_s", "run_s", "error", "queue", "namespace", "workflow",
+]  # fmt: skip
+_STATE = {
+    events.SUCCEEDED: "SUCCESS",
+    events.FAILED: "FAILURE",
+    events.RETRY: "RETRY",
+    events.REVOKED: "REVOKED",
+    events.LOST: "LOST",
+}
+_CHUNK = 10_000
+
+
+def _stream_bound(when: Any, default: str) -> str:
+    if when is None:
+        return default
+    if isinstance(when, int | float):
+        when = datetime.now(timezone.utc).timestamp() - when
+    elif isinstance(when, datetime | pd.Timestamp):
+        when = pd.Timestamp(when).tz_localize("UTC").timestamp() if pd.Timestamp(when).tzinfo is None else (
+            pd.Timestamp(when).timestamp()
+        )  # fmt: skip
+    return str(int(float(when) * 1000))
+
+
+def read_events(connection: redis.Redis, since: Any = None, until: Any = None) -> list[dict[str, str]]:
+    """Every event between ``since`` and ``until``, oldest first."""
+    start, end = _stream_bound(since, "-"), _stream_bound(until, "+")
+    found: list[dict[str, str]] = []
+    while True:
+        chunk = connection.xrange(events.STREAM, start, end, count=_CHUNK)
+        found.extend(events.decode(entry_id, fields) for entry_id, fields in chunk)
+        if len(chunk) < _CHUNK:
+            return found
+        start = "(" + chunk[-1][0].decode()
+
+
+def read_recent(connection: redis.Redis, count: int) -> list[dict[str, str]]:
+    """The last ``count`` events, oldest first: a read whose cost does not grow with the history."""
+    newest_first = connection.xrevrange(events.STREAM, "+", "-", count=count)
+    return [events.decode(entry_id, fields) for entry_id, fields in reversed(newest_first)]
+
+
+def _ts(value: str | None) -> float:
+    return float(value) if value else np.nan
+
+
+def attempts(rows: list[dict[str, str]]) -> pd.DataFrame:
+    """Fold events into one row per attempt (see :data:`COLUMNS`)."""
+    table: dict[tuple[str, int], dict[str, Any]] = {}
+    submitted: dict[str, float] = {}
+    resubmitted: dict[tuple[str, int], float] = {}
+
+    def attempt(event: dict[str, str], n: int) -> dict[str, Any]:
+        key = (event["id"], n)
+        row = table.get(key)
+        if row is None:
+            row = table[key] = dict.fromkeys(COLUMNS)
+            row.update(task_id=event["id"], name=event["t"], attempt=n, state="PENDING", namespace=event["ns"])
+            row["submitted_at"] = resubmitted.get(key, submitted.get(event["id"], np.nan))
+        return row
+
+    for event in rows:
+        kind, n = event["e"], int(event.get("n", 0))
+        if kind == events.SUBMITTED:
+            submitted[event["id"]] = max(_ts(event["ts"]), _ts(event.get("at")) if event.get("at") else 0)
+            row = attempt(event, 0)
+            row.update(submitted_at=submitted[event["id"]], version=event.get("v"), queue=event.get("q"))
+        else:
+            row = attempt(event, n)
+            if kind == events.STARTED:
+                row.update(started_at=_ts(event["ts"]), worker=event.get("w"), state="STARTED")
+                row["version"] = event.get("v") or row["version"]
+                row["queue"] = event.get("q") or row["queue"]
+            else:
+                row["state"] = _STATE.get(kind, kind.upper())
+                row["finished_at"] = _ts(event["ts"])
+                row["worker"] = event.get("w") or row["worker"]
+                if "run" in event and row["started_at"] is None:
+                    row["started_at"] = row["finished_at"] - float(event["run"])
+                if event.get("x"):
+                    row["error"] = f"{event['x']}: {event.get('msg', '')}".rstrip(": ")
+                if event.get("next"):
+                    resubmitted[(event["id"], n + 1)] = float(event["next"])
+        if event.get("wf"):
+            row["workflow"] = event["wf"]
+    frame = pd.DataFrame(list(table.values()), columns=COLUMNS)
+    for column in ("submitted_at", "started_at", "finished_at"):
+        seconds = pd.to_numeric(frame[column], errors="coerce")
+        frame[column] = pd.to_datetime(seconds, unit="s", utc=True)
+    frame["wait_s"] = (frame["started_at"] - frame["submitted_at"]).dt.total_seconds().clip(lower=0)
+    frame["run_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
+    frame["attempt"] = frame["attempt"].astype(int)
+    return frame.sort_values(["submitted_at", "attempt"], kind="stable").reset_index(drop=True)
+
+
+def history(
+    connection: redis.Redis,
+    *,
+    since: Any = None,
+    until: Any = None,
+    name: str | list[str] | None = None,
+    namespace: str | None = None,
+) -> pd.DataFrame:
+    """One row per attempt: task_id, name, version, state, attempt, worker, submitted_at,
+    started_at, finished_at, wait_s, run_s, error (and queue, namespace, workflow)."""
+    frame = attempts(read_events(connection, since, until))
+    if name is not None:
+        frame = frame[frame["name"].isin([name] if isinstance(name, str) else name)]
+    if namespace is not None:
+        frame = frame[frame["namespace"] == namespace]
+    return frame.reset_index(drop=True)
+
+
+def stats(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per task name: attempts counted by their state, retries, mean/p50/p95 run time, throughput."""
+    columns = ["name", "attempts", "SUCCESS", "FAILURE", "RETRY", "REVOKED", "LOST", "PENDING", "STARTED",
+               "retries", "run_mean_s", "run_p50_s", "run_p95_s", "throughput_per_s"]  # fmt: skip
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for name, group in frame.groupby("name", sort=True):
+        counts = group["state"].value_counts()
+        run = group["run_s"].dropna()
+        finished = group["finished_at"].dropna()
+        span = (finished.max() - group["submitted_at"].min()).total_seconds() if len(finished) else np.nan
+        row = {"name": name, "attempts": len(group), "retries": int((group["attempt"] > 0).sum())}
+        row.update({state: int(counts.get(state, 0)) for state in columns[2:9]})
+        row.update(
+            run_mean_s=run.mean() if len(run) else np.nan,
+            run_p50_s=run.quantile(0.5) if len(run) else np.nan,
+            run_p95_s=run.quantile(0.95) if len(run) else np.nan,
+            throughput_per_s=len(finished) / span if span and span > 0 else np.nan,
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)

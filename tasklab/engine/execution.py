@@ -1,0 +1,300 @@
+"""What a worker runs for one job: find the task's code version, call it, record the outcome.
+
+Every tasklab job calls :func:`execute_task`. The job's meta names the task and its code
+version, which :mod:`tasklab.code.loader` loads once per worker process. Around the call,
+this runs Celery's lifecycle hooks, captures what the task prints, and stores the exception
+so that ``result.get()`` can re-raise it with its own type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq import get_current_job
+from rq.defaults import DEFAULT_FAILURE_TTL
+from rq.job import Job
+from rq.results import Result
+
+from ..code.loader import task_for
+from ..code.serialization import Serializer, dumps
+from ..core.request import Request, request_stack
+from ..core.retries import Decision, decide
+from ..core.task import Task
+from ..errors import NotRegistered, SerializationError, SoftTimeLimitExceeded, TaskLabError, TimeLimitExceeded
+from . import events, keys
+from .capture import OutputCapture
+from .records import expire, record_exception
+
+log = logging.getLogger("tasklab.runtime")
+
+SUCCESS, FAILURE, RETRY = "SUCCESS", "FAILURE", "RETRY"
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+@dataclass
+class ExceptionInfo:
+    """Celery's ``einfo``: the exception, its type and the formatted traceback."""
+
+    exception: BaseException
+    type: type[BaseException]
+    traceback: str
+
+    def __str__(self) -> str:
+        return self.traceback
+
+
+def _call_hook(task: Task, hook: str, task_id: str, *args: Any) -> None:
+    """Run a lifecycle hook; its exception is logged with the task id and changes no outcome."""
+    try:
+        getattr(task, hook)(*args)
+    except Exception:
+        logging.getLogger(f"tasklab.task.{task.name}").exception(
+            "%s hook of task %s (job %s) raised; the task's own outcome stands", hook, task.name, task_id
+        )
+
+
+def execute_task(*args: Any, **kwargs: Any) -> Any:
+    """Run the task named by the current job's meta (the ``func`` of every tasklab job)."""
+    job = get_current_job()
+    if job is None:
+        raise TaskLabError("execute_task runs inside an RQ job only: submit the task with delay() or apply_async().")
+    meta = job.meta
+    attempt = int(meta.get(keys.META_RETRIES, 0))
+    started = time.time()
+    capture = OutputCapture()
+    stack = request_stack()
+    with capture:
+        try:
+            task = task_for(meta[keys.META_VERSION], meta[keys.META_TASK])
+        except Exception as exc:
+            job.retries_left = 0
+            _record(job, attempt, capture, exc, started)
+            raise
+        parents = meta.get(keys.META_PARENTS)
+        if parents:
+            try:
+                values = [parent_value(job.connection, parent) for parent in parents]
+            except Exception as exc:
+                job.retries_left = 0
+                _record(job, attempt, capture, exc, started)
+                raise
+            args = ((values[0],) if meta.get(keys.META_MERGE) == "one" else (values,)) + tuple(args)
+        request = Request(
+            id=job.id, args=args, kwargs=kwargs, retries=attempt, worker=job.worker_name,
+            queue=job.origin, version=task._tl_version, called_directly=False,
+        )  # fmt: skip
+        try:
+            _started(job)
+        except Exception as exc:  # the start could not be written: fail the attempt, on the record
+            job.retries_left = 0
+            _record(job, attempt, capture, exc, started)
+            raise
+        stack.append(request)
+        try:
+            _call_hook(task, "before_start", job.id, job.id, args, kwargs)
+            try:
+                with time_limits(meta.get(keys.META_SOFT_TIME_LIMIT), meta.get(keys.META_TIME_LIMIT), job):
+                    retval = task(*args, **kwargs)
+                if not isinstance(retval, _PLAIN):
+                    _check_serialisable(task, retval)
+            except Exception as exc:
+                _failed(job, task, request, capture, exc, started)
+                raise
+            _call_hook(task, "on_success", job.id, retval, job.id, args, kwargs)
+            _call_hook(task, "after_return", job.id, SUCCESS, retval, job.id, args, kwargs, None)
+        finally:
+            stack.pop()
+    _record(job, attempt, capture, None, started)
+    return retval
+
+
+def _started(job: Job) -> None:
+    """Make sure the job's start is in Redis: before its task runs, and before anything else
+    about the attempt is written.
+
+    tasklab's worker sent it before the job began and left the reading of Redis's reply to
+    now (``job._tl_confirm_start``), so that the task was got ready meanwhile. On other RQ
+    workers, the STARTED event is written here.
+    """
+    confirm = getattr(job, "_tl_confirm_start", None)
+    if confirm is not None:
+        confirm()
+    elif not getattr(job, "_tl_started_written", False):
+        with job.connection.pipeline(transaction=False) as pipe:
+            start_writes(job, pipe, job.worker_name)
+            pipe.execute()
+
+
+def start_writes(job: Job, pipe: Any, worker_name: str | None) -> None:
+    """Queue the STARTED event of a tasklab job on ``pipe`` (tasklab's worker: in its own
+    start transaction) and mark it written; nothing for other jobs."""
+    meta = job.meta
+    if keys.META_TASK not in meta:
+        return
+    events.emit(
+        pipe, events.STARTED, job.id, meta[keys.META_TASK], meta.get(keys.META_NAMESPACE, "default"),
+        n=int(meta.get(keys.META_RETRIES, 0)), w=worker_name, q=job.origin, v=meta.get(keys.META_VERSION),
+        wf=meta.get(keys.META_WORKFLOW),
+    )  # fmt: skip
+    job._tl_started_written = True  # type: ignore[attr-defined]
+
+
+def defer_finish_writes(job: Job) -> None:
+    """From now on, collect the writes of a successful attempt of ``job`` (its output and
+    event) for the caller, tasklab's worker, to send with its finish transaction
+    (:func:`finish_writes`), so that an attempt costs no round trip of its own. Other RQ
+    workers don't, and the runtime writes them itself."""
+    job._tl_finish_writes = []  # type: ignore[attr-defined]
+
+
+def finish_writes(job: Job, pipe: Any) -> None:
+    """Queue on ``pipe`` the writes a successful attempt left for the worker's finish transaction."""
+    for write in getattr(job, "_tl_finish_writes", None) or ():
+        write(pipe)
+    job._tl_finish_writes = None  # type: ignore[attr-defined]
+
+
+def parent_value(connection: redis.Redis, job_id: str) -> Any:
+    """The return value of the finished job ``job_id`` (a workflow step this job follows)."""
+    for entry_id, payload in connection.xrevrange(Result.get_key(job_id), "+", "-"):
+        result = Result.restore(job_id, entry_id.decode(), payload, connection, Serializer)
+        if result.type == Result.Type.SUCCESSFUL:
+            return result.return_value
+    raise NotRegistered(f"The result of job {job_id}, which this step follows, is gone (expired or never stored).")
+
+
+def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc: Exception, started: float) -> None:
+    """Run the hooks of a failed attempt and set up RQ to retry it or to fail the job for good.
+
+    Returns normally, after which the caller re-raises ``exc`` for RQ: RQ retries a job while
+    ``job.retries_left`` is positive, after ``job.retry_intervals`` seconds.
+    """
+    options = type(task).task_options()
+    decision = Decision(False, exc) if isinstance(exc, TimeLimitExceeded) else decide(options, exc, request.retries)
+    reported = decision.exc
+    einfo = ExceptionInfo(reported, type(reported), traceback.format_exc())
+    args, kwargs = request.args, request.kwargs
+    if decision.retry:
+        _call_hook(task, "on_retry", job.id, reported, job.id, args, kwargs, einfo)
+        _call_hook(task, "after_return", job.id, RETRY, reported, job.id, args, kwargs, einfo)
+        job.meta[keys.META_RETRIES] = request.retries + 1
+        job.save_meta()
+        job.retries_left, job.retry_intervals = 1, [decision.delay]
+        log.info("job %s of %s: retry %d in %.2f s after %r", job.id, task.name, request.retries + 1,
+                 decision.delay, reported)  # fmt: skip
+        _record(job, request.retries, capture, reported, started, retry_at=time.time() + decision.delay)
+        return
+    job.retries_left = 0
+    _call_hook(task, "on_failure", job.id, reported, job.id, args, kwargs, einfo)
+    _call_hook(task, "after_return", job.id, FAILURE, reported, job.id, args, kwargs, einfo)
+    _record(job, request.retries, capture, reported, started)
+    if reported is not exc:
+        raise reported from exc
+
+
+@contextlib.contextmanager
+def time_limits(soft: float | None, hard: float | None, job: Job | None = None) -> Iterator[None]:
+    """Raise ``SoftTimeLimitExceeded`` after ``soft`` seconds and ``TimeLimitExceeded`` after ``hard``.
+
+    Uses SIGALRM, so it works on the main thread, where a worker runs its jobs. With ``job``,
+    the hard deadline is also published on the worker's record, and the supervisor of the
+    worker process kills it if the task outlives the deadline anyway (stuck in C code, or
+    swallowing the exception).
+    """
+    if soft is not None and hard is not None and soft >= hard:
+        soft = None
+    if soft is None and hard is None:
+        yield
+        return
+    started = time.monotonic()
+    soft_fired = False
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        nonlocal soft_fired
+        elapsed = time.monotonic() - started
+        if soft is not None and not soft_fired:
+            soft_fired = True
+            if hard is not None:
+                signal.setitimer(signal.ITIMER_REAL, max(hard - elapsed, 0.001))
+            raise SoftTimeLimitExceeded(f"soft time limit ({soft:g} s) exceeded")
+        raise TimeLimitExceeded(f"time limit ({hard:g} s) exceeded")
+
+    worker_key = f"rq:worker:{job.worker_name}" if job is not None and job.worker_name else None
+    if worker_key and hard is not None:
+        job.connection.hset(worker_key, keys.WORKER_DEADLINE, repr(time.time() + hard))  # type: ignore[union-attr]
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, soft if soft is not None else hard)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if worker_key and hard is not None:
+            job.connection.hdel(worker_key, keys.WORKER_DEADLINE)  # type: ignore[union-attr]
+
+
+def _check_serialisable(task: Task, retval: Any) -> None:
+    try:
+        dumps(retval)
+    except Exception as exc:
+        kind = f"{type(retval).__module__}.{type(retval).__qualname__}"
+        raise SerializationError(
+            f"Task {task.name} returned a {kind}, which cannot be serialised ({exc}); return plain data instead."
+        ) from exc
+
+
+def _record(
+    job: Job,
+    attempt: int,
+    capture: OutputCapture,
+    exc: BaseException | None,
+    started: float,
+    retry_at: float | None = None,
+) -> None:
+    """In one round trip: the attempt's output, the final exception, and the attempt's event."""
+    _started(job)  # when the task did not get to run
+    text = capture.text()
+    ttl = (job.failure_ttl or DEFAULT_FAILURE_TTL) if exc is not None else job.result_ttl
+    kind = events.SUCCEEDED if exc is None else events.RETRY if retry_at is not None else events.FAILED
+    run_s = round(time.time() - started, 6)
+    deferred = getattr(job, "_tl_finish_writes", None)
+    if exc is None and deferred is not None:
+        deferred.append(lambda pipe: _write_attempt(pipe, job, attempt, text, ttl, None, kind, run_s, None))
+        return
+    with job.connection.pipeline(transaction=False) as pipe:
+        _write_attempt(pipe, job, attempt, text, ttl, exc, kind, run_s, retry_at)
+        pipe.execute()
+
+
+def _write_attempt(
+    pipe: Any,
+    job: Job,
+    attempt: int,
+    text: str,
+    ttl: int | None,
+    exc: BaseException | None,
+    kind: str,
+    run_s: float,
+    retry_at: float | None,
+) -> None:
+    """Queue on ``pipe``: the attempt's output, the final exception, and the attempt's event."""
+    meta = job.meta
+    if text and ttl != 0:
+        pipe.hset(keys.output_key(job.id), str(attempt), text)
+        expire(pipe, keys.output_key(job.id), ttl)
+    if exc is not None and retry_at is None:
+        record_exception(job, exc, pipe)
+    events.emit(
+        pipe, kind, job.id, meta.get(keys.META_TASK, job.func_name), meta.get(keys.META_NAMESPACE, "default"),
+        n=attempt, run=run_s, w=job.worker_name,
+        x=type(exc).__name__ if exc is not None else None, msg=str(exc)[:200] if exc is not None else None,
+        next=repr(retry_at) if retry_at is not None else None, wf=meta.get(keys.META_WORKFLOW),
+    )  # fmt: skip

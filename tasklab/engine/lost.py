@@ -1,0 +1,90 @@
+"""Jobs whose worker process is gone: failed for good, or requeued with ``acks_late``.
+
+A job must never stay STARTED after its process died (killed, out of memory, stopped by
+its hard time limit or by ``revoke(terminate=True)``). The supervisor that saw the process
+die calls :func:`settle_jobs_of` with the reason; each job the worker was running is then
+finished through RQ's own failure path (registries, result record, dependents, rate-limit
+slot), as if the worker had done it:
+
+* ``acks_late`` jobs with retries left are requeued at once and count one retry;
+* the others fail with the reason (``WorkerLostError``, ``TimeLimitExceeded``), or are
+  STOPPED (state REVOKED) when terminated on request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.utils import now
+from rq.worker import Worker as RQWorker
+
+from ..code.serialization import Serializer
+from ..core import options as opts
+from ..errors import TaskRevokedError
+from . import events, keys
+from .queue import TaskQueue
+from .records import record_exception
+from .workflow import cancel_downstream
+
+log = logging.getLogger("tasklab.lost")
+
+
+def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseException) -> list[str]:
+    """Fail or requeue every job the dead worker ``worker_name`` was running; return their ids."""
+    worker = RQWorker.find_by_key(
+        RQWorker.redis_worker_namespace_prefix + worker_name,
+        connection=connection,
+        queue_class=TaskQueue,
+        serializer=Serializer,
+    )
+    if worker is None:
+        return []
+    settled = []
+    for execution in worker.get_current_executions(refresh=True):
+        try:
+            job = Job.fetch(execution.job_id, connection=connection, serializer=Serializer)
+        except NoSuchJobError:
+            continue
+        if job.get_status() != JobStatus.STARTED:
+            continue
+        queue = TaskQueue(job.origin, connection=connection)
+        _settle(worker, job, queue, execution, reason)
+        settled.append(job.id)
+    return settled
+
+
+def _settle(worker: RQWorker, job: Job, queue: TaskQueue, execution: object, reason: BaseException) -> None:
+    retries = int(job.meta.get(keys.META_RETRIES, 0))
+    limit = job.meta.get(keys.META_ACKS_LATE)
+    requeue = limit is not None and not isinstance(reason, TaskRevokedError) and (
+        limit == opts.FOREVER or retries < limit
+    )  # fmt: skip
+    with job.connection.pipeline(transaction=False) as pipe:
+        events.emit(
+            pipe, events.REVOKED if isinstance(reason, TaskRevokedError) else events.LOST,
+            job.id, job.meta.get(keys.META_TASK, job.func_name), job.meta.get(keys.META_NAMESPACE, "default"),
+            n=retries, w=worker.name, x=type(reason).__name__, msg=str(reason)[:200],
+            run=round((now() - job.started_at).total_seconds(), 6) if job.started_at else None,
+            next=repr(time.time()) if requeue else None, wf=job.meta.get(keys.META_WORKFLOW),
+        )  # fmt: skip
+        pipe.execute()
+    if requeue:
+        job.meta[keys.META_RETRIES] = retries + 1
+        job.save_meta()
+        job.retries_left, job.retry_intervals = 1, [0]
+        log.warning("job %s lost with worker %s (%s); requeued (acks_late)", job.id, worker.name, reason)
+        exc_string = f"{type(reason).__name__}: {reason}; requeued (acks_late)"
+    else:
+        job.retries_left = 0
+        record_exception(job, reason)
+        if isinstance(reason, TaskRevokedError):
+            worker._stopped_job_id = job.id  # RQ then marks the job STOPPED, not FAILED
+        log.warning("job %s lost with worker %s: %s", job.id, worker.name, reason)
+        exc_string = f"{type(reason).__module__}.{type(reason).__qualname__}: {reason}"
+    worker.handle_job_failure(job, queue, exc_string=exc_string, execution=execution)  # type: ignore[arg-type]
+    if not requeue and job.meta.get(keys.META_WORKFLOW):
+        cancel_downstream(job.connection, job.id)  # RQ ran no failure callback for a lost job

@@ -1,0 +1,98 @@
+"""tasklab's RQ queue: RQ's ``Queue`` with tasklab's serializer and sub-second scheduling.
+
+Jobs it creates are ordinary RQ jobs; any RQ tool can list, inspect and cancel them.
+
+RQ scores scheduled jobs in whole seconds and compares them with the current whole second,
+so a job due in 0.5 s may run at once and one due in 1.2 s may run after 1.0 s. tasklab
+schedules with float scores (:class:`PreciseScheduledJobRegistry`). Jobs scheduled by plain
+RQ still run as RQ intends.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from datetime import datetime, timezone
+
+from redis.client import Pipeline
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+
+from ..code.serialization import Serializer
+
+_READY_ATTEMPTS = 5
+
+
+class PreciseScheduledJobRegistry(ScheduledJobRegistry):
+    """RQ's scheduled-job registry, scored by float timestamps."""
+
+    def schedule(self, job: Job, scheduled_datetime: datetime, pipeline: Pipeline | None = None) -> int:
+        if scheduled_datetime.tzinfo is None:
+            scheduled_datetime = scheduled_datetime.astimezone(timezone.utc)
+        connection = pipeline if pipeline is not None else self.connection
+        return connection.zadd(self.key, {job.id: scheduled_datetime.timestamp()})
+
+    def get_jobs_to_schedule(self, timestamp: int | None = None, chunk_size: int = 1000) -> list[str]:
+        # RQ passes the current whole second; the float clock is never earlier than it.
+        now = max(float(timestamp or 0), time.time())
+        return [jid.decode() for jid in self.connection.zrangebyscore(self.key, 0, now, start=0, num=chunk_size)]
+
+
+class TaskQueue(Queue):
+    def __init__(self, name: str = "default", **kwargs: object):
+        kwargs.setdefault("serializer", Serializer)
+        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+
+    @functools.cached_property
+    def started_job_registry(self) -> StartedJobRegistry:
+        """RQ's, built once: a worker uses it twice for every job."""
+        return super().started_job_registry
+
+    @property
+    def scheduled_job_registry(self) -> PreciseScheduledJobRegistry:
+        return PreciseScheduledJobRegistry(queue=self, job_class=self.job_class, serializer=self.serializer)
+
+    def enqueue_ready_jobs_by_queue(self, job_ids_by_queue_name: dict[str, list[str]]) -> None:
+        """Queue dependents whose dependencies are met, retrying the ones RQ skipped.
+
+        RQ moves each such job to the ready registry, then queues it under WATCH, and skips a
+        job when another worker touched the registry at the same moment, leaving it to
+        maintenance (minutes later). With many workflows finishing at once that is common, so
+        the skipped ones are tried again here, briefly, until none is left ready.
+        """
+        pending = job_ids_by_queue_name
+        for attempt in range(_READY_ATTEMPTS):
+            super().enqueue_ready_jobs_by_queue(pending)
+            pending = self._still_ready(pending)
+            if not pending:
+                return
+            time.sleep(0.001 * 2**attempt)  # back off from the concurrent writer, then retry
+        self.log.warning("ready jobs %s left for RQ's maintenance to queue", pending)
+
+    def _still_ready(self, job_ids_by_queue_name: dict[str, list[str]]) -> dict[str, list[str]]:
+        ids = [job_id for job_ids in job_ids_by_queue_name.values() for job_id in job_ids]
+        if not ids:
+            return {}
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(self.job_class.key_for(job_id), "status")
+            statuses = dict(zip(ids, pipe.execute(), strict=True))
+        still = {}
+        for queue_name, job_ids in job_ids_by_queue_name.items():
+            left = [i for i in job_ids if statuses[i] == JobStatus.READY_TO_ENQUEUE.value.encode()]
+            if left:
+                still[queue_name] = left
+        return still
+
+    def schedule_job(self, job: Job, datetime: datetime, pipeline: Pipeline | None = None, unique: bool = False) -> Job:
+        """Put ``job`` in the scheduled registry, due at ``datetime`` to the sub-second."""
+        if unique:
+            raise ValueError("tasklab schedules jobs by id; unique=True is not supported here")
+        pipe = pipeline if pipeline is not None else self.connection.pipeline()
+        pipe.sadd(self.redis_queues_keys, self.key)
+        self._persist_job(job, pipe, status=JobStatus.SCHEDULED)
+        self.scheduled_job_registry.schedule(job, datetime, pipeline=pipe)
+        if pipeline is None:
+            pipe.execute()
+        return job

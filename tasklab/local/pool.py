@@ -1,0 +1,281 @@
+"""Local worker processes: start, scale, restart the dead, stop them all.
+
+A :class:`WorkerPool` owns worker subprocesses (:mod:`tasklab.local.worker_process`) of the process
+that made it: a notebook kernel, or ``tasklab worker`` on another machine. A supervisor
+thread restarts any worker that dies. Workers exit by themselves when the pool's process
+dies, even by SIGKILL (see :mod:`tasklab.local.worker_process`), so none is ever orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from rq.worker import Worker as RQWorker
+
+from .. import defaults
+from ..engine import keys
+from ..engine.lost import settle_jobs_of
+from ..errors import TaskRevokedError, TimeLimitExceeded, WorkerError, WorkerLostError
+
+log = logging.getLogger("tasklab.workers")
+
+#: Seconds between the supervisor's rounds: dead workers, overrun deadlines, terminate requests.
+#: A lost job is settled within about this long after its worker died.
+SUPERVISE_INTERVAL = 0.2
+
+WORKER_ENTRY = "import sys; from tasklab.local.worker_process import main; sys.exit(main(sys.argv[1:]))"
+
+
+@dataclass
+class WorkerProcess:
+    """One worker subprocess and where its log goes."""
+
+    slot: int
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+class WorkerPool:
+    """Worker subprocesses of this process, serving ``queues`` of the Redis at ``url``."""
+
+    def __init__(
+        self,
+        url: str,
+        connection: redis.Redis,
+        log_dir: Path,
+        queues: Sequence[str] = (defaults.QUEUE,),
+        log_level: str = defaults.WORKER_LOG_LEVEL,
+    ):
+        self.url = url
+        self.log_level = log_level
+        self.connection = connection
+        self.log_dir = Path(log_dir)
+        self.queues = list(queues)
+        self._kill_reasons: dict[str, BaseException] = {}
+        self.restarts = 0
+        self._prefix = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
+        self._serial = itertools.count()
+        self._workers: dict[int, WorkerProcess] = {}
+        self._lock = threading.RLock()
+        self._closing = False
+        self._supervisor: threading.Thread | None = None
+        self._stop_supervisor = threading.Event()
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def __repr__(self) -> str:
+        return f"<WorkerPool {len(self)} workers on {','.join(self.queues)}>"
+
+    @property
+    def processes(self) -> list[WorkerProcess]:
+        with self._lock:
+            return [self._workers[slot] for slot in sorted(self._workers)]
+
+    @property
+    def names(self) -> list[str]:
+        return [w.name for w in self.processes]
+
+    def logs(self, tail: int | None = 50) -> dict[str, str]:
+        """The last ``tail`` lines (all with ``None``) of each current worker's log, by name."""
+        out = {}
+        for w in self.processes:
+            text = w.log_path.read_text(errors="replace") if w.log_path.exists() else ""
+            out[w.name] = "\n".join(text.splitlines()[-tail:]) if tail else text
+        return out
+
+    # -- control ---------------------------------------------------------------------------
+
+    def scale(self, n: int, timeout: float = defaults.WORKER_START_TIMEOUT) -> WorkerPool:
+        """Start or stop workers until ``n`` run; return once the new ones are ready."""
+        if not isinstance(n, int) or n < 0:
+            raise WorkerError(f"The number of workers must be a whole number >= 0, not {n!r}.")
+        with self._lock:
+            if self._closing:
+                raise WorkerError("This worker pool has been shut down; connect again for new workers.")
+            surplus = [self._workers.pop(slot) for slot in sorted(self._workers)[n:]]
+            started = [self._spawn(slot) for slot in range(n) if slot not in self._workers]
+        self._stop(surplus)
+        self._wait_ready(started, timeout)
+        self._ensure_supervisor()
+        return self
+
+    def stop(self, timeout: float = defaults.WORKER_STOP_TIMEOUT) -> None:
+        """Stop every worker: each finishes its current job, or is killed after ``timeout``."""
+        with self._lock:
+            self._closing = True
+            workers = list(self._workers.values())
+        self._stop_supervisor.set()
+        self._stop(workers, timeout)
+        with self._lock:
+            self._workers.clear()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=2)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the worker called ``name`` (for tests and demonstrations of loss)."""
+        for w in self.processes:
+            if w.name == name:
+                os.kill(w.pid, sig)
+                return
+        raise WorkerError(f"No worker called {name!r} in this pool; it has {self.names}.")
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> WorkerProcess:
+        name = f"{self._prefix}.{slot}.{next(self._serial)}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"worker-{slot}.log"
+        env = {**os.environ, defaults.PARENT_ENV: str(os.getpid())}
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-c", WORKER_ENTRY, "--url", self.url, "--name", name,
+                 "--queues", ",".join(self.queues), "--log-level", self.log_level],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # Ctrl-C in the kernel interrupts the cell, not the workers
+            )  # fmt: skip
+        worker = WorkerProcess(slot, name, process, log_path)
+        self._workers[slot] = worker
+        return worker
+
+    def _wait_ready(self, workers: list[WorkerProcess], timeout: float) -> None:
+        """Wait until each worker has registered itself in Redis."""
+        deadline = time.monotonic() + timeout
+        pending = list(workers)
+        while pending:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for w in pending:
+                    pipe.exists(RQWorker.redis_worker_namespace_prefix + w.name)
+                registered = pipe.execute()
+            pending = [w for w, ok in zip(pending, registered, strict=True) if not ok]
+            for w in pending:
+                if not w.alive():
+                    raise WorkerError(
+                        f"Worker {w.name} exited with status {w.process.returncode} while starting; "
+                        f"its log {w.log_path} says:\n{self._tail(w.log_path)}"
+                    )
+            if pending and time.monotonic() > deadline:
+                raise WorkerError(
+                    f"{len(pending)} worker(s) did not register within {timeout:.0f} s; see {pending[0].log_path}."
+                )
+            if pending:
+                time.sleep(0.01)
+
+    @staticmethod
+    def _tail(path: Path, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def _stop(self, workers: list[WorkerProcess], timeout: float = defaults.WORKER_STOP_TIMEOUT) -> None:
+        for w in workers:
+            if w.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    w.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for w in workers:
+            try:
+                w.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker %s did not stop within %.0f s; killing it", w.name, timeout)
+                w.process.kill()
+                w.process.wait()
+
+    def _ensure_supervisor(self) -> None:
+        if self._supervisor is None or not self._supervisor.is_alive():
+            self._supervisor = threading.Thread(target=self._supervise, name="tasklab-supervisor", daemon=True)
+            self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._stop_supervisor.wait(SUPERVISE_INTERVAL):
+            with self._lock:
+                if self._closing:
+                    return
+                dead = [w for w in self._workers.values() if not w.alive()]
+                for w in dead:
+                    log.warning("worker %s (pid %s) died with status %s; restarting it",
+                                w.name, w.pid, w.process.returncode)  # fmt: skip
+                    self.restarts += 1
+                    self._spawn(w.slot)
+                running = list(self._workers.values())
+            for w in dead:
+                self._forget(w)
+            try:
+                self._police(running)
+            except Exception:
+                log.exception("checking the workers' deadlines and terminate requests failed")
+
+    def _police(self, workers: list[WorkerProcess]) -> None:
+        """Kill a worker whose job outlived its hard time limit, or whose job is to be terminated."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.TERMINATE_KEY)
+            for w in workers:
+                pipe.hget(RQWorker.redis_worker_namespace_prefix + w.name, keys.WORKER_DEADLINE)
+            terminate, *deadlines = pipe.execute()
+        now = time.time()
+        for w, deadline in zip(workers, deadlines, strict=True):
+            if deadline is not None and now > float(deadline) + defaults.TIME_LIMIT_GRACE:
+                self._kill(w, TimeLimitExceeded("the task outlived its hard time limit; its worker was killed"))
+        if not terminate:
+            return
+        wanted = {job_id.decode() for job_id in terminate}
+        with self.connection.pipeline(transaction=False) as pipe:
+            for w in workers:
+                pipe.smembers(f"{RQWorker.redis_worker_namespace_prefix}{w.name}:executions")
+            executions = pipe.execute()
+        for w, members in zip(workers, executions, strict=True):
+            running = {member.decode().split(":", 1)[0] for member in members}
+            for job_id in running & wanted:
+                self.connection.srem(keys.TERMINATE_KEY, job_id)
+                self._kill(w, TaskRevokedError(f"Task {job_id} was terminated on request."))
+
+    def _kill(self, w: WorkerProcess, reason: BaseException) -> None:
+        if w.alive() and w.name not in self._kill_reasons:
+            log.warning("killing worker %s (pid %s): %s", w.name, w.pid, reason)
+            self._kill_reasons[w.name] = reason
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
+
+    def _forget(self, w: WorkerProcess) -> None:
+        """Settle the jobs a dead worker held, then remove its registration."""
+        reason = self._kill_reasons.pop(w.name, None) or WorkerLostError(
+            f"Worker {w.name} (pid {w.pid}) died with exit status {w.process.returncode} while running the task."
+        )
+        try:
+            settle_jobs_of(self.connection, w.name, reason)
+        except Exception:
+            log.exception("settling the jobs of dead worker %s failed", w.name)
+        try:
+            rq_worker = RQWorker.find_by_key(RQWorker.redis_worker_namespace_prefix + w.name, self.connection)
+            if rq_worker is not None:
+                rq_worker.register_death()
+        except Exception:
+            log.exception("could not unregister dead worker %s", w.name)

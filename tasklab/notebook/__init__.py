@@ -1,0 +1,1 @@
+"""The IPython extension: ``%%task`` and ``%tasklab``, and how tasklab's objects display."""

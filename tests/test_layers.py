@@ -1,0 +1,106 @@
+"""The package's shape: no import cycles, a light ``import tasklab``, and old job paths that still run."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import subprocess
+import sys
+
+import grimp
+import pytest
+from rq.job import Job
+from rq.utils import import_attribute
+
+import tasklab
+from tasklab.client import submit
+from tasklab.client.workflow import write
+from tasklab.code.serialization import load_cell_object
+from tasklab.engine.execution import execute_task
+from tasklab.engine.workflow import failures_key, join, on_step_failure
+
+from .conftest import task_cell, wait_for
+
+#: Modules only a worker process needs, and modules that draw widgets.
+WORKER_ONLY = {
+    "tasklab.engine.worker",
+    "tasklab.engine.worker_job",
+    "tasklab.engine.execution",
+    "tasklab.engine.capture",
+    "tasklab.engine.scheduler",
+    "tasklab.local.worker_process",
+}
+WIDGETS = {"tasklab.widgets.monitor", "tasklab.widgets.result_view", "tasklab.notebook.extension", "ipywidgets"}
+
+
+def test_no_import_cycles_counting_imports_inside_functions():
+    # grimp reads every import statement, at module level, inside functions and under TYPE_CHECKING.
+    graph = grimp.build_graph("tasklab")
+    in_cycles = [
+        (importer, imported)
+        for importer in sorted(graph.modules)
+        for imported in sorted(graph.find_modules_directly_imported_by(importer))
+        if graph.chain_exists(importer=imported, imported=importer)
+    ]
+    assert in_cycles == []
+    assert len(graph.modules) > 50, "the graph was built from the package"
+
+
+def test_import_tasklab_loads_no_worker_or_widget_module():
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, tasklab; print('\\n'.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "tasklab.lab" in loaded and "tasklab.client.result" in loaded
+    assert sorted(set(loaded) & (WORKER_ONLY | WIDGETS)) == []
+
+
+def test_the_paths_stored_jobs_name_resolve_to_the_current_functions():
+    # Job hashes written before the packages name these dotted paths (RQ imports them by name).
+    assert import_attribute("tasklab.runtime.execute_task") is execute_task
+    assert import_attribute("tasklab.canvas.on_step_failure") is on_step_failure
+    assert import_attribute("tasklab.canvas.join") is join
+    # Results pickled before name the unpickling helper by its old module.
+    assert pickle.Unpickler(io.BytesIO()).find_class("tasklab.serialization", "load_cell_object") is load_cell_object
+
+
+def test_jobs_written_under_the_old_paths_still_run(shell, lab, monkeypatch):
+    lab.workers(1)
+    task_cell(shell, TASKS)
+    add, total, check = (shell.user_ns[name] for name in ("add", "total", "check"))
+    monkeypatch.setattr(submit, "EXECUTE", "tasklab.runtime.execute_task")
+    monkeypatch.setattr(write, "FAILURE_CALLBACK", "tasklab.canvas.on_step_failure")
+    monkeypatch.setattr(write, "JOIN", "tasklab.canvas.join")
+
+    single = add.delay(2, 3)
+    assert Job.fetch(single.id, connection=lab.connection).func_name == "tasklab.runtime.execute_task"
+    assert single.get(timeout=20) == 5
+
+    # 40 members: the callback waits for join jobs, which run the old join path.
+    chord = tasklab.chord([add.s(i, i) for i in range(40)], total.s()).delay()
+    assert chord.get(timeout=30) == sum(2 * i for i in range(40))
+
+    failing = (check.s(3) | add.s(1)).delay()
+    with pytest.raises(ValueError):
+        failing.get(timeout=20)
+    first = failing.parent.id
+    assert Job.fetch(first, connection=lab.connection)._failure_callback_name == "tasklab.canvas.on_step_failure"
+    # Only the worker's failure callback writes the workflow's failure notice.
+    notices = wait_for(lambda: lab.connection.xrange(failures_key(failing.id)), 10, "the old callback's notice")
+    assert [fields[b"id"].decode() for _, fields in notices] == [first]
+
+
+TASKS = """
+def add(x, y):
+    return x + y
+
+def total(values):
+    return sum(values)
+
+def check(x):
+    if x == 3:
+        raise ValueError(x)
+    return x
+"""
