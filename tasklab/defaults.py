@@ -50,6 +50,15 @@ WORKER_STOP_TIMEOUT = 10.0
 #: RQ's own default is 1 s; a notebook user watching a countdown notices less.
 SCHEDULER_INTERVAL = 0.2
 
+#: Longest single blocking read of a wait for results. Between reads, a wait checks for jobs that
+#: will never have a result (revoked, cancelled, lost with their worker), so this bounds how long
+#: such a job can keep a waiter before it is told.
+WAIT_SLICE = 1.0
+
+#: Result streams one XREAD reads at most when a wait catches up on many jobs (a ResultSet of
+#: thousands): larger replies cost Redis and the client more than a round trip.
+XREAD_STREAMS = 500
+
 #: Entries the event stream keeps (about; Redis trims in whole nodes). At roughly three events
 #: per attempt, that is the last ~150,000 attempts.
 EVENTS_MAXLEN = 500_000

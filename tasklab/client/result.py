@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import time
 import warnings
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -22,11 +21,11 @@ from rq.results import Result
 
 from ..code.serialization import Serializer, loads
 from ..core.app import App, default_app
-from ..core.request import current_request
 from ..core.states import FAILURE, PENDING, RATE_LIMITED, READY_STATES, RETRY, REVOKED, STARTED, SUCCESS
 from ..engine import events, keys
 from ..engine.workflow import META_CAUSE
-from ..errors import InsideTaskError, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
+from ..errors import TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
+from .wait import FINAL, ResultStreams, refuse_inside_task
 
 _STATES = {
     JobStatus.QUEUED: PENDING,
@@ -38,14 +37,6 @@ _STATES = {
     JobStatus.STOPPED: REVOKED,
     JobStatus.CANCELED: REVOKED,
 }
-_FINAL_RESULTS = {
-    Result.Type.SUCCESSFUL,
-    Result.Type.FAILED,
-    Result.Type.STOPPED,
-    Result.Type.MAX_RETRIES_EXCEEDED,
-}
-#: Longest single blocking read; between reads a wait checks whether the job was revoked.
-_BLOCK_SLICE = 1.0
 
 
 class AsyncResult:
@@ -174,23 +165,18 @@ class AsyncResult:
         if self._final is None:
             for entry_id, payload in reversed(self.connection.xrange(Result.get_key(self.id), "-", "+")):
                 result = Result.restore(self.id, entry_id.decode(), payload, self.connection, Serializer)
-                if result.type in _FINAL_RESULTS:
+                if result.type in FINAL:
                     self._final = result
                     break
         return self._final
 
-    def get(self, timeout: float | None = None, propagate: bool = True, interval: float | None = None) -> Any:
+    def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
         """Wait for the task to finish and return its value, or raise its exception.
 
         Raises :class:`tasklab.TimeoutError` if ``timeout`` seconds pass first. With
         ``propagate=False`` a failed task's exception is returned instead of raised.
         """
-        if current_request() is not None:
-            raise InsideTaskError(
-                "Never call result.get() within a task: the worker waits for a job that may need this very "
-                "worker, and the pool can deadlock. Chain the tasks instead (task.s() | other.s()), or return "
-                "the AsyncResult's id."
-            )
+        refuse_inside_task()
         (final,) = _wait_final([self], timeout)
         if final is None:
             if self.state == REVOKED:
@@ -349,59 +335,23 @@ class ResultSet(list):
 def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Result | None]:
     """Block until each result has a final outcome or ``timeout`` passes; ``None`` where it didn't.
 
-    Jobs finish roughly in the order they were submitted, so this blocks on the newest
-    unfinished job only, then collects every other finished one in one non-blocking read:
-    a few round trips for a whole batch instead of one per job.
+    A job revoked before it ran never gets one: it is no longer waited for (its state says why).
     """
-    finals: list[Result | None] = [r._final for r in results]
-    if not results:
-        return finals
-    connection = results[0].connection
-    cursors = {i: "0-0" for i, f in enumerate(finals) if f is None}
-    deadline = None if timeout is None else time.monotonic() + timeout
+    known = {r.id: r._final for r in results if r._final is not None}
+    if len(known) == len(results):
+        return [r._final for r in results]
+    streams = ResultStreams(results[0].connection, [r.id for r in results if r._final is None])
 
-    def read(batch: list[int], block_ms: int | None) -> bool:
-        streams = {Result.get_key(results[i].id): cursors[i] for i in batch}
-        index = {Result.get_key(results[i].id): i for i in batch}
-        response = connection.xread(streams, block=block_ms)
-        for stream, entries in response or ():
-            i = index[stream.decode()]
-            for entry_id, payload in entries:
-                cursors[i] = entry_id.decode()
-                result = Result.restore(results[i].id, entry_id.decode(), payload, connection, Serializer)
-                if result.type in _FINAL_RESULTS:
-                    finals[i] = result
-            if finals[i] is not None:
-                del cursors[i]
-        return bool(response)
+    def drop_revoked() -> None:
+        pending = list(streams.pending)
+        with streams.connection.pipeline(transaction=False) as pipe:
+            for job_id in pending:
+                pipe.hget(Job.key_for(job_id), "status")
+            statuses = pipe.execute()
+        for job_id, status in zip(pending, statuses, strict=True):
+            if status in (b"canceled", b"stopped"):
+                streams.drop(job_id)
 
-    while cursors:
-        pending = list(cursors)
-        if len(pending) > 1:  # one alone is read by the blocking read below, which returns at once if done
-            for first in range(0, len(pending), 500):
-                read(pending[first : first + 500], None)
-            if not cursors:
-                break
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            break
-        block = _BLOCK_SLICE if remaining is None else max(0.001, min(remaining, _BLOCK_SLICE))
-        newest = max(cursors)
-        if not read([newest], max(1, int(block * 1000))) and _revoked(connection, [results[i] for i in cursors]):
-            for i in list(cursors):
-                if _STATES.get(_status(connection, results[i].id)) == REVOKED:
-                    del cursors[i]
-    return finals
-
-
-def _status(connection: redis.Redis, job_id: str) -> str | None:
-    raw = connection.hget(Job.key_for(job_id), "status")
-    return raw.decode() if raw else None
-
-
-def _revoked(connection: redis.Redis, results: list[AsyncResult]) -> bool:
-    with connection.pipeline(transaction=False) as pipe:
-        for r in results:
-            pipe.hget(Job.key_for(r.id), "status")
-        statuses = pipe.execute()
-    return any(s in (b"canceled", b"stopped") for s in statuses)
+    streams.wait(timeout, check=drop_revoked)
+    known.update(streams.finals)
+    return [known.get(r.id) for r in results]

@@ -8,7 +8,6 @@ naming the group member that failed, as Celery does.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,15 +17,13 @@ from rq.results import Result
 from rq.utils import as_text
 
 from ...code.serialization import Serializer
-from ...core.request import current_request
 from ...core.states import FAILURE, REVOKED
 from ...engine.workflow import META_CAUSE, cancel_downstream, failures_key
-from ...errors import InsideTaskError, TimeoutError
+from ...errors import TimeoutError
 from ..result import AsyncResult, ResultSet
+from ..wait import ResultStreams, refuse_inside_task
 
-_FINAL = {Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED, Result.Type.MAX_RETRIES_EXCEEDED}
 _BAD_STATUSES = {JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.CANCELED.value}
-_SLICE = 1.0  # longest single blocking read; between reads, statuses are checked for failures no callback reported
 
 
 @dataclass
@@ -36,35 +33,25 @@ class _Outcome:
     failed: str | None = None  # the first step found failed or revoked, in submission order
 
 
-def _refuse_inside_task() -> None:
-    if current_request() is not None:
-        raise InsideTaskError(
-            "Never call result.get() within a task: the worker waits for jobs that may need this very worker. "
-            "Make the waiting a later step of the workflow instead."
-        )
-
-
 def _wait(plan: Any, targets: list[str], timeout: float | None, stop_on_failure: bool = True) -> _Outcome:
     """Block until every target has its final result or was stopped by a failure, or, with
     ``stop_on_failure``, until a step the targets wait for fails; or until ``timeout``.
 
-    Blocks on the newest pending target's result stream and the workflow's failure notices; after
-    a quiet read, checks the statuses of the steps not known finished, for failures no notice
-    reported (a lost worker, a revoked step).
+    Reads the targets' result streams and the workflow's failure notices (see
+    :class:`~tasklab.client.wait.ResultStreams`); first, and after a quiet read, checks the
+    statuses of the steps not known finished, for failures no notice reported (a lost worker,
+    a revoked step).
     """
     connection = plan.connection
-    deadline = None if timeout is None else time.monotonic() + timeout
     outcome = _Outcome()
     unknown = plan.upstream(targets)  # steps not known to have finished
-    cursors = {t: "0-0" for t in dict.fromkeys(targets)}
-    notices, notice_cursor = failures_key(plan.id), "0-0"
-
+    streams = ResultStreams(connection, dict.fromkeys(targets), notices=failures_key(plan.id))
     handled: set[str] = set()
 
     def settle(target: str, cause: str) -> None:
-        if target in cursors and target not in outcome.finals:
+        if target in streams.pending:
             outcome.stopped[target] = cause
-            del cursors[target]
+            streams.drop(target)
 
     def failure(step_id: str) -> None:
         if outcome.failed is None:
@@ -74,29 +61,15 @@ def _wait(plan: Any, targets: list[str], timeout: float | None, stop_on_failure:
             for cancelled in cancel_downstream(connection, step_id):
                 settle(cancelled, step_id)
 
-    def take(response: Any) -> bool:
-        nonlocal notice_cursor
-        for stream, entries in response or ():
-            name = as_text(stream)
-            if name == notices:
-                notice_cursor = as_text(entries[-1][0])
-                for _, fields in entries:
-                    step_id = as_text(fields[b"id"])
-                    if step_id in plan.by_id and step_id in unknown:
-                        failure(step_id)
-                continue
-            target = name[len(Result.get_key("")) :]
-            for entry_id, payload in entries:
-                if target not in cursors:
-                    break
-                cursors[target] = as_text(entry_id)
-                result = Result.restore(target, as_text(entry_id), payload, connection, Serializer)
-                if result.type in _FINAL:
-                    outcome.finals[target] = result
-                    del cursors[target]
-                    if result.type != Result.Type.SUCCESSFUL:
-                        failure(target)
-        return bool(response)
+    def on_final(target: str, result: Result) -> None:
+        outcome.finals[target] = result
+        if result.type != Result.Type.SUCCESSFUL:
+            failure(target)
+
+    def on_notice(fields: dict[bytes, bytes]) -> None:
+        step_id = as_text(fields[b"id"])
+        if step_id in plan.by_id and step_id in unknown:
+            failure(step_id)
 
     def check_statuses() -> None:
         with connection.pipeline(transaction=False) as pipe:
@@ -117,26 +90,16 @@ def _wait(plan: Any, targets: list[str], timeout: float | None, stop_on_failure:
             failure(cause)
             settle(step_id, cause)
 
-    check = True
-    while True:
-        pending = list(cursors)
-        for first in range(0, len(pending), 500):
-            take(connection.xread({Result.get_key(t): cursors[t] for t in pending[first : first + 500]}))
-        take(connection.xread({notices: notice_cursor}))
-        if check and (outcome.failed is None or not stop_on_failure):
-            check_statuses()
-            check = False
-        if not cursors or (stop_on_failure and outcome.failed is not None):
-            return outcome
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            return outcome
-        block = _SLICE if remaining is None else max(0.001, min(remaining, _SLICE))
-        newest = list(cursors)[-1]
-        streams = {Result.get_key(newest): cursors[newest], notices: notice_cursor}
-        check = not take(connection.xread(streams, block=max(1, int(block * 1000))))
-        if outcome.failed is not None:
-            check = True  # the stopped targets settle by their status
+    streams.wait(
+        timeout,
+        done=lambda: not streams.pending or (stop_on_failure and outcome.failed is not None),
+        check=check_statuses,
+        check_first=True,
+        on_final=on_final,
+        on_notice=on_notice,
+        recheck=lambda: outcome.failed is not None,  # the stopped targets settle by their status
+    )
+    return outcome
 
 
 def _enqueue_ready(app: Any, job_ids: list[str]) -> None:
@@ -180,10 +143,10 @@ class WorkflowResult(AsyncResult):
 
     status = state
 
-    def get(self, timeout: float | None = None, propagate: bool = True, interval: float | None = None) -> Any:
+    def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
         if self._plan is None:
-            return super().get(timeout, propagate, interval)
-        _refuse_inside_task()
+            return super().get(timeout, propagate)
+        refuse_inside_task()
         outcome = _wait(self._plan, [self.id], timeout, stop_on_failure=True)
         if outcome.failed is not None:
             exc = self._plan.error(outcome.failed, [self.id])
@@ -225,7 +188,7 @@ class GroupResult(ResultSet):
         raised as soon as it is known; with ``propagate=False`` it takes the member's place instead."""
         if self._plan is None:
             return super().get(timeout, propagate)
-        _refuse_inside_task()
+        refuse_inside_task()
         ids = [r.id for r in self]
         outcome = _wait(self._plan, ids, timeout, stop_on_failure=propagate)
         if propagate and outcome.failed is not None:
