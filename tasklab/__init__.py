@@ -15,6 +15,8 @@ from .core.retries import retry_schedule
 from .core.signatures import Signature, chain, chord, group, signature
 from .core.task import Task, get_task_logger
 from .errors import (
+    ArgumentsError,
+    AuthenticationFailed,
     CanvasError,
     CellError,
     ChordError,
@@ -70,6 +72,8 @@ __all__ = [
     "monitor",
     # Errors
     "TaskLabError",
+    "ArgumentsError",
+    "AuthenticationFailed",
     "CanvasError",
     "CellError",
     "ChordError",

@@ -7,6 +7,7 @@ configuration, then these defaults. ``None`` anywhere means "inherit".
 from __future__ import annotations
 
 import os
+from typing import Any
 
 #: Environment variable naming the Redis URL to use instead of the embedded server.
 URL_ENV = "TASKLAB_REDIS_URL"
@@ -37,8 +38,66 @@ SERVER_START_TIMEOUT = 15.0
 
 #: Queue that tasks go to when neither the call nor the task names one.
 QUEUE = "default"
+
+#: Every task option with its default. ``None`` means unset: no limit, no name, inherit.
+TASK_OPTIONS: dict[str, Any] = {
+    "name": None,
+    "queue": QUEUE,
+    "base": None,
+    "bind": False,
+    "ignore_result": False,
+    # Celery keeps results for a day (result_expires); RQ for 500 s. Notebook users come back
+    # to a result after lunch, so we follow Celery.
+    "result_ttl": 86400,
+    "max_retries": 3,
+    # Celery's delay before a retry when there is no backoff and no countdown: three minutes.
+    "default_retry_delay": 180,
+    "autoretry_for": (),
+    "retry_backoff": False,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "time_limit": None,
+    "soft_time_limit": None,
+    "rate_limit": None,
+    "concurrency_limit": None,
+    "acks_late": False,
+}
+
+#: Jobs written per pipelined round trip when a batch is submitted (map, workflows): large enough
+#: to amortise the round trip, small enough that one reply stays a few hundred kilobytes.
+SUBMIT_BATCH = 1000
+
+#: Characters of a job's description (``add(1, 2)``, as RQ's tools show it) kept: arguments can be large.
+DESCRIPTION_MAX = 200
+
+#: Characters of output kept per attempt: the end of what a task printed, where the error usually is.
+OUTPUT_LIMIT = 64 * 1024
+
+#: Most jobs a workflow step waits for directly. RQ checks every dependency of a step each time one
+#: of them finishes, so a callback after N members costs O(N²); past this many, the step waits for
+#: join jobs that wait for the members, in a tree, which costs O(N * JOIN_FAN_IN).
+JOIN_FAN_IN = 32
+
+#: Seconds a workflow's stream of failure notices is kept: longer than anyone waits on a workflow.
+WORKFLOW_NOTICE_TTL = 7 * 86400
+
+#: Times a worker retries queueing dependents that RQ skipped because another worker changed the
+#: ready registry at the same moment (backing off 1, 2, 4 ... ms), before leaving them to maintenance.
+READY_ATTEMPTS = 5
+
 #: Level of the worker logs. RQ's line for each job taken and each job done is at DEBUG.
 WORKER_LOG_LEVEL = "INFO"
+
+#: Seconds between two heartbeats of a busy worker (RQ sends several per job): often enough that
+#: its worker key never expires while it works, rarely enough to cost nothing per job.
+WORKER_HEARTBEAT_INTERVAL = 1.0
+
+#: Seconds between a worker pool supervisor's rounds: dead workers, overrun deadlines, terminate
+#: requests. A job lost with its worker is settled within about this long.
+SUPERVISE_INTERVAL = 0.2
+
+#: Seconds between the embedded server's guardian's checks for labs still holding a lease.
+GUARDIAN_CHECK_INTERVAL = 0.25
 
 #: Seconds to wait for local workers to register themselves in Redis.
 WORKER_START_TIMEOUT = 30.0
@@ -65,6 +124,20 @@ EVENTS_MAXLEN = 500_000
 
 #: Events the monitor's plots show: the most recent, about a third as many attempts.
 MONITOR_PLOT_EVENTS = 3000
+
+#: Seconds between the monitor's refreshes of its counters and tables, and of its plots (which
+#: cost more to draw).
+MONITOR_INTERVAL = 0.5
+MONITOR_PLOT_INTERVAL = 5.0
+
+#: Attempts the monitor lists under "Recent attempts".
+MONITOR_RECENT = 30
+
+#: Seconds between the live result badges' reads of their results' states.
+RESULT_BADGE_INTERVAL = 0.5
+
+#: Events ``history()`` reads per round trip.
+HISTORY_READ_CHUNK = 10_000
 
 #: Run times kept per task for the monitor's percentiles.
 RUNTIMES_KEPT = 1000

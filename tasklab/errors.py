@@ -38,6 +38,10 @@ class RedisUnreachable(TaskLabError, ConnectionError):
     """Raised when the Redis server at a URL does not answer."""
 
 
+class AuthenticationFailed(TaskLabError, ConnectionError):
+    """Raised when a Redis server refuses the credentials the URL gives (or asks for some it gives none of)."""
+
+
 class WorkerError(TaskLabError):
     """Raised when local worker processes cannot be started or managed."""
 
@@ -52,6 +56,10 @@ class NotRegistered(TaskLabError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class ArgumentsError(TaskLabError, TypeError):
+    """Raised at submit when the arguments do not fit the task's parameters; nothing is submitted."""
 
 
 class SerializationError(TaskLabError, TypeError):

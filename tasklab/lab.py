@@ -196,7 +196,7 @@ class Lab:
 
         return stats(self.history(since=since, until=until, name=name, namespace=namespace))
 
-    def monitor(self, *, display: bool = True, interval: float = 0.5, plots: bool = True) -> Any:
+    def monitor(self, *, display: bool = True, interval: float = defaults.MONITOR_INTERVAL, plots: bool = True) -> Any:
         """The live monitor widget: shown and updating (``display=False``: built, not shown or started)."""
         # ipywidgets and IPython's display load with the first monitor, not with tasklab: scripts
         # and workers never need them.

@@ -120,6 +120,8 @@ def test_task_options_are_checked_when_set(lab):
 
     with pytest.raises(tasklab.ConfigurationError, match="a rate such as"):
         Limited.delay()
+    with pytest.raises(tasklab.ConfigurationError, match="lets no task start"):
+        tasklab.task(rate_limit="0/s")(lambda: None)
     with pytest.raises(tasklab.ConfigurationError, match="cannot be set per call"):
         shipped_tasks.add.apply_async((1, 2), bind=True)
     with pytest.raises(tasklab.ConfigurationError, match="countdown or eta"):

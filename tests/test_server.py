@@ -175,6 +175,33 @@ def test_unreachable_redis_fails_fast_naming_the_url(url):
     assert url.replace("s3cret", "***") in message
 
 
+@pytest.fixture
+def password_redis(tmp_path):
+    """A redis-server of this test's own, on a unix socket, that wants the password "right"."""
+    socket_path = tmp_path / "auth.sock"
+    proc = subprocess.Popen(
+        [find_redis_server(), "--port", "0", "--unixsocket", str(socket_path), "--requirepass", "right",
+         "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(socket_path.exists, 10, "the password-protected server's socket")
+        yield socket_path
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("credentials", ["", ":wrong@", "someone:wrong@"])
+def test_refused_credentials_are_not_reported_as_unreachable(password_redis, credentials):
+    url = f"unix://{credentials}{password_redis}"
+    with pytest.raises(tasklab.AuthenticationFailed, match="refused the credentials") as info:
+        tasklab.connect(url)
+    assert "wrong" not in str(info.value) and "password" in str(info.value)
+    with tasklab.connect(f"unix://:right@{password_redis}") as lab:
+        assert lab.connection.ping()
+
+
 def test_not_a_redis_url():
     with pytest.raises(tasklab.ConfigurationError, match="not a Redis URL"):
         tasklab.connect("http://localhost:6379")

@@ -13,6 +13,7 @@ from typing import Any
 from rq.job import Job
 from rq.rate_limit import RateLimit
 
+from .. import defaults
 from ..code.serialization import describe_unpicklable
 from ..code.shipping import ship
 from ..core import options as opts
@@ -27,9 +28,6 @@ from .result import AsyncResult, ResultSet
 
 #: The function every tasklab job calls; it finds the task from the job's meta.
 EXECUTE = "tasklab.engine.execution.execute_task"
-#: Jobs written per pipeline round trip.
-BATCH = 1000
-_DESCRIPTION_MAX = 200
 _SUBMIT_KEYS = {"countdown", "eta", "queue", "task_id"}
 _PARENT_VALUE = object()  # stands for a parent's result when checking a step's arguments
 
@@ -38,7 +36,7 @@ def describe(name: str, args: tuple, kwargs: dict) -> str:
     """``name(arg, key=value)`` for RQ's job description, shortened."""
     parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
     text = f"{name}({', '.join(parts)})"
-    return text if len(text) <= _DESCRIPTION_MAX else text[: _DESCRIPTION_MAX - 4] + "...)"
+    return text if len(text) <= defaults.DESCRIPTION_MAX else text[: defaults.DESCRIPTION_MAX - 4] + "...)"
 
 
 def _due(countdown: float | None, eta: Any) -> datetime | None:
@@ -167,9 +165,11 @@ def enqueue(prepared: Prepared) -> None:
         for job, start in zip(jobs, starts, strict=True):
             _enqueue(queue, job, start, None)
         return
-    for first in range(0, len(jobs), BATCH):
+    for first in range(0, len(jobs), defaults.SUBMIT_BATCH):
         with queue.connection.pipeline() as pipe:
-            for job, start in zip(jobs[first : first + BATCH], starts[first : first + BATCH], strict=True):
+            for job, start in zip(
+                jobs[first : first + defaults.SUBMIT_BATCH], starts[first : first + defaults.SUBMIT_BATCH], strict=True
+            ):
                 _enqueue(queue, job, start, pipe)
             transaction.execute(queue.connection, pipe)  # as pipe.execute(), with less Python
 

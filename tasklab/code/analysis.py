@@ -29,12 +29,6 @@ class CellAnalysis:
     defined: set[str] = field(default_factory=set)  # every name bound at top level
     undefined: dict[str, list[str]] = field(default_factory=dict)  # name -> where it is read
 
-    def definition(self, name: str) -> ast.stmt | None:
-        for node in self.tree.body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name == name:
-                return node
-        return None
-
 
 def _walk_tables(table: symtable.SymbolTable, owner: str) -> list[tuple[symtable.SymbolTable, str]]:
     found = []

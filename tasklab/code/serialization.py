@@ -16,6 +16,7 @@ from typing import Any
 
 import cloudpickle
 
+from ..errors import SerializationError
 from . import cells
 
 
@@ -43,7 +44,10 @@ class _Pickler(cloudpickle.Pickler):
 def _reduce_task(task: Any) -> Any:
     """A task travels as "the task ``attr`` of cell ``version``", resolved on the other side."""
     if task._tl_version is None or task._tl_attr is None:
-        raise TypeError(f"{task!r} is not registered, so it cannot be sent to a worker.")
+        raise SerializationError(
+            f"{task!r} is not registered, so it cannot be sent to a worker; define it in a %%task cell or with "
+            "@tasklab.task."
+        )
     return load_task, (task._tl_version, task._tl_attr)
 
 

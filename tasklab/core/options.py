@@ -10,44 +10,38 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .. import defaults
 from ..errors import ConfigurationError
 
-#: Every task option with its default. ``None`` means unset: no limit, no name, inherit.
-DEFAULTS: dict[str, Any] = {
-    "name": None,
-    "queue": "default",
-    "base": None,
-    "bind": False,
-    "ignore_result": False,
-    # Celery keeps results for a day (result_expires); RQ for 500 s. Notebook users come back
-    # to a result after lunch, so we follow Celery.
-    "result_ttl": 86400,
-    "max_retries": 3,
-    # Celery's delay before a retry when there is no backoff and no countdown: three minutes.
-    "default_retry_delay": 180,
-    "autoretry_for": (),
-    "retry_backoff": False,
-    "retry_backoff_max": 600,
-    "retry_jitter": True,
-    "time_limit": None,
-    "soft_time_limit": None,
-    "rate_limit": None,
-    "concurrency_limit": None,
-    "acks_late": False,
-}
+#: Every task option with its default (see :data:`tasklab.defaults.TASK_OPTIONS`).
+DEFAULTS: dict[str, Any] = defaults.TASK_OPTIONS
 
 #: ``max_retries`` value meaning "retry forever": Celery spells it ``max_retries=None``, which tasklab
 #: accepts where it is written explicitly (decorator argument, class attribute), since elsewhere
 #: ``None`` means "inherit".
 FOREVER = -1
 
-#: Options accepted by name but not implemented yet; setting one is refused, never ignored.
-NOT_YET_SUPPORTED: dict[str, str] = {}
-
 #: Options that a single call may override (``apply_async(**options)``).
 CALL_OPTIONS = frozenset({"queue", "result_ttl", "ignore_result", "time_limit", "soft_time_limit"})
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def rate_interval(rate: str) -> float:
+    """Seconds between starts for a rate such as ``"10/m"`` (``"5"`` means per second).
+
+    Raises :class:`ConfigurationError` for anything else, and for a rate of zero.
+    """
+    match = _RATE.match(rate) if isinstance(rate, str) else None
+    if match is None:
+        raise ConfigurationError(f"rate_limit={rate!r} is invalid: expected a rate such as '10/m', '2/s' or '100/h'.")
+    count = float(match.group(1))
+    if count <= 0:
+        raise ConfigurationError(
+            f"rate_limit={rate!r} lets no task start; give a positive rate such as '1/h', or no rate_limit."
+        )
+    return _RATE_UNITS[match.group(2) or "s"] / count
 
 
 def _check_type(name: str, value: Any) -> Any:
@@ -75,8 +69,8 @@ def _check_type(name: str, value: Any) -> Any:
         if not all(isinstance(t, type) and issubclass(t, BaseException) for t in items):
             raise fail("an exception class or a tuple of them")
         value = tuple(items)
-    elif name == "rate_limit" and (not isinstance(value, str) or not _RATE.match(value)):
-        raise fail("a rate such as '10/m', '2/s' or '100/h'")
+    elif name == "rate_limit":
+        rate_interval(value)
     return value
 
 
@@ -92,11 +86,6 @@ def validate(options: Mapping[str, Any], *, where: str = "task") -> dict[str, An
             if name == "max_retries":
                 checked[name] = FOREVER
             continue
-        if name in NOT_YET_SUPPORTED and value != DEFAULTS[name]:
-            raise ConfigurationError(
-                f"Task option {name!r} is not yet supported (it comes with {NOT_YET_SUPPORTED[name]}); "
-                "remove it for now."
-            )
         checked[name] = _check_type(name, value)
     return checked
 

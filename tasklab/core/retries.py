@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MaxRetriesExceededError, Retry
+from ..errors import ConfigurationError, MaxRetriesExceededError, Retry
 from . import options as opts
 
 
@@ -77,7 +77,9 @@ def retry_schedule(task_or_options: Any, seed: int | None = 0) -> list[float]:
         )  # fmt: skip
     limit = opts.resolve("max_retries", options)
     if limit == opts.FOREVER:
-        raise ValueError("max_retries is None (retry forever); there is no finite schedule to show.")
+        raise ConfigurationError(
+            "max_retries is None (retry forever), so there is no finite schedule to show; give max_retries a number."
+        )
     rng = random.Random(seed)
     reason = Retry(exc=RuntimeError("preview"))
     return [decide(options, reason, n, rng).delay for n in range(limit)]

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..errors import ConfigurationError, NotRegistered, Retry
+from ..errors import ArgumentsError, ConfigurationError, NotRegistered, Retry
 from . import options as opts
 from .app import App, default_app
 from .request import Request, current_request
@@ -104,7 +104,8 @@ class Task:
         ``MaxRetriesExceededError`` without one), as in Celery.
         """
         if self.request.called_directly:
-            raise exc if exc is not None else RuntimeError(f"{self.name}.retry() called outside a worker")
+            # As Celery: called directly, the cause is raised, or Retry itself.
+            raise exc if exc is not None else Retry(f"{self.name}.retry() was called outside a worker.")
         raise Retry(exc=exc, when=countdown, max_retries=max_retries)
 
     # -- identity --
@@ -218,7 +219,7 @@ class Task:
         try:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"{self.name}{sig}: {exc}") from None
+            raise ArgumentsError(f"{self.name}{sig}: {exc}") from None
 
 
 def get_task_logger(name: str) -> logging.Logger:

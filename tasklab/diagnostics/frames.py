@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import redis
 
+from .. import defaults
 from ..engine import events
 
 COLUMNS = [
@@ -27,7 +28,6 @@ _STATE = {
     events.REVOKED: "REVOKED",
     events.LOST: "LOST",
 }
-_CHUNK = 10_000
 
 
 def _stream_bound(when: Any, default: str) -> str:
@@ -47,9 +47,9 @@ def read_events(connection: redis.Redis, since: Any = None, until: Any = None) -
     start, end = _stream_bound(since, "-"), _stream_bound(until, "+")
     found: list[dict[str, str]] = []
     while True:
-        chunk = connection.xrange(events.STREAM, start, end, count=_CHUNK)
+        chunk = connection.xrange(events.STREAM, start, end, count=defaults.HISTORY_READ_CHUNK)
         found.extend(events.decode(entry_id, fields) for entry_id, fields in chunk)
-        if len(chunk) < _CHUNK:
+        if len(chunk) < defaults.HISTORY_READ_CHUNK:
             return found
         start = "(" + chunk[-1][0].decode()
 

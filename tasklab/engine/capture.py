@@ -7,8 +7,8 @@ import sys
 import threading
 from typing import Any, TextIO
 
-#: Characters kept per attempt: the end of the output, where the error usually is.
-LIMIT = 64 * 1024
+from .. import defaults
+
 TASK_LOGGER = "tasklab.task"
 
 
@@ -44,9 +44,9 @@ class _Handler(logging.Handler):
 
 
 class OutputCapture:
-    """Within ``with``, stdout, stderr and ``tasklab.task.*`` loggers are kept (last :data:`LIMIT`)."""
+    """Within ``with``, stdout, stderr and ``tasklab.task.*`` loggers are kept: the last ``limit`` characters."""
 
-    def __init__(self, limit: int = LIMIT):
+    def __init__(self, limit: int = defaults.OUTPUT_LIMIT):
         self.limit = limit
         self._parts: list[str] = []
         self._size = 0

@@ -19,9 +19,9 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
+from .. import defaults
 from ..code.serialization import Serializer
-
-_READY_ATTEMPTS = 5
+from ..errors import ConfigurationError
 
 
 class PreciseScheduledJobRegistry(ScheduledJobRegistry):
@@ -62,7 +62,7 @@ class TaskQueue(Queue):
         the skipped ones are tried again here, briefly, until none is left ready.
         """
         pending = job_ids_by_queue_name
-        for attempt in range(_READY_ATTEMPTS):
+        for attempt in range(defaults.READY_ATTEMPTS):
             super().enqueue_ready_jobs_by_queue(pending)
             pending = self._still_ready(pending)
             if not pending:
@@ -88,7 +88,7 @@ class TaskQueue(Queue):
     def schedule_job(self, job: Job, datetime: datetime, pipeline: Pipeline | None = None, unique: bool = False) -> Job:
         """Put ``job`` in the scheduled registry, due at ``datetime`` to the sub-second."""
         if unique:
-            raise ValueError("tasklab schedules jobs by id; unique=True is not supported here")
+            raise ConfigurationError("tasklab schedules jobs by id; unique=True is not supported here.")
         pipe = pipeline if pipeline is not None else self.connection.pipeline()
         pipe.sadd(self.redis_queues_keys, self.key)
         self._persist_job(job, pipe, status=JobStatus.SCHEDULED)

@@ -8,13 +8,11 @@ scheduled for it and shows the state RATE_LIMITED until then.
 
 from __future__ import annotations
 
-import re
 import time
 
 import redis
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
+from ..core.options import rate_interval
 
 # KEYS[1]: the task's next free slot (a float timestamp). ARGV: now, interval, count.
 # Returns the start time of each of `count` jobs, as strings.
@@ -33,17 +31,6 @@ return slots
 """
 
 
-def interval_of(rate: str) -> float:
-    """Seconds between starts for a rate such as ``"10/m"`` (``"5"`` means per second)."""
-    match = _RATE.match(rate)
-    if match is None:
-        raise ValueError(f"not a rate: {rate!r}")
-    count, unit = float(match.group(1)), match.group(2) or "s"
-    if count <= 0:
-        raise ValueError(f"a rate must be positive: {rate!r}")
-    return _UNITS[unit] / count
-
-
 def key_for(namespace: str, task_name: str) -> str:
     return f"tasklab:rate:{namespace}:{task_name}"
 
@@ -51,5 +38,5 @@ def key_for(namespace: str, task_name: str) -> str:
 def take_slots(connection: redis.Redis, key: str, rate: str, count: int) -> list[float]:
     """Reserve start times for ``count`` jobs under ``rate``; the first may be now."""
     now = time.time()
-    slots = connection.eval(_TAKE_SLOTS, 1, key, repr(now), repr(interval_of(rate)), count)
+    slots = connection.eval(_TAKE_SLOTS, 1, key, repr(now), repr(rate_interval(rate)), count)
     return [float(s) for s in slots]

@@ -164,7 +164,7 @@ class Worker(SimpleWorker):
 
     scheduler_interval: float = defaults.SCHEDULER_INTERVAL
     #: Seconds between two worker heartbeats while jobs keep the worker busy.
-    heartbeat_interval: float = 1.0
+    heartbeat_interval: float = defaults.WORKER_HEARTBEAT_INTERVAL
     #: RQ logs how long each result is kept, after every job; the job's options say it.
     log_result_lifespan = False
     _scheduler_thread: SchedulerThread | None = None

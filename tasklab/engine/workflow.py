@@ -19,6 +19,7 @@ from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 from rq.utils import as_text
 
+from .. import defaults
 from ..code.serialization import Serializer
 from . import events, keys
 
@@ -33,7 +34,6 @@ META_CAUSE = "tl_cause"
 FAILURE_CALLBACK = "tasklab.engine.workflow.on_step_failure"
 #: What a join job runs (a dotted path stored with the job).
 JOIN = "tasklab.engine.workflow.join"
-_NOTICE_TTL = 7 * 86400
 
 
 def failures_key(workflow_id: str) -> str:
@@ -56,7 +56,7 @@ def on_step_failure(job: Job, connection: redis.Redis, *exc_info: Any) -> None:
         if workflow:
             with connection.pipeline(transaction=False) as pipe:
                 pipe.xadd(failures_key(workflow), {"id": job.id}, maxlen=1000, approximate=True)
-                pipe.expire(failures_key(workflow), _NOTICE_TTL)
+                pipe.expire(failures_key(workflow), defaults.WORKFLOW_NOTICE_TTL)
                 pipe.execute()
     except Exception:
         log.exception("could not cancel the workflow steps after failed job %s", job.id)

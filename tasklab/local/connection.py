@@ -9,7 +9,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from .. import defaults
-from ..errors import ConfigurationError, RedisUnreachable
+from ..errors import AuthenticationFailed, ConfigurationError, RedisUnreachable
 
 _SCHEMES = ("redis", "rediss", "unix")
 
@@ -50,13 +50,17 @@ def connect(url: str, *, name: str | None = None) -> redis.Redis:
     client = make_client(url, name=name)
     try:
         client.ping()
+    except (redis.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError) as exc:
+        # Before ConnectionError: redis-py's AuthenticationError is one.
+        client.close()
+        raise AuthenticationFailed(
+            f"Redis at {redact(url)} refused the credentials ({exc}). Check the password (and user name) in the "
+            "URL: redis://:PASSWORD@host:port/db or redis://USER:PASSWORD@host:port/db."
+        ) from exc
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         client.close()
         raise RedisUnreachable(
             f"Cannot reach Redis at {redact(url)} ({exc}). Check that the server is running and the "
             "URL is right, or call tasklab.connect() with no URL to use the embedded server."
         ) from exc
-    except redis.AuthenticationError as exc:
-        client.close()
-        raise RedisUnreachable(f"Redis at {redact(url)} refused the credentials: {exc}.") from exc
     return client

@@ -33,9 +33,6 @@ from ..errors import TaskRevokedError, TimeLimitExceeded, WorkerError, WorkerLos
 
 log = logging.getLogger("tasklab.workers")
 
-#: Seconds between the supervisor's rounds: dead workers, overrun deadlines, terminate requests.
-#: A lost job is settled within about this long after its worker died.
-SUPERVISE_INTERVAL = 0.2
 
 WORKER_ENTRY = "import sys; from tasklab.local.worker_process import main; sys.exit(main(sys.argv[1:]))"
 
@@ -215,7 +212,7 @@ class WorkerPool:
             self._supervisor.start()
 
     def _supervise(self) -> None:
-        while not self._stop_supervisor.wait(SUPERVISE_INTERVAL):
+        while not self._stop_supervisor.wait(defaults.SUPERVISE_INTERVAL):
             with self._lock:
                 if self._closing:
                     return

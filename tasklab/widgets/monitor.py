@@ -4,8 +4,9 @@ It is built once and displayed once; a background thread then only sets trait va
 twice a second, and renders the plots to PNG bytes for ``Image`` widgets at a slower pace
 (drawing or displaying from a thread is not reliable in Jupyter). One refresh reads running
 totals kept in Redis (see :mod:`tasklab.events`), not the history, so it costs the same
-however many tasks ran before. ``Monitor(lab, display=False)`` builds it without showing it,
-for tests and scripts: :meth:`refresh` then updates it on the caller's thread.
+however many tasks ran before. ``lab.monitor(display=False)`` (or ``Monitor(lab)``) builds it
+without showing or starting it, for tests and scripts: :meth:`refresh` then updates it on the
+caller's thread.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ _BADGE = {
 _EVENT_STATE = {events.SUCCEEDED: "SUCCESS", events.FAILED: "FAILURE", events.RETRY: "RETRY",
                 events.REVOKED: "REVOKED", events.LOST: "LOST", events.STARTED: "STARTED",
                 events.SUBMITTED: "PENDING"}  # fmt: skip
-_RECENT = 30
 
 
 def badge(state: str) -> str:
@@ -56,7 +56,14 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 class Monitor:
     """A live view of one lab. ``tasklab.monitor()`` makes and shows one."""
 
-    def __init__(self, lab: Any, *, interval: float = 0.5, plot_interval: float = 5.0, plots: bool = True):
+    def __init__(
+        self,
+        lab: Any,
+        *,
+        interval: float = defaults.MONITOR_INTERVAL,
+        plot_interval: float = defaults.MONITOR_PLOT_INTERVAL,
+        plots: bool = True,
+    ):
         self.lab = lab
         self.interval = interval
         self.plot_interval = plot_interval
@@ -124,7 +131,7 @@ class Monitor:
         with connection.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.lrange(events.runtimes_key(ns, name), 0, -1)
-            pipe.xrevrange(events.STREAM, "+", "-", count=_RECENT * 4)
+            pipe.xrevrange(events.STREAM, "+", "-", count=defaults.MONITOR_RECENT * 4)
             queues = list(lab._queues.values()) or [lab.queue()]
             for queue in queues:
                 pipe.llen(queue.key)
@@ -165,7 +172,7 @@ class Monitor:
                 continue
             seen.add(event["id"])
             recent.append(event)
-            if len(recent) == _RECENT:
+            if len(recent) == defaults.MONITOR_RECENT:
                 break
         workers = []
         for rq_worker in RQWorker.all(connection=connection):

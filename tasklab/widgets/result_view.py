@@ -1,9 +1,10 @@
 """A live state badge for an ``AsyncResult`` shown as a cell's output.
 
 Every displayed result gets a small ``HTML`` widget. One watcher thread, shared by all of
-them, reads the statuses of the unfinished ones in one pipelined round trip about twice a
-second, updates the widgets whose state changed, and forgets the finished ones, so a page
-of results costs one read per tick and nothing once they are done.
+them, reads the state of each unfinished one every :data:`~tasklab.defaults.RESULT_BADGE_INTERVAL`
+seconds (a read of its job per result), updates the widgets whose state changed, and forgets
+the finished ones, so results cost nothing once they are done. It is registered for display by
+``%load_ext tasklab`` (see :mod:`tasklab.notebook.extension`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import ipywidgets as w
 
-_INTERVAL = 0.5
+from .. import defaults
+
 _lock = threading.Lock()
 _watched: weakref.WeakKeyDictionary[w.HTML, Any] = weakref.WeakKeyDictionary()
 _thread: threading.Thread | None = None
@@ -50,4 +52,4 @@ def _watch() -> None:
                     _watched.pop(view, None)
             if html is not None and html != view.value:
                 view.value = html
-        stop.wait(_INTERVAL)
+        stop.wait(defaults.RESULT_BADGE_INTERVAL)

@@ -1,7 +1,7 @@
 """Compiling a workflow into steps: one RQ job per signature, with ids fixed in advance.
 
 A step that follows others depends on them (RQ's ``depends_on``) and receives their results
-first; past :data:`JOIN_FAN_IN` parents, it waits for a tree of join jobs instead. The plan
+first; past :data:`~tasklab.defaults.defaults.JOIN_FAN_IN` parents, it waits for a tree of join jobs instead. The plan
 also answers what the waiting side asks: which steps a result waits for, how to name a step,
 and what ``get()`` raises when one fails.
 """
@@ -17,15 +17,11 @@ import redis
 from rq.job import Job, JobStatus
 from rq.utils import as_text
 
+from ... import defaults
 from ...core.signatures import Signature, chain, group
 from ...errors import CanvasError, ChordError, TaskError, TaskRevokedError, TimeoutError
 from ..result import AsyncResult
 from .results import GroupResult, WorkflowResult
-
-#: Most jobs a step waits for directly. RQ checks every dependency of a step each time one of them
-#: finishes, so a callback after N members costs O(N²); past this many, the step waits for join jobs
-#: that wait for the members, in a tree, which costs O(N * JOIN_FAN_IN).
-JOIN_FAN_IN = 32
 
 
 @dataclass
@@ -148,11 +144,11 @@ class Plan:
         """What a step after ``parents`` depends on in RQ: them, or a tree of join jobs over them."""
         if parents not in self._join_trees:
             level = list(parents)
-            while len(level) > JOIN_FAN_IN:
+            while len(level) > defaults.JOIN_FAN_IN:
                 above = []
-                for first in range(0, len(level), JOIN_FAN_IN):
+                for first in range(0, len(level), defaults.JOIN_FAN_IN):
                     join_id = new_id()
-                    self.joins[join_id] = (level[first : first + JOIN_FAN_IN], step_id)
+                    self.joins[join_id] = (level[first : first + defaults.JOIN_FAN_IN], step_id)
                     above.append(join_id)
                 level = above
             self._join_trees[parents] = tuple(level)

@@ -13,13 +13,14 @@ from typing import Any
 from rq.group import Group
 from rq.job import Job, JobStatus
 
+from ... import defaults
 from ...core import options as opts
 from ...core.app import App
 from ...core.signatures import signatures_of, with_args
 from ...engine import events, keys
 from ...engine.workflow import FAILURE_CALLBACK, JOIN, META_STEP, META_WHERE
 from ...errors import CanvasError, ConfigurationError, SerializationError
-from ..submit import BATCH, Prepared, enqueue, prepare
+from ..submit import Prepared, enqueue, prepare
 from .plan import Plan, Step, new_id
 
 _START_OPTIONS = ("countdown", "eta")
@@ -114,9 +115,9 @@ def _write(plan: Plan) -> None:
     writes = [(prepared[s.id].jobs[0], prepared[s.id].queue, s.sig.task, bool(s.depends_on)) for s in plan.steps]
     writes += [(job, queue, None, True) for job, queue in _join_jobs(plan, prepared)]
     connection = plan.connection
-    for first in range(0, len(writes), BATCH):
+    for first in range(0, len(writes), defaults.SUBMIT_BATCH):
         with connection.pipeline(transaction=False) as pipe:
-            for job, queue, task, deferred in writes[first : first + BATCH]:
+            for job, queue, task, deferred in writes[first : first + defaults.SUBMIT_BATCH]:
                 if not deferred:
                     job.set_status(JobStatus.CREATED, pipeline=pipe)
                     job.save(pipeline=pipe)
