@@ -11,7 +11,7 @@ import asyncio
 import html
 import warnings
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -121,8 +121,10 @@ class AsyncResult:
         job = self._job()
         if job is None or job.get_status(refresh=False) != JobStatus.SCHEDULED:
             return None
-        score = self.connection.zscore(f"rq:scheduled:{job.origin}", job.id)
-        return datetime.fromtimestamp(score, tz=timezone.utc) if score is not None else None
+        try:
+            return self.app.queue(job.origin).scheduled_job_registry.get_scheduled_time(job)
+        except NoSuchJobError:  # enqueued since
+            return None
 
     @property
     def date_done(self) -> datetime | None:

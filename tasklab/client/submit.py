@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from rq import Callback
 from rq.job import Job
 from rq.rate_limit import RateLimit
 
@@ -82,14 +83,15 @@ def prepare(
     meta: dict[str, Any] | None = None,
     depends_on: list[list[str]] | None = None,
     job_ids: list[str] | None = None,
+    on_failure: str | None = None,
 ) -> Prepared:
     """Build and check the jobs of ``calls``: options resolved, arguments bound and serialised.
 
     Writes nothing, so a bad call submits nothing. ``meta`` is added to every job's meta;
     ``depends_on[i]`` lists the job ids call ``i`` waits for (RQ dependencies); ``job_ids``
-    fixes the ids (a workflow knows them before it submits). When ``meta`` names parents
-    whose results a job receives (``keys.META_PARENTS``), the arguments are checked with that
-    value in front.
+    fixes the ids (a workflow knows them before it submits); ``on_failure`` is the dotted path
+    of RQ's failure callback of every job. When ``meta`` names parents whose results a job
+    receives (``keys.META_PARENTS``), the arguments are checked with that value in front.
     """
     given = {k: v for k, v in call_options.items() if v is not None}
     not_per_call = set(given) - _SUBMIT_KEYS - opts.CALL_OPTIONS
@@ -134,6 +136,7 @@ def prepare(
             EXECUTE, args=args, kwargs=kwargs, timeout=-1, result_ttl=result_ttl,
             description=describe(task.name, args, kwargs), job_id=job_ids[index] if job_ids else None,
             meta=dict(base_meta), rate_limit=limit, depends_on=depends_on[index] if depends_on else None,
+            on_failure=Callback(on_failure) if on_failure else None,
         )  # fmt: skip
         try:
             job.data  # noqa: B018 - serialise now, so that a bad call submits nothing

@@ -32,6 +32,7 @@ from ..errors import NotRegistered, SerializationError, SoftTimeLimitExceeded, T
 from . import events, keys
 from .capture import OutputCapture
 from .records import expire, record_exception
+from .rq_private import worker_key
 
 log = logging.getLogger("tasklab.runtime")
 
@@ -227,9 +228,9 @@ def time_limits(soft: float | None, hard: float | None, job: Job | None = None) 
             raise SoftTimeLimitExceeded(f"soft time limit ({soft:g} s) exceeded")
         raise TimeLimitExceeded(f"time limit ({hard:g} s) exceeded")
 
-    worker_key = f"rq:worker:{job.worker_name}" if job is not None and job.worker_name else None
-    if worker_key and hard is not None:
-        job.connection.hset(worker_key, keys.WORKER_DEADLINE, repr(time.time() + hard))  # type: ignore[union-attr]
+    worker = worker_key(job.worker_name) if job is not None and job.worker_name else None
+    if worker and hard is not None:
+        job.connection.hset(worker, keys.WORKER_DEADLINE, repr(time.time() + hard))  # type: ignore[union-attr]
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, soft if soft is not None else hard)
     try:
@@ -237,8 +238,8 @@ def time_limits(soft: float | None, hard: float | None, job: Job | None = None) 
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-        if worker_key and hard is not None:
-            job.connection.hdel(worker_key, keys.WORKER_DEADLINE)  # type: ignore[union-attr]
+        if worker and hard is not None:
+            job.connection.hdel(worker, keys.WORKER_DEADLINE)  # type: ignore[union-attr]
 
 
 def _check_serialisable(task: Task, retval: Any) -> None:

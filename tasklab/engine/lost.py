@@ -20,7 +20,7 @@ import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import now
-from rq.worker import Worker as RQWorker
+from rq.worker import SimpleWorker
 
 from ..code.serialization import Serializer
 from ..core import options as opts
@@ -28,6 +28,7 @@ from ..errors import TaskRevokedError
 from . import events, keys
 from .queue import TaskQueue
 from .records import record_exception
+from .rq_private import mark_stopped, worker_key
 from .workflow import cancel_downstream
 
 log = logging.getLogger("tasklab.lost")
@@ -35,8 +36,8 @@ log = logging.getLogger("tasklab.lost")
 
 def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseException) -> list[str]:
     """Fail or requeue every job the dead worker ``worker_name`` was running; return their ids."""
-    worker = RQWorker.find_by_key(
-        RQWorker.redis_worker_namespace_prefix + worker_name,
+    worker = SimpleWorker.find_by_key(  # a SimpleWorker's kill_horse() does nothing, whatever is called
+        worker_key(worker_name),
         connection=connection,
         queue_class=TaskQueue,
         serializer=Serializer,
@@ -57,7 +58,7 @@ def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseExcept
     return settled
 
 
-def _settle(worker: RQWorker, job: Job, queue: TaskQueue, execution: object, reason: BaseException) -> None:
+def _settle(worker: SimpleWorker, job: Job, queue: TaskQueue, execution: object, reason: BaseException) -> None:
     retries = int(job.meta.get(keys.META_RETRIES, 0))
     limit = job.meta.get(keys.META_ACKS_LATE)
     requeue = limit is not None and not isinstance(reason, TaskRevokedError) and (
@@ -82,7 +83,7 @@ def _settle(worker: RQWorker, job: Job, queue: TaskQueue, execution: object, rea
         job.retries_left = 0
         record_exception(job, reason)
         if isinstance(reason, TaskRevokedError):
-            worker._stopped_job_id = job.id  # RQ then marks the job STOPPED, not FAILED
+            mark_stopped(worker, job.id)  # RQ then marks the job STOPPED, not FAILED
         log.warning("job %s lost with worker %s: %s", job.id, worker.name, reason)
         exc_string = f"{type(reason).__module__}.{type(reason).__qualname__}: {reason}"
     worker.handle_job_failure(job, queue, exc_string=exc_string, execution=execution)  # type: ignore[arg-type]

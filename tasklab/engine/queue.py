@@ -91,7 +91,9 @@ class TaskQueue(Queue):
             raise ConfigurationError("tasklab schedules jobs by id; unique=True is not supported here.")
         pipe = pipeline if pipeline is not None else self.connection.pipeline()
         pipe.sadd(self.redis_queues_keys, self.key)
-        self._persist_job(job, pipe, status=JobStatus.SCHEDULED)
+        job.set_status(JobStatus.SCHEDULED, pipeline=pipe)  # what RQ's (private) _persist_job does
+        job.save(pipeline=pipe)
+        job.cleanup(ttl=job.ttl, pipeline=pipe)
         self.scheduled_job_registry.schedule(job, datetime, pipeline=pipe)
         if pipeline is None:
             pipe.execute()

@@ -14,16 +14,18 @@ import time
 from rq.scheduler import RQScheduler
 
 from .queue import PreciseScheduledJobRegistry
+from .rq_private import use_scheduled_registries
 
 log = logging.getLogger("tasklab.scheduler")
 
 
 class PreciseScheduler(RQScheduler):
     def prepare_registries(self, queue_names: list[str] | None = None) -> None:
-        self._scheduled_job_registries = [
+        registries = [
             PreciseScheduledJobRegistry(name, connection=self.connection, serializer=self.serializer)
-            for name in (queue_names or self._acquired_locks)
+            for name in (queue_names or self.acquired_locks)
         ]
+        use_scheduled_registries(self, registries)
 
 
 class SchedulerThread(threading.Thread):

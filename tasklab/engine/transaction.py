@@ -32,6 +32,8 @@ import redis
 from redis.client import Pipeline
 from redis.connection import AbstractConnection
 
+from .rq_private import is_watching, queued_commands, take_queued_commands
+
 #: ``HSET_IF_EXISTS key field value [field value ...]``: HSET if ``key`` exists; else 0.
 HSET_IF_EXISTS = "tasklab:hset-if-exists"
 _HSET_IF_EXISTS_LUA = """
@@ -119,7 +121,7 @@ def pack(*args: object) -> bytes:
 
 def commands_of(pipe: Pipeline) -> list[tuple]:
     """The commands queued on ``pipe``."""
-    return [command for command, _options in pipe.command_stack]
+    return queued_commands(pipe)
 
 
 def fits(commands: list[tuple], packed: bytes) -> bool:
@@ -129,11 +131,8 @@ def fits(commands: list[tuple], packed: bytes) -> bool:
 
 def execute_plainly(pipe: Pipeline, raise_on_error: bool = True) -> list:
     """``pipe.execute()``, with :data:`HSET_IF_EXISTS` made a call of a script of its own."""
-    commands = pipe.command_stack
-    if any(command[0] == HSET_IF_EXISTS for command, _options in commands):
-        queued = [(args, options) for args, options in commands]
-        pipe.command_stack = []
-        for args, options in queued:
+    if any(command[0] == HSET_IF_EXISTS for command in queued_commands(pipe)):
+        for args, options in take_queued_commands(pipe):
             if args[0] == HSET_IF_EXISTS:
                 pipe.eval(_HSET_IF_EXISTS_LUA, 1, *args[1:])
             else:
@@ -167,7 +166,7 @@ def execute(client: redis.Redis, pipe: Pipeline) -> list:
     their replies as Redis gave them (without redis-py's response callbacks). Raises the
     first error among them, as ``pipe.execute()`` does. A pipeline that WATCHes keys, or too
     large for a script call, is executed by redis-py (see the module's text)."""
-    if pipe.watching:
+    if is_watching(pipe):
         return execute_plainly(pipe)
     commands = commands_of(pipe)
     if not commands:

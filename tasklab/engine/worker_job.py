@@ -23,6 +23,7 @@ from rq.results import Result
 from rq.serializers import resolve_serializer
 from rq.utils import str_to_date, utcformat
 
+from .rq_private import return_value
 from .transaction import HSET_IF_EXISTS
 
 #: Job hash fields holding RQ timestamps (``utcformat``: ``2026-11-22T10:00:00.123456Z``).
@@ -106,7 +107,6 @@ class WorkerJob(Job):
         ``meta`` again, with the same values), and only if the job still exists: RQ's full
         write would bring back a job deleted while it ran; four fields would leave a hash
         that RQ cannot read."""
-        self._status = JobStatus.FINISHED
         changed: list[str] = ["status", JobStatus.FINISHED.value]
         for field in ("started_at", "ended_at", "last_heartbeat"):
             value = getattr(self, field)
@@ -117,7 +117,7 @@ class WorkerJob(Job):
             job_id=self.id,
             type=Result.Type.SUCCESSFUL,
             connection=self.connection,
-            return_value=self._result,
+            return_value=return_value(self),
             worker_name=worker_name,
             execution_id=execution_id,
             execution_started_at=execution_started_at,

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from rq.worker import Worker as RQWorker
+from rq.worker import SimpleWorker
 
 from .. import defaults
 from ..engine import keys
 from ..engine.lost import settle_jobs_of
+from ..engine.rq_private import executions_key, job_id_of_execution, worker_key
 from ..errors import TaskRevokedError, TimeLimitExceeded, WorkerError, WorkerLostError
 
 log = logging.getLogger("tasklab.workers")
@@ -170,7 +171,7 @@ class WorkerPool:
         while pending:
             with self.connection.pipeline(transaction=False) as pipe:
                 for w in pending:
-                    pipe.exists(RQWorker.redis_worker_namespace_prefix + w.name)
+                    pipe.exists(worker_key(w.name))
                 registered = pipe.execute()
             pending = [w for w, ok in zip(pending, registered, strict=True) if not ok]
             for w in pending:
@@ -235,7 +236,7 @@ class WorkerPool:
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.smembers(keys.TERMINATE_KEY)
             for w in workers:
-                pipe.hget(RQWorker.redis_worker_namespace_prefix + w.name, keys.WORKER_DEADLINE)
+                pipe.hget(worker_key(w.name), keys.WORKER_DEADLINE)
             terminate, *deadlines = pipe.execute()
         now = time.time()
         for w, deadline in zip(workers, deadlines, strict=True):
@@ -246,10 +247,10 @@ class WorkerPool:
         wanted = {job_id.decode() for job_id in terminate}
         with self.connection.pipeline(transaction=False) as pipe:
             for w in workers:
-                pipe.smembers(f"{RQWorker.redis_worker_namespace_prefix}{w.name}:executions")
+                pipe.smembers(executions_key(w.name))
             executions = pipe.execute()
         for w, members in zip(workers, executions, strict=True):
-            running = {member.decode().split(":", 1)[0] for member in members}
+            running = {job_id_of_execution(member) for member in members}
             for job_id in running & wanted:
                 self.connection.srem(keys.TERMINATE_KEY, job_id)
                 self._kill(w, TaskRevokedError(f"Task {job_id} was terminated on request."))
@@ -271,7 +272,7 @@ class WorkerPool:
         except Exception:
             log.exception("settling the jobs of dead worker %s failed", w.name)
         try:
-            rq_worker = RQWorker.find_by_key(RQWorker.redis_worker_namespace_prefix + w.name, self.connection)
+            rq_worker = SimpleWorker.find_by_key(worker_key(w.name), self.connection)
             if rq_worker is not None:
                 rq_worker.register_death()
         except Exception:

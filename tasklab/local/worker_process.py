@@ -76,10 +76,7 @@ class WorkerApp:
 def _die_with_parent(worker: Worker, parent: int) -> None:
     """Exit when ``parent`` goes away, whether it exited or was killed."""
 
-    def orphaned(*_: object) -> None:
-        if os.getppid() == parent:  # a SIGTERM from the parent itself: RQ's warm shutdown
-            worker.request_stop(signal.SIGTERM, None)
-            return
+    def die() -> None:
         log.warning("worker %s: parent %s is gone, exiting", worker.name, parent)
         with contextlib.suppress(Exception):  # settle the job it ran now, not when RQ's maintenance finds it
             reason = WorkerLostError(f"The process that started worker {worker.name} died while it ran the task.")
@@ -88,26 +85,24 @@ def _die_with_parent(worker: Worker, parent: int) -> None:
             worker.register_death()
         os._exit(1)
 
+    def orphaned() -> bool:
+        """Die if the parent is gone (its death sends SIGTERM too); a SIGTERM from the parent
+        itself is a stop request, left to RQ's warm shutdown."""
+        if os.getppid() != parent:
+            die()
+        return False
+
     def stop_before_work(*_: object) -> None:
         # A SIGTERM before work() installs RQ's handlers (the pool may stop a worker as soon as
-        # it has registered): stop cleanly, unregistered, before taking a job.
-        if os.getppid() != parent:
-            orphaned()
-        worker._stop_requested = True
+        # it has registered): stop cleanly before taking a job.
+        orphaned()
+        worker.stop_soon()
 
     signal.signal(signal.SIGTERM, stop_before_work)
     set_parent_death_signal(signal.SIGTERM)
-    if os.getppid() != parent:  # died before the signal was armed
-        orphaned()
-    watch_parent(parent, orphaned, defaults.PARENT_CHECK_INTERVAL)
-    # RQ installs its own SIGTERM handler in work(); wrap it so a death signal is told apart.
-    install_rq_handlers = worker._install_signal_handlers
-
-    def install_handlers() -> None:
-        install_rq_handlers()
-        signal.signal(signal.SIGTERM, orphaned)
-
-    worker._install_signal_handlers = install_handlers  # type: ignore[method-assign]
+    orphaned()  # died before the signal was armed
+    watch_parent(parent, die, defaults.PARENT_CHECK_INTERVAL)
+    worker.stop_signal_hook = orphaned  # RQ's own handler, from work() on, asks it first
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rq import Callback
 from rq.group import Group
 from rq.job import Job, JobStatus
 
@@ -80,15 +81,13 @@ def _prepare_step(plan: Plan, step: Step) -> Prepared:
             meta=meta,
             depends_on=[list(step.depends_on)] if step.depends_on else None,
             job_ids=[step.id],
+            on_failure=FAILURE_CALLBACK if step.children else None,
         )
     except (SerializationError, ConfigurationError) as exc:
         raise type(exc)(f"In {plan.describe(step.id)}: {exc}") from exc
     (job,) = prepared.jobs
-    if step.children:
-        if job.result_ttl == 0:
-            job.result_ttl = opts.DEFAULTS["result_ttl"]
-        # RQ's on_failure callback (Queue.create_job(on_failure=...)), set on a job already built.
-        job._failure_callback_name = FAILURE_CALLBACK
+    if step.children and job.result_ttl == 0:  # the steps after it read its result
+        job.result_ttl = opts.DEFAULTS["result_ttl"]
     job.group_id = step.group_id
     return prepared
 
@@ -101,8 +100,8 @@ def _join_jobs(plan: Plan, prepared: dict[str, Prepared]) -> list[tuple[Job, Any
                 META_WHERE: f"a join before {plan.by_id[step_id].where}"}  # fmt: skip
         job = queue.create_job(JOIN, job_id=join_id, depends_on=waits_for, meta=meta, timeout=-1,
                                result_ttl=opts.DEFAULTS["result_ttl"],
-                               description=f"join of {len(waits_for)} jobs of {plan.kind} {plan.id}")  # fmt: skip
-        job._failure_callback_name = FAILURE_CALLBACK
+                               description=f"join of {len(waits_for)} jobs of {plan.kind} {plan.id}",
+                               on_failure=Callback(FAILURE_CALLBACK))  # fmt: skip
         jobs.append((job, queue))
     return jobs
 

@@ -1,0 +1,132 @@
+"""RQ's SimpleWorker with less bookkeeping and tasklab's process life.
+
+* Worker heartbeats go at most once per :attr:`LeanWorker.heartbeat_interval`, and always in
+  time for the worker key to outlive the job; the worker state is written only when it changes;
+  a suspension check already answered by the last commit is not asked again.
+* RQ's scheduler runs on a thread of the worker, not in a forked process, so delayed and retried
+  jobs are enqueued and no process is left behind when the worker dies.
+* A stop request (SIGTERM, or :meth:`LeanWorker.stop_soon` before the loop has begun) lets the
+  running job finish and takes no next one; :attr:`LeanWorker.stop_signal_hook` sees the signal first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.client import Pipeline
+from rq.job import Job
+from rq.queue import Queue
+from rq.worker import SimpleWorker
+
+from .. import defaults
+from .rq_private import set_state_locally
+from .scheduler import SchedulerThread
+
+
+class LeanWorker(SimpleWorker):
+    """See the module's text. :class:`tasklab.engine.worker.Worker` adds the per-job fast path."""
+
+    scheduler_interval: float = defaults.SCHEDULER_INTERVAL
+    #: Seconds between two worker heartbeats while jobs keep the worker busy.
+    heartbeat_interval: float = defaults.WORKER_HEARTBEAT_INTERVAL
+    _scheduler_thread: SchedulerThread | None = None
+    #: Called on SIGTERM or SIGINT before RQ's warm shutdown; returning True means the signal
+    #: was handled (the worker process tells its parent's death from a stop request with it).
+    stop_signal_hook: Callable[[], bool] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._heartbeat_sent_at = -math.inf  # time.monotonic() of the last heartbeat sent
+        self._heartbeat_expires_at = -math.inf  # when the worker key expires, by that clock
+        self._stored_state: str | None = None  # the state last written to Redis
+        self._not_suspended = False  # the last commit found no suspension; skip one check
+        self._stopping = False  # asked to stop: take no next job
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's heartbeat, skipped when one was sent less than :attr:`heartbeat_interval` ago
+        and the worker key it kept alive does not expire sooner than this one asks.
+
+        The key is kept for at least RQ's idle TTL (``worker_ttl + 60``), and for longer when
+        a job's timeout asks for it (RQ shortens it to the job's TTL while a short job runs).
+        Without ``pipeline``, its three commands go in one round trip instead of three.
+        """
+        timeout = max(timeout or 0, self.worker_ttl + 60)
+        clock = time.monotonic()
+        if (
+            clock - self._heartbeat_sent_at < self.heartbeat_interval
+            and self._heartbeat_expires_at >= clock + timeout - self.heartbeat_interval
+        ):
+            return
+        if pipeline is None:
+            with self.connection.pipeline(transaction=False) as pipe:
+                super().heartbeat(timeout, pipe)
+                pipe.execute()
+        else:
+            super().heartbeat(timeout, pipeline)
+        self._heartbeat_sent_at = clock
+        self._heartbeat_expires_at = clock + timeout
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        set_state_locally(self, state)
+        if state != self._stored_state:
+            super().set_state(state, pipeline)
+            self._stored_state = state
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        self._stored_state = None  # a new worker hash, without a state
+
+    def check_for_suspension(self, burst: bool) -> None:
+        if self._not_suspended:  # read by the commit of the job that just ended
+            self._not_suspended = False
+            return
+        super().check_for_suspension(burst)
+
+    # -- process life --
+
+    def work(self, burst: bool = False, with_scheduler: bool = False, **options: Any) -> bool:
+        """RQ's work loop. With ``with_scheduler`` (and not ``burst``, where RQ enqueues the due
+        jobs once), RQ's scheduler runs on a thread of this process rather than a forked one."""
+        if with_scheduler and not burst:
+            self._scheduler_thread = SchedulerThread(
+                self.queues, self.connection, self.serializer, self.scheduler_interval
+            )
+            self._scheduler_thread.start()
+        return super().work(burst=burst, with_scheduler=with_scheduler and burst, **options)
+
+    def stop_soon(self) -> None:
+        """Take no more jobs: the loop ends at its next dequeue (also before work() has begun)."""
+        self._stopping = True
+
+    def handle_warm_shutdown_request(self) -> None:
+        self._stopping = True  # the commit of the running job takes no next one
+        super().handle_warm_shutdown_request()
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """RQ's warm shutdown on SIGTERM or SIGINT, unless :attr:`stop_signal_hook` handles the signal."""
+        if self.stop_signal_hook is not None and self.stop_signal_hook():
+            return
+        super().request_stop(signum, frame)
+
+    def unsubscribe(self) -> None:
+        # RQ joins its pubsub thread for up to a second; the process is about to exit anyway.
+        # The (daemon) thread closes its connection when it stops: closing it under the thread
+        # here made it log a traceback at every exit.
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+
+    def teardown(self) -> None:
+        if self._scheduler_thread is not None:
+            self._scheduler_thread.stop()
+        super().teardown()
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """RQ's dequeue; ``None`` (the loop ends) once asked to stop."""
+        if self._stopping:
+            return None
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)

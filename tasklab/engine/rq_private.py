@@ -1,0 +1,130 @@
+"""The one room where tasklab touches RQ's (and redis-py's) internals.
+
+RQ's private names and the layout of its keys are a contract RQ never promised. Every use
+tasklab makes of them is here, each with the reason it has no public road; the rest of
+tasklab uses RQ's public API (``Queue.create_job(on_failure=...)``,
+``ScheduledJobRegistry.get_scheduled_time``, the key properties of queues, registries and
+workers). They were checked against the RQ versions in :data:`CHECKED`; importing this module
+with another RQ raises :class:`~tasklab.errors.ConfigurationError` (see :func:`check_rq_version`),
+and ``tests/test_rq_private.py`` pins the range.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import rq
+from redis.client import Pipeline
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
+from rq.job import Job
+from rq.scheduler import RQScheduler
+from rq.utils import parse_composite_key
+from rq.worker import BaseWorker
+
+from ..errors import ConfigurationError
+
+#: RQ releases whose internals this module was read against.
+CHECKED = ("3.0.0",)
+#: The (major, minor) releases of RQ tasklab runs on: those of :data:`CHECKED`.
+SUPPORTED = frozenset({(3, 0)})
+
+
+def check_rq_version(version: str = rq.VERSION) -> None:
+    """Raise :class:`ConfigurationError` unless ``version`` is a release of :data:`SUPPORTED`."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or (int(match.group(1)), int(match.group(2))) not in SUPPORTED:
+        wanted = " or ".join(f"{major}.{minor}.x" for major, minor in sorted(SUPPORTED))
+        raise ConfigurationError(
+            f"tasklab runs on RQ {wanted}, whose internals it was checked against, but RQ {version} is installed. "
+            f"Install a supported release: pip install 'rq>=3.0,<3.1'."
+        )
+
+
+check_rq_version()
+
+
+# -- workers ------------------------------------------------------------------------------
+
+
+def set_state_locally(worker: BaseWorker, state: str) -> None:
+    """Record ``state`` in the worker object only. RQ's ``set_state`` always writes the worker
+    hash; tasklab writes it only when it changed, or inside a transaction of its own."""
+    worker._state = state
+
+
+def ordered_queues(worker: BaseWorker) -> list[Any]:
+    """The worker's queues in the order its dequeue strategy takes them; RQ keeps no public view."""
+    return list(worker._ordered_queues)
+
+
+def mark_stopped(worker: BaseWorker, job_id: str) -> None:
+    """Make RQ's ``handle_job_failure`` record ``job_id`` STOPPED (revoked), not FAILED. The public
+    ``request_stop_execution`` also kills the worker's work horse, which a supervisor settling a
+    dead worker's job must not do."""
+    worker._stopped_job_id = job_id
+
+
+def state_write(pipe: Pipeline, worker: BaseWorker, state: str) -> None:
+    """Queue on ``pipe`` what RQ's ``set_state`` writes (the worker hash's ``state`` field), so
+    that it rides in a transaction of tasklab's own."""
+    pipe.hset(worker.key, "state", state)
+
+
+def executions_key(worker_name: str) -> str:
+    """The set of the running executions of ``worker_name`` (RQ's key, built by RQ's template)."""
+    return WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name)
+
+
+def job_id_of_execution(member: bytes | str) -> str:
+    """The job id of a member of an executions set (``<job id>:<execution id>``)."""
+    return parse_composite_key(member.decode() if isinstance(member, bytes) else member)[0]
+
+
+def worker_key(worker_name: str) -> str:
+    """The hash of the worker called ``worker_name``: RQ 3 has no ``key_for`` for workers."""
+    return BaseWorker.redis_worker_namespace_prefix + worker_name
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+
+def handle_success(job: Job, result_ttl: int, pipeline: Pipeline, **execution: Any) -> None:
+    """RQ's own writes for a job that succeeded (status, result, finished registry), on ``pipeline``.
+    Public RQ does them only inside its worker's own transaction, which tasklab's replaces."""
+    job._handle_success(result_ttl, pipeline=pipeline, **execution)
+
+
+def return_value(job: Job) -> Any:
+    """The value a job's function returned, before it is written: RQ keeps it only in memory."""
+    return job._result
+
+
+# -- the scheduler ------------------------------------------------------------------------
+
+
+def use_scheduled_registries(scheduler: RQScheduler, registries: list[Any]) -> None:
+    """Make ``scheduler`` enqueue from ``registries`` (tasklab's float-scored ones): RQ's
+    ``prepare_registries`` builds its own class with no hook for another."""
+    scheduler._scheduled_job_registries = registries
+
+
+# -- redis-py pipelines -------------------------------------------------------------------
+
+
+def queued_commands(pipe: Pipeline) -> list[tuple]:
+    """The commands queued on a redis-py pipeline, as tuples of arguments. redis-py keeps them
+    in ``command_stack`` and offers no public view; tasklab sends them as one script call."""
+    return [command for command, _options in pipe.command_stack]
+
+
+def take_queued_commands(pipe: Pipeline) -> list[tuple[tuple, dict]]:
+    """Remove and return the commands (with their options) queued on ``pipe``, keeping it usable:
+    ``reset()`` would also unwatch and give its connection back."""
+    queued, pipe.command_stack = list(pipe.command_stack), []
+    return queued
+
+
+def is_watching(pipe: Pipeline) -> bool:
+    """Whether ``pipe`` WATCHes keys (then only redis-py's MULTI/EXEC on its connection honours them)."""
+    return bool(pipe.watching)
