@@ -5,6 +5,8 @@ Messages name the thing, say what is wrong, and say what to do about it.
 
 from __future__ import annotations
 
+import builtins
+
 
 class TaskLabError(Exception):
     """Root of every error raised by tasklab."""
@@ -87,7 +89,7 @@ class ChordError(TaskLabError):
     """Raised by a workflow's ``get()`` when a group member failed, so the step collecting its results never ran."""
 
 
-class TimeoutError(TaskLabError, TimeoutError):
+class TimeoutError(TaskLabError, builtins.TimeoutError):
     """Raised by ``result.get(timeout=...)`` when the result is not ready in time."""
 
 

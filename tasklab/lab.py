@@ -90,7 +90,7 @@ class Lab:
             install_loader(self.registry, self)
         # A weak reference, so that a lab nobody holds can still be collected.
         ref = weakref.ref(self)
-        atexit.register(lambda: (lab := ref()) is not None and lab.shutdown())
+        atexit.register(_shutdown_if_alive, ref)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._pool or ())} workers"
@@ -242,6 +242,12 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _shutdown_if_alive(ref: weakref.ref[Lab]) -> None:
+    lab = ref()
+    if lab is not None:
+        lab.shutdown()
 
 
 _current: Lab | None = None

@@ -250,11 +250,7 @@ class AsyncResult:
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.RATE_LIMITED):
             job.cancel()
             with self.connection.pipeline(transaction=False) as pipe:
-                events.emit(
-                    pipe, events.REVOKED, job.id, job.meta.get(keys.META_TASK, job.func_name),
-                    job.meta.get(keys.META_NAMESPACE, "default"), n=job.meta.get(keys.META_RETRIES, 0),
-                    wf=job.meta.get(keys.META_WORKFLOW),
-                )  # fmt: skip
+                events.emit_for(pipe, events.REVOKED, job, n=job.meta.get(keys.META_RETRIES, 0))
                 pipe.execute()
             return
         if status == JobStatus.STARTED and terminate:

@@ -134,8 +134,9 @@ def prepare(
         task.signature_check((_PARENT_VALUE,) * receives + tuple(args), kwargs)
         job = queue.create_job(
             EXECUTE, args=args, kwargs=kwargs, timeout=-1, result_ttl=result_ttl,
-            description=describe(task.name, args, kwargs), job_id=job_ids[index] if job_ids else None,
-            meta=dict(base_meta), rate_limit=limit, depends_on=depends_on[index] if depends_on else None,
+            description=describe(task.name or "", args, kwargs), job_id=job_ids[index] if job_ids else None,
+            meta=dict(base_meta), rate_limit=limit,
+            depends_on=list[Any](depends_on[index]) if depends_on else None,
             on_failure=Callback(on_failure) if on_failure else None,
         )  # fmt: skip
         try:
@@ -152,7 +153,7 @@ def prepare(
     rate = opts.resolve("rate_limit", task_options, lab_options)
     starts = [due] * len(jobs)
     if rate is not None:
-        starts = _rate_slots(queue, app.namespace, task.name, rate, len(jobs), due)
+        starts = _rate_slots(queue, app.namespace, task.name or "", rate, len(jobs), due)
         for job, start in zip(jobs, starts, strict=True):
             if start is not None and (due is None or start > due):
                 job.meta[keys.META_HELD] = "rate_limit"
@@ -178,11 +179,9 @@ def enqueue(prepared: Prepared) -> None:
 
 
 def _rate_slots(
-    queue: TaskQueue, namespace: str, name: str, rate: str | None, count: int, due: datetime | None
+    queue: TaskQueue, namespace: str, name: str, rate: str, count: int, due: datetime | None
 ) -> list[datetime | None]:
     """When each job may start: ``due`` (or now), pushed later by the task's rate limit."""
-    if rate is None:
-        return [due] * count
     slots = take_slots(queue.connection, ratelimit_key(namespace, name), rate, count)
     now = datetime.now(timezone.utc)
     starts = [datetime.fromtimestamp(slot, timezone.utc) for slot in slots]

@@ -80,7 +80,7 @@ def suggest_fix(name: str, value: Any, missing: bool) -> str:
             package, leaf = module.rsplit(".", 1)
             return f"add `from {package} import {leaf}` to the cell"
         return f"add `import {module} as {name}` to the cell"
-    module = getattr(value, "__module__", None)
-    if module and module not in ("__main__", "builtins") and getattr(value, "__qualname__", None) == name:
-        return f"add `from {module} import {name}` to the cell"
+    defined_in = getattr(value, "__module__", None)
+    if defined_in and defined_in not in ("__main__", "builtins") and getattr(value, "__qualname__", None) == name:
+        return f"add `from {defined_in} import {name}` to the cell"
     return f"define `{name}` in this cell (the workers only get this cell's code)"

@@ -16,6 +16,7 @@ from typing import Any
 
 import cloudpickle
 
+from ..core.task import Task
 from ..errors import SerializationError
 from . import cells
 
@@ -28,12 +29,12 @@ def load_cell_object(version: str, name: str) -> Any:
 def load_task(version: str, attr: str) -> Any:
     """Unpickling helper: the task that cell ``version`` binds to ``attr``, in this process."""
     obj = cells.objects(version)[attr]
-    return obj.instance() if isinstance(obj, type) else obj
+    return obj.instance() if isinstance(obj, type) and issubclass(obj, Task) else obj
 
 
 class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
-        if getattr(obj, "_tl_is_task", False) is True and not isinstance(obj, type):
+        if isinstance(obj, Task):
             return _reduce_task(obj)
         ref = cells.reference(obj)
         if ref is not None:
@@ -41,7 +42,7 @@ class _Pickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
-def _reduce_task(task: Any) -> Any:
+def _reduce_task(task: Task) -> Any:
     """A task travels as "the task ``attr`` of cell ``version``", resolved on the other side."""
     if task._tl_version is None or task._tl_attr is None:
         raise SerializationError(

@@ -72,9 +72,8 @@ def retry_schedule(task_or_options: Any, seed: int | None = 0) -> list[float]:
     if isinstance(task_or_options, dict):
         options = opts.validate(task_or_options)
     else:
-        options = type(task_or_options).task_options() if not isinstance(task_or_options, type) else (
-            task_or_options.task_options()
-        )  # fmt: skip
+        task_class: Any = task_or_options if isinstance(task_or_options, type) else type(task_or_options)
+        options = task_class.task_options()
     limit = opts.resolve("max_retries", options)
     if limit == opts.FOREVER:
         raise ConfigurationError(

@@ -27,7 +27,7 @@ def _is_task(obj: Any) -> bool:
 
 def _as_task(obj: Any) -> Any:
     if isinstance(obj, type) and _is_task(obj):
-        obj = obj.instance()
+        obj = obj.instance()  # type: ignore[attr-defined]  # a Task class
     if not _is_task(obj) or isinstance(obj, type):
         raise CanvasError(
             f"{_what(obj)} is not a tasklab task, so it cannot be part of a workflow. Define it in a %%task "
@@ -199,7 +199,9 @@ class group(_Canvas):
         members = _members(tasks)
         if len(members) == 1 and isinstance(members[0], group):
             members = members[0].tasks
-        self.tasks = tuple(_node(t, f"member {i} of the group") for i, t in enumerate(members, 1))
+        self.tasks: tuple[Signature | _Canvas, ...] = tuple(
+            _node(t, f"member {i} of the group") for i, t in enumerate(members, 1)
+        )
         self.options = _check_options(options)
 
     def __or__(self, other: Any) -> _Canvas:

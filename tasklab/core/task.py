@@ -201,13 +201,13 @@ class Task:
     @_ClassOrInstance
     def map(self, iterable: Iterable[Any], **options: Any) -> Sequence[Any]:
         """Submit one run per item, ``task(item)``, in pipelined batches; a ``ResultSet``."""
-        calls = [((item,), {}) for item in iterable]
+        calls: list[tuple[tuple, dict]] = [((item,), {}) for item in iterable]
         return self._app().submit(self, calls, options)
 
     @_ClassOrInstance
     def starmap(self, iterable: Iterable[Iterable[Any]], **options: Any) -> Sequence[Any]:
         """Submit one run per item, ``task(*item)``, in pipelined batches; a ``ResultSet``."""
-        calls = [(tuple(item), {}) for item in iterable]
+        calls: list[tuple[tuple, dict]] = [(tuple(item), {}) for item in iterable]
         return self._app().submit(self, calls, options)
 
     def signature_check(self, args: tuple, kwargs: dict) -> None:
@@ -251,7 +251,7 @@ def make_function_task(
         attrs["__signature__"] = sig
     except (TypeError, ValueError):
         pass
-    cls = type(fn.__name__, (base,), attrs)
+    cls: type[Task] = type(fn.__name__, (base,), attrs)
     return cls.instance()
 
 

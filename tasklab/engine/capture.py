@@ -78,7 +78,7 @@ class OutputCapture:
 
     def __enter__(self) -> OutputCapture:
         self._stdout, self._stderr = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(self, sys.stdout), _Tee(self, sys.stderr)  # type: ignore[assignment]
+        sys.stdout, sys.stderr = _Tee(self, sys.stdout), _Tee(self, sys.stderr)
         self._handler = _Handler(self)
         logger = logging.getLogger(TASK_LOGGER)
         logger.addHandler(self._handler)

@@ -16,7 +16,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rq.job import Job
+
 from .. import defaults
+from . import keys
 
 STREAM = "tasklab:events"
 SUBMITTED, STARTED, RETRY, SUCCEEDED, FAILED, REVOKED, LOST = (
@@ -56,6 +59,14 @@ def emit(pipe: Any, kind: str, job_id: str, task: str, namespace: str, **fields:
         key = runtimes_key(namespace, task)
         pipe.lpush(key, repr(float(run_s)))
         pipe.ltrim(key, 0, defaults.RUNTIMES_KEPT - 1)
+
+
+def emit_for(pipe: Any, kind: str, job: Job, **fields: Any) -> None:
+    """:func:`emit` for ``job``: its task, namespace and workflow read from its meta."""
+    meta = job.meta
+    fields.setdefault("wf", meta.get(keys.META_WORKFLOW))
+    task = meta.get(keys.META_TASK) or job.func_name or "?"
+    emit(pipe, kind, job.id, task, meta.get(keys.META_NAMESPACE, "default"), **fields)
 
 
 def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:

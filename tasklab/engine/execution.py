@@ -140,10 +140,9 @@ def start_writes(job: Job, pipe: Any, worker_name: str | None) -> None:
     meta = job.meta
     if keys.META_TASK not in meta:
         return
-    events.emit(
-        pipe, events.STARTED, job.id, meta[keys.META_TASK], meta.get(keys.META_NAMESPACE, "default"),
-        n=int(meta.get(keys.META_RETRIES, 0)), w=worker_name, q=job.origin, v=meta.get(keys.META_VERSION),
-        wf=meta.get(keys.META_WORKFLOW),
+    events.emit_for(
+        pipe, events.STARTED, job, n=int(meta.get(keys.META_RETRIES, 0)), w=worker_name, q=job.origin,
+        v=meta.get(keys.META_VERSION),
     )  # fmt: skip
     job._tl_started_written = True  # type: ignore[attr-defined]
 
@@ -188,7 +187,7 @@ def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc:
         _call_hook(task, "after_return", job.id, RETRY, reported, job.id, args, kwargs, einfo)
         job.meta[keys.META_RETRIES] = request.retries + 1
         job.save_meta()
-        job.retries_left, job.retry_intervals = 1, [decision.delay]
+        job.retries_left, job.retry_intervals = 1, [decision.delay]  # type: ignore[list-item]  # RQ takes floats
         log.info("job %s of %s: retry %d in %.2f s after %r", job.id, task.name, request.retries + 1,
                  decision.delay, reported)  # fmt: skip
         _record(job, request.retries, capture, reported, started, retry_at=time.time() + decision.delay)
@@ -232,7 +231,7 @@ def time_limits(soft: float | None, hard: float | None, job: Job | None = None) 
     if worker and hard is not None:
         job.connection.hset(worker, keys.WORKER_DEADLINE, repr(time.time() + hard))  # type: ignore[union-attr]
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, soft if soft is not None else hard)
+    signal.setitimer(signal.ITIMER_REAL, soft if soft is not None else hard)  # type: ignore[arg-type]  # one is set
     try:
         yield
     finally:
@@ -287,15 +286,13 @@ def _write_attempt(
     retry_at: float | None,
 ) -> None:
     """Queue on ``pipe``: the attempt's output, the final exception, and the attempt's event."""
-    meta = job.meta
     if text and ttl != 0:
         pipe.hset(keys.output_key(job.id), str(attempt), text)
         expire(pipe, keys.output_key(job.id), ttl)
     if exc is not None and retry_at is None:
         record_exception(job, exc, pipe)
-    events.emit(
-        pipe, kind, job.id, meta.get(keys.META_TASK, job.func_name), meta.get(keys.META_NAMESPACE, "default"),
-        n=attempt, run=run_s, w=job.worker_name,
+    events.emit_for(
+        pipe, kind, job, n=attempt, run=run_s, w=job.worker_name,
         x=type(exc).__name__ if exc is not None else None, msg=str(exc)[:200] if exc is not None else None,
-        next=repr(retry_at) if retry_at is not None else None, wf=meta.get(keys.META_WORKFLOW),
+        next=repr(retry_at) if retry_at is not None else None,
     )  # fmt: skip

@@ -87,15 +87,16 @@ class LeanWorker(SimpleWorker):
 
     # -- process life --
 
-    def work(self, burst: bool = False, with_scheduler: bool = False, **options: Any) -> bool:
+    def work(self, burst: bool = False, **options: Any) -> bool:  # type: ignore[override]  # RQ's keywords pass
         """RQ's work loop. With ``with_scheduler`` (and not ``burst``, where RQ enqueues the due
         jobs once), RQ's scheduler runs on a thread of this process rather than a forked one."""
+        with_scheduler = options.pop("with_scheduler", False)
         if with_scheduler and not burst:
             self._scheduler_thread = SchedulerThread(
                 self.queues, self.connection, self.serializer, self.scheduler_interval
             )
             self._scheduler_thread.start()
-        return super().work(burst=burst, with_scheduler=with_scheduler and burst, **options)
+        return super().work(burst, with_scheduler=with_scheduler and burst, **options)
 
     def stop_soon(self) -> None:
         """Take no more jobs: the loop ends at its next dequeue (also before work() has begun)."""

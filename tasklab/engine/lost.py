@@ -53,7 +53,7 @@ def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseExcept
         if job.get_status() != JobStatus.STARTED:
             continue
         queue = TaskQueue(job.origin, connection=connection)
-        _settle(worker, job, queue, execution, reason)
+        _settle(worker, job, queue, execution, reason)  # type: ignore[arg-type]  # found as a SimpleWorker
         settled.append(job.id)
     return settled
 
@@ -65,12 +65,11 @@ def _settle(worker: SimpleWorker, job: Job, queue: TaskQueue, execution: object,
         limit == opts.FOREVER or retries < limit
     )  # fmt: skip
     with job.connection.pipeline(transaction=False) as pipe:
-        events.emit(
-            pipe, events.REVOKED if isinstance(reason, TaskRevokedError) else events.LOST,
-            job.id, job.meta.get(keys.META_TASK, job.func_name), job.meta.get(keys.META_NAMESPACE, "default"),
+        events.emit_for(
+            pipe, events.REVOKED if isinstance(reason, TaskRevokedError) else events.LOST, job,
             n=retries, w=worker.name, x=type(reason).__name__, msg=str(reason)[:200],
             run=round((now() - job.started_at).total_seconds(), 6) if job.started_at else None,
-            next=repr(time.time()) if requeue else None, wf=job.meta.get(keys.META_WORKFLOW),
+            next=repr(time.time()) if requeue else None,
         )  # fmt: skip
         pipe.execute()
     if requeue:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterable
 
 from rq.scheduler import RQScheduler
 
@@ -20,7 +21,7 @@ log = logging.getLogger("tasklab.scheduler")
 
 
 class PreciseScheduler(RQScheduler):
-    def prepare_registries(self, queue_names: list[str] | None = None) -> None:
+    def prepare_registries(self, queue_names: Iterable[str] | None = None) -> None:
         registries = [
             PreciseScheduledJobRegistry(name, connection=self.connection, serializer=self.serializer)
             for name in (queue_names or self.acquired_locks)

@@ -113,7 +113,7 @@ class Script:
 COMMANDS = Script(RUN_COMMANDS_LUA + "return run_commands(1)\n")
 
 
-def pack(*args: object) -> bytes:
+def pack(*args: Any) -> bytes:
     """One command in Redis's protocol, packed by hiredis (C) instead of redis-py (Python).
     It takes the types redis-py's encoder takes: bytes, str, int, float and memoryview."""
     return hiredis.pack_command(args)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import redis
 from redis.client import Pipeline
@@ -88,9 +89,9 @@ class Worker(LeanWorker):
     #: RQ logs how long each result is kept, after every job; the job's options say it.
     log_result_lifespan = False
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("job_class", WorkerJob)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, **kwargs)
         self.log = JobLinesAtDebug(self.log)  # type: ignore[assignment]
         self._started_job_id: str | None = None  # started by prepare_execution, not yet run
         self._fast_job_id: str | None = None  # had no dependents when it started
@@ -314,7 +315,7 @@ class Worker(LeanWorker):
             pipe.exists(WORKERS_SUSPENDED)
             self.increment_successful_job_count(pipeline=pipe)
             self.increment_total_working_time(job.ended_at - job.started_at, pipe)
-            done = {
+            done: dict[str, Any] = {
                 "worker_name": self.name,
                 "execution_id": execution.id,
                 "execution_started_at": execution.created_at,

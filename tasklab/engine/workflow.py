@@ -88,14 +88,7 @@ def cancel_downstream(connection: redis.Redis, job_id: str) -> list[str]:
                 cancelled.append(job.id)
                 if keys.META_TASK not in job.meta:  # a join job, not a task
                     continue
-                events.emit(
-                    pipe,
-                    events.REVOKED,
-                    job.id,
-                    job.meta.get(keys.META_TASK, job.func_name),
-                    job.meta.get(keys.META_NAMESPACE, "default"),
-                    wf=job.meta.get(keys.META_WORKFLOW),
-                )
+                events.emit_for(pipe, events.REVOKED, job)
             pipe.execute()
         for job in waiting:
             if job.has_rate_limit:  # RQ cancels these outside a caller's pipeline only

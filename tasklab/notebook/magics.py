@@ -15,6 +15,7 @@ import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
@@ -70,11 +71,12 @@ class TaskLabMagics(Magics):
         """
         args = parse_argstring(self.task, line)
         options = self._options(args)
-        source = self.shell.transform_cell(cell)
+        shell = self._ip()
+        source = shell.transform_cell(cell)
         try:
-            tasks = register_cell(source, self.shell.user_ns, options, app=current_app)
+            tasks = register_cell(source, shell.user_ns, options, app=current_app)
         except SyntaxError:
-            self.shell.showsyntaxerror()
+            shell.showsyntaxerror()
             return
         except TaskLabError as exc:
             raise UsageError(str(exc)) from None
@@ -85,6 +87,11 @@ class TaskLabMagics(Magics):
             parts = [f"tasks: {', '.join(tasks)}"] if tasks else []
             parts += [f"base classes: {bases}"] if bases else []
             print(f"{'; '.join(parts)} (v{version[:7]})")
+
+    def _ip(self) -> InteractiveShell:
+        """The shell the magics are registered with (IPython types it as optional)."""
+        assert self.shell is not None, "tasklab's magics are used through a shell"
+        return self.shell
 
     def _options(self, args: Any) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -108,7 +115,7 @@ class TaskLabMagics(Magics):
             classes = []
             for name in args.autoretry_for.split(","):
                 name = name.strip()
-                cls = self.shell.user_ns.get(name, getattr(builtins, name, None))
+                cls = self._ip().user_ns.get(name, getattr(builtins, name, None))
                 if not (isinstance(cls, type) and issubclass(cls, BaseException)):
                     raise UsageError(f"--autoretry-for: {name!r} is not an exception class in this notebook.")
                 classes.append(cls)
@@ -142,9 +149,9 @@ class TaskLabMagics(Magics):
                 lab = connect(url, namespace=namespace, autostart_workers=False)
                 print(f"tasklab: connected to {redact(lab.url)} (namespace {lab.namespace})")
             elif command == "stop" and not rest:
-                lab = current_lab_or_none()
-                if lab is not None:
-                    lab.shutdown()
+                running = current_lab_or_none()
+                if running is not None:
+                    running.shutdown()
                 print("tasklab: stopped")
             else:
                 raise UsageError(f"Unknown or incomplete command {line!r}.\n{_TASKLAB_USAGE}")

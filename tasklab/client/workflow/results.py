@@ -81,12 +81,13 @@ def _wait(plan: Any, targets: list[str], timeout: float | None, stop_on_failure:
         if ready:
             _enqueue_ready(plan.app, ready)
         unknown[:] = [i for i, s in zip(unknown, statuses, strict=True) if s != JobStatus.FINISHED.value]
-        causes = {}
+        causes: dict[str, str | None] = {}
         for job in Job.fetch_many([i for i in bad if i not in outcome.finals], connection, serializer=Serializer):
             if job is not None and job.get_status(refresh=False) == JobStatus.CANCELED:
                 causes[job.id] = job.meta.get(META_CAUSE)
         for step_id in bad:
-            cause = causes[step_id] if causes.get(step_id) in plan.by_id else step_id
+            found = causes.get(step_id)
+            cause = found if found is not None and found in plan.by_id else step_id
             failure(cause)
             settle(step_id, cause)
 

@@ -98,7 +98,7 @@ def _join_jobs(plan: Plan, prepared: dict[str, Prepared]) -> list[tuple[Job, Any
         queue = prepared[step_id].queue
         meta = {keys.META_NAMESPACE: plan.app.namespace, keys.META_WORKFLOW: plan.id,
                 META_WHERE: f"a join before {plan.by_id[step_id].where}"}  # fmt: skip
-        job = queue.create_job(JOIN, job_id=join_id, depends_on=waits_for, meta=meta, timeout=-1,
+        job = queue.create_job(JOIN, job_id=join_id, depends_on=list[Any](waits_for), meta=meta, timeout=-1,
                                result_ttl=opts.DEFAULTS["result_ttl"],
                                description=f"join of {len(waits_for)} jobs of {plan.kind} {plan.id}",
                                on_failure=Callback(FAILURE_CALLBACK))  # fmt: skip
