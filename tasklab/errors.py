@@ -40,7 +40,7 @@ class RedisUnreachable(TaskLabError, ConnectionError):
     """Raised when the Redis server at a URL does not answer."""
 
 
-class AuthenticationFailed(TaskLabError, ConnectionError):
+class AuthenticationFailed(RedisUnreachable):
     """Raised when a Redis server refuses the credentials the URL gives (or asks for some it gives none of)."""
 
 

@@ -87,7 +87,8 @@ class Lab:
         self._lock = threading.Lock()
         self._closed = False
         if not cells.has_loader():  # so that this process can load code versions other labs stored
-            install_loader(self.registry, self)
+            install_loader(_fetch_code, current_app)
+        _show_results_live()
         # A weak reference, so that a lab nobody holds can still be collected.
         ref = weakref.ref(self)
         atexit.register(_shutdown_if_alive, ref)
@@ -155,7 +156,7 @@ class Lab:
     def workers(self, n: int | None = None, *, queues: list[str] | None = None) -> WorkerPool:
         """Start or scale the local workers to ``n`` processes (default: one per CPU).
 
-        Returns the :class:`~tasklab.workers.WorkerPool` once every new worker is ready.
+        Returns the :class:`~tasklab.local.pool.WorkerPool` once every new worker is ready.
         """
         self._check_open()
         with self._lock:
@@ -242,6 +243,22 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _fetch_code(version: str) -> CellVersion:
+    """A code version, from the Redis of the current lab (the kernel's loader reads through it)."""
+    return current_lab().registry.fetch(version)
+
+
+def _show_results_live() -> None:
+    """In a Jupyter kernel, show results as live state badges (as ``%load_ext tasklab`` does)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if getattr(shell, "kernel", None) is not None:
+        # ipywidgets loads in a kernel only: scripts and workers never need it.
+        from .widgets.result_view import show_results_live
+
+        show_results_live(shell)
 
 
 def _shutdown_if_alive(ref: weakref.ref[Lab]) -> None:

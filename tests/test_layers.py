@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import io
-import pickle
+import base64
 import subprocess
 import sys
 
@@ -15,7 +14,9 @@ from rq.utils import import_attribute
 import tasklab
 from tasklab.client import submit
 from tasklab.client.workflow import write
-from tasklab.code.serialization import load_cell_object
+from tasklab.code.serialization import load_cell_object, load_task, loads
+from tasklab.code.store import CODE_KEY, CodeRegistry
+from tasklab.code.version import TaskSpec
 from tasklab.engine.execution import execute_task
 from tasklab.engine.workflow import failures_key, join, on_step_failure
 
@@ -62,8 +63,42 @@ def test_the_paths_stored_jobs_name_resolve_to_the_current_functions():
     assert import_attribute("tasklab.runtime.execute_task") is execute_task
     assert import_attribute("tasklab.canvas.on_step_failure") is on_step_failure
     assert import_attribute("tasklab.canvas.join") is join
-    # Results pickled before name the unpickling helper by its old module.
-    assert pickle.Unpickler(io.BytesIO()).find_class("tasklab.serialization", "load_cell_object") is load_cell_object
+
+
+#: What code before the packages stored: the Redis hash of a code version (``def double(x)``, made with
+#: ``max_retries=2``), whose ``tasks`` field pickles ``tasklab.registry.TaskSpec``, and a task passed as an
+#: argument, pickled as ``tasklab.task._registered_task``. Written by tasklab at commit 7aedfc5.
+OLD_VERSION = "169abc271e4d"
+OLD_CODE = {
+    "source": "ZGVmIGRvdWJsZSh4KToKICAgIHJldHVybiAyICogeAo=",
+    "filename": "PHRhc2sgZG91YmxlIHYxNjlhYmMyPg==",
+    "tasks": "gAWVfgAAAAAAAAB9lIwGZG91YmxllIwQdGFza2xhYi5yZWdpc3RyeZSMCFRhc2tTcGVjlJOUKYGUfZQojARuYW1llGgBjARraW5klIwI"
+    "ZnVuY3Rpb26UjARhdHRylGgBjARiYXNllE6MB29wdGlvbnOUfZSMC21heF9yZXRyaWVzlEsCc3Vicy4=",
+    "defines": "WyJkb3VibGUiXQ==",
+    "bases": "W10=",
+    "deps": "e30=",
+}
+OLD_TASK_REFERENCE = (
+    "gAWVQQAAAAAAAACMDHRhc2tsYWIudGFza5SMEF9yZWdpc3RlcmVkX3Rhc2uUk5SMDDE2OWFiYzI3MWU0ZJSMBmRvdWJsZZSGlFKULg=="
+)
+
+
+def test_pickles_made_before_the_packages_still_load():
+    # The GLOBAL opcode names an object by module and name, as old pickles in Redis do.
+    assert loads(b"ctasklab.serialization\nload_cell_object\n.") is load_cell_object
+    assert loads(b"ctasklab.registry\nTaskSpec\n.") is TaskSpec
+    assert loads(b"ctasklab.task\n_registered_task\n.") is load_task
+    assert loads(b"ctasklab.result\nAsyncResult\n.") is tasklab.AsyncResult
+
+
+def test_code_and_tasks_stored_before_the_packages_still_run(lab):
+    lab.connection.hset(CODE_KEY.format(OLD_VERSION), mapping={k: base64.b64decode(v) for k, v in OLD_CODE.items()})
+    cell = CodeRegistry(lab.connection).fetch(OLD_VERSION)
+    assert cell.tasks["double"] == TaskSpec("double", "function", "double", None, {"max_retries": 2})
+    double = loads(base64.b64decode(OLD_TASK_REFERENCE))  # loads the old code version from Redis
+    assert double.name == "double" and double._tl_version == OLD_VERSION
+    lab.workers(1)
+    assert double.delay(21).get(timeout=20) == 42  # the worker loads the old code version too
 
 
 def test_jobs_written_under_the_old_paths_still_run(shell, lab, monkeypatch):

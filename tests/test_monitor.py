@@ -12,7 +12,7 @@ from tasklab.diagnostics.plots import runtime_distribution, task_stream, through
 from tasklab.engine import events
 from tasklab.widgets.monitor import Monitor
 
-from .conftest import task_cell, wait_for
+from .conftest import run_cell, task_cell, wait_for
 
 TASKS = """
 from rq import get_current_job
@@ -199,3 +199,15 @@ def test_result_output_is_live_in_a_kernel(ran, lab):
     wait_for(lambda: "SUCCESS" in view.value, 10, "the badge to show SUCCESS")
     bundle = running._repr_mimebundle_()
     assert "SUCCESS" in bundle["text/html"], "outside a kernel: the static HTML"
+
+
+def test_the_extension_shows_results_as_live_badges_in_a_kernel(shell, lab, monkeypatch):
+    lab.workers(1)
+    run_cell(shell, "%%task\ndef one():\n    return 1\n")
+    result = run_cell(shell, "r = one.delay(); r")
+    data, _ = shell.display_formatter.format(result)
+    assert "application/vnd.jupyter.widget-view+json" not in data, "no kernel: the static badge"
+    assert result.id in data["text/html"]
+    monkeypatch.setattr(shell, "kernel", object(), raising=False)
+    data, _ = shell.display_formatter.format(result)
+    assert "application/vnd.jupyter.widget-view+json" in data and result.id in data["text/html"]

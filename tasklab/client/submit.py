@@ -67,6 +67,14 @@ class Prepared:
         return ResultSet(AsyncResult(job.id, self.app, task_name=self.task.name) for job in self.jobs)
 
 
+def shipped(task: Task) -> Task:
+    """``task``, given a code version if it has none yet: a task defined outside a ``%%task`` cell
+    is shipped (by import path or by source) at its first submit."""
+    if task._tl_version is None:
+        ship(type(task))
+    return task
+
+
 def submit_calls(app: App, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> ResultSet:
     """Submit ``calls`` of ``task`` on ``app`` with ``call_options``; their results, in order."""
     prepared = prepare(app, task, calls, call_options)
@@ -103,8 +111,7 @@ def prepare(
     call = opts.validate({k: v for k, v in given.items() if k in opts.CALL_OPTIONS}, where="call")
     if "queue" in given:
         call["queue"] = opts.validate({"queue": given["queue"]})["queue"]
-    if task._tl_version is None:  # a task defined outside a cell gets its version at its first submit
-        ship(type(task))
+    shipped(task)
     task_options = type(task).task_options()
     lab_options = app.options
     due = _due(given.get("countdown"), given.get("eta"))

@@ -27,13 +27,14 @@ from ..errors import InsideTaskError
 FINAL = frozenset({Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED, Result.Type.MAX_RETRIES_EXCEEDED})
 
 
-def refuse_inside_task() -> None:
+def refuse_inside_task(
+    instead: str = "Chain the tasks instead (task.s() | other.s()), or return the result's id.",
+) -> None:
     """Raise :class:`InsideTaskError` when called from a running task: waiting there can deadlock."""
     if current_request() is not None:
         raise InsideTaskError(
             "Never call result.get() within a task: the worker waits for a job that may need this very "
-            "worker, and the pool can deadlock. Chain the tasks instead (task.s() | other.s()), or return "
-            "the AsyncResult's id."
+            f"worker, and the pool can deadlock. {instead}"
         )
 
 
@@ -109,14 +110,17 @@ class ResultStreams:
                         on_notice(fields)
                 continue
             job_id = name[prefix:]
-            for entry_id, payload in entries:
-                if job_id not in self.pending:
-                    break
-                self.pending[job_id] = as_text(entry_id)
+            if job_id not in self.pending:
+                continue
+            final = None
+            for entry_id, payload in entries:  # the newest final outcome counts (a task_id may be reused)
                 result = Result.restore(job_id, as_text(entry_id), payload, self.connection, Serializer)
                 if result.type in FINAL:
-                    self.finals[job_id] = result
-                    del self.pending[job_id]
-                    if on_final is not None:
-                        on_final(job_id, result)
+                    final = result
+            self.pending[job_id] = as_text(entries[-1][0])
+            if final is not None:
+                self.finals[job_id] = final
+                del self.pending[job_id]
+                if on_final is not None:
+                    on_final(job_id, final)
         return bool(response)

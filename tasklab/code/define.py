@@ -3,7 +3,7 @@
 :func:`register_cell` checks the cell before running anything (syntax, names it uses but
 does not define, options), runs it in the user's namespace, and turns its public functions
 and its ``Task`` subclasses with a ``run`` into tasks. The code becomes a content-addressed
-:class:`~tasklab.registry.CellVersion`, stored in Redis by the lab at its first use.
+:class:`~tasklab.code.version.CellVersion`, stored in Redis by the lab at its first use.
 """
 
 from __future__ import annotations

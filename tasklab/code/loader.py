@@ -12,6 +12,7 @@ import importlib
 import linecache
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -22,21 +23,22 @@ from ..errors import NotRegistered
 from . import cells
 from .build import build_tasks
 from .serialization import loads
-from .store import CodeRegistry
+from .version import CellVersion
 
 
 class CodeLoader:
-    """Loads versions from ``registry``; the tasks it builds submit to ``app``."""
+    """Loads versions with ``fetch`` (a store's :meth:`~tasklab.code.store.CodeRegistry.fetch`);
+    the tasks it builds submit to ``app``."""
 
-    def __init__(self, registry: CodeRegistry, app: App | None) -> None:
-        self.registry = registry
+    def __init__(self, fetch: Callable[[str], CellVersion], app: App | None) -> None:
+        self.fetch = fetch
         self.app = app
 
     def load(self, version: str) -> dict[str, Any]:
         """Load ``version`` into this process, build its tasks, remember it; what it defines."""
         if version.startswith("py:"):
             return self._import(version)
-        cell = self.registry.fetch(version)
+        cell = self.fetch(version)
         module = types.ModuleType(f"tasklab_cell_{version}")
         module.__file__ = cell.filename
         namespace = module.__dict__
@@ -74,9 +76,9 @@ class CodeLoader:
         return {qualname: target}
 
 
-def install(registry: CodeRegistry, app: App | None) -> CodeLoader:
-    """Make this process load unknown versions from ``registry``, binding their tasks to ``app``."""
-    loader = CodeLoader(registry, app)
+def install(fetch: Callable[[str], CellVersion], app: App | None) -> CodeLoader:
+    """Make this process load unknown versions with ``fetch``, binding their tasks to ``app``."""
+    loader = CodeLoader(fetch, app)
     cells.set_loader(loader.load)
     return loader
 

@@ -10,6 +10,7 @@ the kernel to the one it executed, a worker to the one it loaded from Redis.
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 from typing import Any
@@ -64,7 +65,36 @@ def dumps(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-loads = pickle.loads
+#: Modules whose objects pickles made before tasklab's packages name, and where they are now
+#: (arguments, results, exceptions and code versions stay in Redis across an upgrade).
+_MOVED: dict[str, tuple[str, ...]] = {
+    "tasklab.registry": ("tasklab.code.version",),
+    "tasklab.task": ("tasklab.core.task", "tasklab.core.request"),
+    "tasklab.serialization": ("tasklab.code.serialization",),
+    "tasklab.options": ("tasklab.core.options",),
+    "tasklab.retries": ("tasklab.core.retries",),
+    "tasklab.result": ("tasklab.client.result",),
+    "tasklab.canvas": ("tasklab.core.signatures", "tasklab.client.workflow.results"),
+}
+_RENAMED = {("tasklab.task", "_registered_task"): ("tasklab.code.serialization", "load_task")}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        renamed = _RENAMED.get((module, name))
+        if renamed is not None:
+            module, name = renamed
+        elif module in _MOVED:
+            for new in _MOVED[module]:
+                found = getattr(importlib.import_module(new), name, None)
+                if found is not None:
+                    return found
+        return super().find_class(module, name)
+
+
+def loads(data: bytes) -> Any:
+    """Unpickle ``data``; objects pickled before tasklab's packages are found where they are now."""
+    return _Unpickler(io.BytesIO(data)).load()
 
 
 class Serializer:

@@ -40,7 +40,7 @@ class Task:
     for a base class that function tasks name with ``base=``.
     """
 
-    # -- options: Celery's names; None means inherit (lab, then tasklab.options.DEFAULTS) --
+    # -- options: Celery's names; None means inherit (lab, then tasklab.defaults.TASK_OPTIONS) --
     name: str | None = None
     queue: str | None = None
     bind: bool = False

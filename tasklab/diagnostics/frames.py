@@ -1,6 +1,6 @@
 """What happened, as pandas DataFrames: one row per attempt, or one row per task.
 
-Both read the event stream (see :mod:`tasklab.events`), which lives in Redis: with the
+Both read the event stream (see :mod:`tasklab.engine.events`), which lives in Redis: with the
 embedded server it survives kernel restarts. Filter by time (``since``/``until``: a
 datetime, or seconds ago as a number) and by task name; the time filter is applied in Redis.
 """

@@ -33,7 +33,7 @@ local function pop_job(queue_keys, move, job_prefix, suspension_key)
 end
 """
 
-#: A worker's bookkeeping commands (see :mod:`tasklab.transaction`), then, optionally, the next
+#: A worker's bookkeeping commands (see :mod:`tasklab.engine.transaction`), then, optionally, the next
 #: job, taken by ``pop_job`` above, its reply appended to theirs; with no commands, one round
 #: trip that only takes a job. KEYS: queue keys to take a job from (none: take nothing), or the
 #: queue and its intermediate list; ARGV: '1' to move the job into the intermediate list ('0' to

@@ -44,6 +44,7 @@ class LeanWorker(SimpleWorker):
         self._stored_state: str | None = None  # the state last written to Redis
         self._not_suspended = False  # the last commit found no suspension; skip one check
         self._stopping = False  # asked to stop: take no next job
+        self._scheduler_on_thread = False  # work() runs RQ's scheduler on a thread
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's heartbeat, skipped when one was sent less than :attr:`heartbeat_interval` ago
@@ -80,6 +81,8 @@ class LeanWorker(SimpleWorker):
         self._stored_state = None  # a new worker hash, without a state
 
     def check_for_suspension(self, burst: bool) -> None:
+        if self._stopping:  # RQ's wait for a resume ends only on its own stop flag
+            return
         if self._not_suspended:  # read by the commit of the job that just ended
             self._not_suspended = False
             return
@@ -88,15 +91,19 @@ class LeanWorker(SimpleWorker):
     # -- process life --
 
     def work(self, burst: bool = False, **options: Any) -> bool:  # type: ignore[override]  # RQ's keywords pass
-        """RQ's work loop. With ``with_scheduler`` (and not ``burst``, where RQ enqueues the due
-        jobs once), RQ's scheduler runs on a thread of this process rather than a forked one."""
+        """RQ's work loop (RQ's options by keyword). With ``with_scheduler`` (not with ``burst``, where
+        RQ enqueues the due jobs once), RQ's scheduler runs on a thread of this process, not a forked one."""
         with_scheduler = options.pop("with_scheduler", False)
-        if with_scheduler and not burst:
+        self._scheduler_on_thread = with_scheduler and not burst
+        return super().work(burst, with_scheduler=with_scheduler and burst, **options)
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        super().bootstrap(*args, **kwargs)  # registered: now the scheduler may take its locks
+        if self._scheduler_on_thread:
             self._scheduler_thread = SchedulerThread(
                 self.queues, self.connection, self.serializer, self.scheduler_interval
             )
             self._scheduler_thread.start()
-        return super().work(burst, with_scheduler=with_scheduler and burst, **options)
 
     def stop_soon(self) -> None:
         """Take no more jobs: the loop ends at its next dequeue (also before work() has begun)."""

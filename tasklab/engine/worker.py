@@ -189,7 +189,7 @@ class Worker(LeanWorker):
         included, and with ``take_next`` the reply of the next job's pop after them.
 
         What ``pipe.execute(raise_on_error=False)`` does (retried on a lost connection), but as
-        one call of :data:`TRANSACTION` (see :mod:`tasklab.transaction`), on a connection of the
+        one call of :data:`TRANSACTION` (see :mod:`tasklab.engine.transaction`), on a connection of the
         worker's own: the pool's checks on taking and giving back a connection cost too much
         twice per job. The replies are Redis's, without the client's response callbacks; those
         used here are integers and lists anyway. Too large for a script call (a task's large

@@ -102,7 +102,7 @@ class WorkerJob(Job):
         execution_started_at: datetime.datetime | None = None,
         execution_ended_at: datetime.datetime | None = None,
     ) -> None:
-        """RQ's ``_handle_success`` for a :mod:`tasklab.transaction` pipeline, writing only the
+        """RQ's ``_handle_success`` for a :mod:`tasklab.engine.transaction` pipeline, writing only the
         fields of the job hash that running the job changed (RQ writes every field but
         ``meta`` again, with the same values), and only if the job still exists: RQ's full
         write would bring back a job deleted while it ran; four fields would leave a hash

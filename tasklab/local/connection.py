@@ -46,7 +46,8 @@ def make_client(url: str, *, name: str | None = None, retries: int = 2) -> redis
 
 
 def connect(url: str, *, name: str | None = None) -> redis.Redis:
-    """A client for ``url`` that has answered PING, or :class:`RedisUnreachable`."""
+    """A client for ``url`` that has answered PING; else :class:`RedisUnreachable`, or its subclass
+    :class:`AuthenticationFailed` when the server refused the credentials."""
     client = make_client(url, name=name)
     try:
         client.ping()

@@ -277,7 +277,7 @@ def guard(
     idle_since: float | None = None
     lock_path = data_dir / "server.lock"
     while not stop_requested and server.poll() is None:
-        time.sleep(defaults.GUARDIAN_CHECK_INTERVAL)
+        time.sleep(0.1 if hold else defaults.GUARDIAN_CHECK_INTERVAL)  # held: only a signal stops it
         if server.poll() is not None or hold:
             continue
         try:

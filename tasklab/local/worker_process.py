@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
     )
     connection = make_client(args.url)
-    install(CodeRegistry(connection), WorkerApp(connection))  # task code versions load from this Redis
+    install(CodeRegistry(connection).fetch, WorkerApp(connection))  # task code versions load from this Redis
     worker = Worker(
         [q for q in args.queues.split(",") if q],
         name=args.name,

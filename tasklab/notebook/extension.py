@@ -9,17 +9,8 @@ from matplotlib.figure import Figure
 from ..client.result import AsyncResult
 from ..diagnostics.plots import to_png
 from ..lab import current_lab_or_none
-from ..widgets.result_view import live_view
+from ..widgets.result_view import show_results_live
 from .magics import TaskLabMagics
-
-
-def result_bundle(result: AsyncResult, ipython: Any) -> dict[str, Any]:
-    """In a kernel, a live state badge of ``result`` (static HTML beside it); elsewhere the static HTML."""
-    bundle = result._repr_mimebundle_()
-    if getattr(ipython, "kernel", None) is not None:
-        bundle.update(live_view(result)._repr_mimebundle_() or {})
-        bundle["text/html"] = result._repr_html_()
-    return bundle
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -28,7 +19,7 @@ def load_ipython_extension(ipython: Any) -> None:
     formatters = ipython.display_formatter.formatters
     # tasklab's plots are plain matplotlib Figures (no pyplot): show them as images without %matplotlib.
     formatters["image/png"].for_type(Figure, lambda fig: to_png(fig, dpi=100))
-    ipython.display_formatter.mimebundle_formatter.for_type(AsyncResult, lambda r: result_bundle(r, ipython))
+    show_results_live(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

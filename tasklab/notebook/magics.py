@@ -3,7 +3,7 @@
 The magics are where a notebook's code meets "the current lab": tasks of a ``%%task`` cell
 are bound to it, and ``%tasklab`` commands act on it.
 
-``%%task`` is :func:`tasklab.define.register_cell` with options from the magic line;
+``%%task`` is :func:`tasklab.code.define.register_cell` with options from the magic line;
 ``%tasklab`` calls methods of the current lab. Mistakes raise ``UsageError``, which IPython
 shows as a one-line message, with nothing registered.
 """

@@ -3,7 +3,7 @@
 It is built once and displayed once; a background thread then only sets trait values, about
 twice a second, and renders the plots to PNG bytes for ``Image`` widgets at a slower pace
 (drawing or displaying from a thread is not reliable in Jupyter). One refresh reads running
-totals kept in Redis (see :mod:`tasklab.events`), not the history, so it costs the same
+totals kept in Redis (see :mod:`tasklab.engine.events`), not the history, so it costs the same
 however many tasks ran before. ``lab.monitor(display=False)`` (or ``Monitor(lab)``) builds it
 without showing or starting it, for tests and scripts: :meth:`refresh` then updates it on the
 caller's thread.

@@ -4,7 +4,7 @@ Every displayed result gets a small ``HTML`` widget. One watcher thread, shared 
 them, reads the state of each unfinished one every :data:`~tasklab.defaults.RESULT_BADGE_INTERVAL`
 seconds (a read of its job per result), updates the widgets whose state changed, and forgets
 the finished ones, so results cost nothing once they are done. It is registered for display by
-``%load_ext tasklab`` (see :mod:`tasklab.notebook.extension`).
+``%load_ext tasklab``, and by a lab made in a kernel (:func:`show_results_live`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,26 @@ from typing import Any
 import ipywidgets as w
 
 from .. import defaults
+from ..client.result import AsyncResult
 
 _lock = threading.Lock()
 _watched: weakref.WeakKeyDictionary[w.HTML, Any] = weakref.WeakKeyDictionary()
 _thread: threading.Thread | None = None
+
+
+def show_results_live(ipython: Any) -> None:
+    """Make ``ipython`` display every :class:`AsyncResult` as a live badge (in a kernel; elsewhere
+    as its static HTML). Registered by ``%load_ext tasklab``, and by a lab made in a kernel."""
+    ipython.display_formatter.mimebundle_formatter.for_type(AsyncResult, lambda r: result_bundle(r, ipython))
+
+
+def result_bundle(result: AsyncResult, ipython: Any) -> dict[str, Any]:
+    """In a kernel, a live state badge of ``result`` (static HTML beside it); elsewhere the static HTML."""
+    bundle = result._repr_mimebundle_()
+    if getattr(ipython, "kernel", None) is not None:
+        bundle.update(live_view(result)._repr_mimebundle_() or {})
+        bundle["text/html"] = result._repr_html_()
+    return bundle
 
 
 def live_view(result: Any) -> w.HTML:

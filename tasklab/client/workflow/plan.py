@@ -1,7 +1,7 @@
 """Compiling a workflow into steps: one RQ job per signature, with ids fixed in advance.
 
 A step that follows others depends on them (RQ's ``depends_on``) and receives their results
-first; past :data:`~tasklab.defaults.defaults.JOIN_FAN_IN` parents, it waits for a tree of join jobs instead. The plan
+first; past :data:`~tasklab.defaults.JOIN_FAN_IN` parents, it waits for a tree of join jobs instead. The plan
 also answers what the waiting side asks: which steps a result waits for, how to name a step,
 and what ``get()`` raises when one fails.
 """

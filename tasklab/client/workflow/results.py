@@ -147,7 +147,7 @@ class WorkflowResult(AsyncResult):
     def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
         if self._plan is None:
             return super().get(timeout, propagate)
-        refuse_inside_task()
+        refuse_inside_task("Make the waiting a later step of the workflow instead.")
         outcome = _wait(self._plan, [self.id], timeout, stop_on_failure=True)
         if outcome.failed is not None:
             exc = self._plan.error(outcome.failed, [self.id])
@@ -189,7 +189,7 @@ class GroupResult(ResultSet):
         raised as soon as it is known; with ``propagate=False`` it takes the member's place instead."""
         if self._plan is None:
             return super().get(timeout, propagate)
-        refuse_inside_task()
+        refuse_inside_task("Make the waiting a later step of the workflow instead.")
         ids = [r.id for r in self]
         outcome = _wait(self._plan, ids, timeout, stop_on_failure=propagate)
         if propagate and outcome.failed is not None:

@@ -21,7 +21,7 @@ from ...core.signatures import signatures_of, with_args
 from ...engine import events, keys
 from ...engine.workflow import FAILURE_CALLBACK, JOIN, META_STEP, META_WHERE
 from ...errors import CanvasError, ConfigurationError, SerializationError
-from ..submit import Prepared, enqueue, prepare
+from ..submit import Prepared, enqueue, prepare, shipped
 from .plan import Plan, Step, new_id
 
 _START_OPTIONS = ("countdown", "eta")
@@ -31,9 +31,11 @@ _PREVIOUS = object()  # stands for the previous step's result when checking a st
 def submit_workflow(app: App, node: Any, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
     """Submit the workflow ``node`` whole, on ``app``; the result of its last step(s)."""
     kind = type(node).__name__
-    first = next(signatures_of(node), None)
-    if first is None:
+    signatures = list(signatures_of(node))
+    if not signatures:
         raise CanvasError(f"The {kind} is empty: give it at least one signature.")
+    for sig in signatures:  # before planning, which names the steps by their tasks' names
+        shipped(sig.task)
     final = options.pop("task_id", None) or new_id()
     plan = Plan(app, kind, final, options)
     out = plan.add(with_args(node, args, kwargs), None, "", {}, final)
