@@ -118,6 +118,12 @@ WAIT_SLICE = 1.0
 #: thousands): larger replies cost Redis and the client more than a round trip.
 XREAD_STREAMS = 500
 
+#: Seconds a worker's scheduler lock on a queue lives unless refreshed, and how often every
+#: worker's scheduler tries to take or refresh its locks. The death of the lock's holder delays
+#: countdowns, etas and retries by at most about the TTL (RQ: a minute, retried every two).
+SCHEDULER_LOCK_TTL = 1.5
+SCHEDULER_LOCK_REFRESH = 0.4
+
 #: Entries the event stream keeps (about; Redis trims in whole nodes). At roughly three events
 #: per attempt, that is the last ~150,000 attempts.
 EVENTS_MAXLEN = 500_000

@@ -103,6 +103,12 @@ def return_value(job: Job) -> Any:
 # -- the scheduler ------------------------------------------------------------------------
 
 
+def set_acquired_locks(scheduler: RQScheduler, names: set[str]) -> None:
+    """Record the queues whose scheduler lock ``scheduler`` holds: tasklab takes the locks itself,
+    with a TTL of seconds, where RQ's ``acquire_locks`` and ``heartbeat`` always give a minute."""
+    scheduler._acquired_locks = set(names)
+
+
 def use_scheduled_registries(scheduler: RQScheduler, registries: list[Any]) -> None:
     """Make ``scheduler`` enqueue from ``registries`` (tasklab's float-scored ones): RQ's
     ``prepare_registries`` builds its own class with no hook for another."""
