@@ -118,6 +118,16 @@ WAIT_SLICE = 1.0
 #: thousands): larger replies cost Redis and the client more than a round trip.
 XREAD_STREAMS = 500
 
+#: Seconds a worker's lease lives unless renewed, and how often its lease thread renews it. A
+#: worker that dies, freezes or loses its host or its link to Redis stops renewing, and its jobs are
+#: settled (failed with WorkerLostError, or requeued under acks_late) within about LEASE_TTL plus
+#: one LEASE_RENEW_INTERVAL. Three renewals fit in one TTL, so one slow round trip loses nothing.
+LEASE_TTL = 3.0
+LEASE_RENEW_INTERVAL = 1.0
+
+#: Seconds a worker's lease thread waits for Redis's reply before it counts the renewal as failed.
+LEASE_SOCKET_TIMEOUT = 2.0
+
 #: Seconds a worker's scheduler lock on a queue lives unless refreshed, and how often every
 #: worker's scheduler tries to take or refresh its locks. The death of the lock's holder delays
 #: countdowns, etas and retries by at most about the TTL (RQ: a minute, retried every two).

@@ -7,7 +7,13 @@ import signal
 import time
 
 import pytest
+from rq.job import Job
+from rq.results import Result
 from rq.scheduler import RQScheduler
+
+import tasklab
+from tasklab import defaults
+from tasklab.code.serialization import Serializer
 
 from .conftest import task_cell, wait_for
 
@@ -34,3 +40,83 @@ def test_a_killed_scheduler_holder_delays_a_countdown_by_seconds(shell, lab):
     assert result.get(timeout=10) == "pong"
     assert time.monotonic() - submitted <= 3.0, "the countdown ran within 3 s although its scheduler died"
     assert scheduler_holder(lab) != holder
+
+
+GATED = """
+import time
+import tasklab
+from rq import get_current_job
+
+def gated(gate):
+    # Waits for the test to open its gate.
+    connection = get_current_job().connection
+    while not connection.get(gate):
+        time.sleep(0.02)
+    return "first attempt"
+
+class Requeued(tasklab.Task):
+    acks_late = True
+    max_retries = 2
+
+    def run(self, gate):
+        if self.request.retries == 0:  # the first attempt waits for the gate; the requeued one does not
+            connection = get_current_job().connection
+            while not connection.get(gate):
+                time.sleep(0.02)
+            return "first attempt"
+        return "requeued attempt"
+"""
+
+
+def freeze_the_worker_of(lab, pool, result) -> int:
+    """SIGSTOP the worker process running ``result``'s job (a host cut off, or frozen); its pid."""
+    wait_for(lambda: result.state == "STARTED", 10, "the task to start")
+    name = Job.fetch(result.id, connection=lab.connection, serializer=Serializer).worker_name
+    pid = next(w.pid for w in pool.processes if w.name == name)
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def final_results(lab, job_id: str) -> list[str]:
+    return [r.type.name for r in Result.all(Job.fetch(job_id, connection=lab.connection, serializer=Serializer))
+            if r.type.name in ("SUCCESSFUL", "FAILED", "STOPPED")]  # fmt: skip
+
+
+def test_a_frozen_worker_s_job_fails_with_worker_lost_within_the_lease_and_stays_failed(shell, lab):
+    pool = lab.workers(2)
+    task_cell(shell, GATED)
+    result = shell.user_ns["gated"].delay("gate-1")
+    pid = freeze_the_worker_of(lab, pool, result)
+    frozen = time.monotonic()
+    try:
+        with pytest.raises(tasklab.WorkerLostError, match="lease"):
+            result.get(timeout=defaults.LEASE_TTL + 10)
+        assert time.monotonic() - frozen <= defaults.LEASE_TTL + 2, "settled within the lease's TTL + 2 s"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    lab.connection.set("gate-1", 1)  # the worker goes on, and its task returns: too late
+    wait_for(lambda: "DUPLICATE" in set(lab.history(name="gated")["state"]), 10, "the duplicate")
+    history = lab.history(name="gated")
+    assert sorted(history["state"]) == ["DUPLICATE", "LOST"]
+    assert final_results(lab, result.id) == ["FAILED"], "the first outcome stands"
+    with pytest.raises(tasklab.WorkerLostError):
+        tasklab.AsyncResult(result.id, lab).get(timeout=1)
+    wait_for(lambda: len(lab.status().workers) == 2, 10, "the frozen worker to register again")
+
+
+def test_a_frozen_worker_s_acks_late_job_runs_again_elsewhere_to_one_outcome(shell, lab):
+    pool = lab.workers(2)
+    task_cell(shell, GATED)
+    result = shell.user_ns["Requeued"].delay("gate-2")
+    pid = freeze_the_worker_of(lab, pool, result)
+    frozen = time.monotonic()
+    try:
+        assert result.get(timeout=defaults.LEASE_TTL + 10) == "requeued attempt"
+        assert time.monotonic() - frozen <= defaults.LEASE_TTL + 2
+        assert result.retries == 1, "the requeue counts as a retry"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    lab.connection.set("gate-2", 1)
+    wait_for(lambda: "DUPLICATE" in set(lab.history(name="Requeued")["state"]), 10, "the duplicate")
+    assert final_results(lab, result.id) == ["SUCCESSFUL"], "one final outcome"
+    assert tasklab.AsyncResult(result.id, lab).get(timeout=1) == "requeued attempt"

@@ -23,6 +23,7 @@ from ..code.serialization import Serializer, loads
 from ..core.app import App, default_app
 from ..core.states import FAILURE, PENDING, RATE_LIMITED, READY_STATES, RETRY, REVOKED, STARTED, SUCCESS
 from ..engine import events, keys
+from ..engine.leases import settle_expired
 from ..engine.workflow import META_CAUSE
 from ..errors import TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
 from .wait import FINAL, ResultStreams, refuse_inside_task
@@ -341,6 +342,7 @@ def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Resul
     streams = ResultStreams(results[0].connection, [r.id for r in results if r._final is None])
 
     def drop_revoked() -> None:
+        settle_expired(streams.connection)  # jobs of workers that were lost, wherever they ran
         pending = list(streams.pending)
         with streams.connection.pipeline(transaction=False) as pipe:
             for job_id in pending:

@@ -27,6 +27,7 @@ _STATE = {
     events.RETRY: "RETRY",
     events.REVOKED: "REVOKED",
     events.LOST: "LOST",
+    events.DUPLICATE: "DUPLICATE",
 }
 
 
@@ -81,6 +82,12 @@ def attempts(rows: list[dict[str, str]]) -> pd.DataFrame:
 
     for event in rows:
         kind, n = event["e"], int(event.get("n", 0))
+        if kind == events.DUPLICATE:  # a late outcome of a settled attempt: a row of its own
+            row = table[(event["id"], n, event["stream_id"])] = dict.fromkeys(COLUMNS)  # type: ignore[index]
+            row.update(task_id=event["id"], name=event["t"], attempt=n, state="DUPLICATE", namespace=event["ns"])
+            row.update(worker=event.get("w"), finished_at=_ts(event["ts"]), error=f"late {event.get('x', '')}")
+            row["submitted_at"] = submitted.get(event["id"], np.nan)
+            continue
         if kind == events.SUBMITTED:
             submitted[event["id"]] = max(_ts(event["ts"]), _ts(event.get("at")) if event.get("at") else 0)
             row = attempt(event, 0)

@@ -3,7 +3,7 @@ and then takes the job, in one round trip (see :class:`tasklab.engine.worker.Wor
 
 from __future__ import annotations
 
-from .transaction import RUN_COMMANDS_LUA, Script
+from .transaction import FENCED, RUN_COMMANDS_LUA, Script
 
 # Take the first waiting job and read its hash. As RQ's dequeue_any: a worker of one queue
 # moves the job to that queue's intermediate list (RQ's LMOVE; KEYS are then the queue and its
@@ -33,16 +33,19 @@ local function pop_job(queue_keys, move, job_prefix, suspension_key)
 end
 """
 
-#: A worker's bookkeeping commands (see :mod:`tasklab.engine.transaction`), then, optionally, the next
-#: job, taken by ``pop_job`` above, its reply appended to theirs; with no commands, one round
+#: A worker's bookkeeping commands (see :mod:`tasklab.engine.transaction`, fence included), then,
+#: optionally, the next job, taken by ``pop_job`` above, its reply appended to theirs; with no commands, one round
 #: trip that only takes a job. KEYS: queue keys to take a job from (none: take nothing), or the
 #: queue and its intermediate list; ARGV: '1' to move the job into the intermediate list ('0' to
 #: pop it), job key prefix, suspension key or '', then the commands.
 TRANSACTION = Script(
     _POP_JOB_LUA
     + RUN_COMMANDS_LUA
-    + """
+    + f"""
 local replies = run_commands(4)
+if not replies then
+    return '{FENCED.decode()}'
+end
 if #KEYS > 0 then
     replies[#replies + 1] = pop_job(KEYS, ARGV[1], ARGV[2], ARGV[3])
 end

@@ -31,6 +31,9 @@ SUBMITTED, STARTED, RETRY, SUCCEEDED, FAILED, REVOKED, LOST = (
     "revoked",
     "lost",
 )
+#: An outcome a worker reached after the job was settled without it (its lease ran out): the
+#: first outcome stands, and this one is kept for the record (``x`` is its state).
+DUPLICATE = "duplicate"
 
 
 def counts_key(namespace: str) -> str:

@@ -162,6 +162,24 @@ def finish_writes(job: Job, pipe: Any) -> None:
     job._tl_finish_writes = None  # type: ignore[attr-defined]
 
 
+def finish_writes_dropped(job: Job) -> None:
+    """Forget the writes a successful attempt left (the job was settled meanwhile: see :func:`owned`)."""
+    job._tl_finish_writes = None  # type: ignore[attr-defined]
+
+
+def attempt_of(job: Job) -> int:
+    """The number of the attempt ``job`` is (0 for the first)."""
+    return int(job.meta.get(keys.META_RETRIES, 0))
+
+
+def owned(job: Job) -> bool:
+    """Whether the worker running ``job`` still owns it: its execution (RQ's record, which tasklab's
+    worker names in ``job._tl_execution_key``) is gone once someone settled the job because the
+    worker's lease ran out. The attempt's failure is then not recorded over the settled outcome."""
+    key = getattr(job, "_tl_execution_key", None)
+    return key is None or bool(job.connection.exists(key))
+
+
 def parent_value(connection: redis.Redis, job_id: str) -> Any:
     """The return value of the finished job ``job_id`` (a workflow step this job follows)."""
     for entry_id, payload in connection.xrevrange(Result.get_key(job_id), "+", "-"):
@@ -177,6 +195,8 @@ def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc:
     Returns normally, after which the caller re-raises ``exc`` for RQ: RQ retries a job while
     ``job.retries_left`` is positive, after ``job.retry_intervals`` seconds.
     """
+    if not owned(job):  # settled meanwhile: the worker records this outcome as a duplicate
+        return
     options = type(task).task_options()
     decision = Decision(False, exc) if isinstance(exc, TimeLimitExceeded) else decide(options, exc, request.retries)
     reported = decision.exc
@@ -268,6 +288,8 @@ def _record(
     deferred = getattr(job, "_tl_finish_writes", None)
     if exc is None and deferred is not None:
         deferred.append(lambda pipe: _write_attempt(pipe, job, attempt, text, ttl, None, kind, run_s, None))
+        return
+    if not owned(job):
         return
     with job.connection.pipeline(transaction=False) as pipe:
         _write_attempt(pipe, job, attempt, text, ttl, exc, kind, run_s, retry_at)

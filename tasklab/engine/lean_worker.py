@@ -7,6 +7,8 @@
   jobs are enqueued and no process is left behind when the worker dies.
 * A stop request (SIGTERM, or :meth:`LeanWorker.stop_soon` before the loop has begun) lets the
   running job finish and takes no next one; :attr:`LeanWorker.stop_signal_hook` sees the signal first.
+* It holds a lease (:mod:`tasklab.engine.leases`), renewed by a thread, and takes no job while
+  the lease may have run out.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rq.queue import Queue
 from rq.worker import SimpleWorker
 
 from .. import defaults
+from .leases import LeaseKeeper
 from .rq_private import set_state_locally
 from .scheduler import SchedulerThread
 
@@ -45,6 +48,7 @@ class LeanWorker(SimpleWorker):
         self._not_suspended = False  # the last commit found no suspension; skip one check
         self._stopping = False  # asked to stop: take no next job
         self._scheduler_on_thread = False  # work() runs RQ's scheduler on a thread
+        self.lease: LeaseKeeper | None = None  # from bootstrap() on
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's heartbeat, skipped when one was sent less than :attr:`heartbeat_interval` ago
@@ -98,7 +102,10 @@ class LeanWorker(SimpleWorker):
         return super().work(burst, with_scheduler=with_scheduler and burst, **options)
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
-        super().bootstrap(*args, **kwargs)  # registered: now the scheduler may take its locks
+        super().bootstrap(*args, **kwargs)  # registered: now it may hold a lease and scheduler locks
+        self.lease = LeaseKeeper(self.connection, self.name, on_lost=self._registered_again)
+        self.lease.renew()  # held before the first job is taken
+        self.lease.start()
         if self._scheduler_on_thread:
             self._scheduler_thread = SchedulerThread(
                 self.queues, self.connection, self.serializer, self.scheduler_interval
@@ -129,12 +136,33 @@ class LeanWorker(SimpleWorker):
     def teardown(self) -> None:
         if self._scheduler_thread is not None:
             self._scheduler_thread.stop()
+        if self.lease is not None:
+            self.lease.stop()
         super().teardown()
+
+    def _registered_again(self) -> None:
+        """The lease had run out (a freeze, a lost link) and whoever settled its jobs unregistered
+        this worker: it registers again, as it goes on working."""
+        try:
+            self.connection.delete(self.key)  # what its heartbeats wrote meanwhile, if any
+            self.register_birth()
+            self._heartbeat_expires_at = -math.inf  # the next heartbeat is due
+        except Exception:
+            self.log.exception("Worker %s: could not register again after its lease ran out", self.name)
+
+    def holds_lease(self) -> bool:
+        """Whether this worker may take a job: its lease is known to be held (see :mod:`tasklab.engine.leases`).
+        While it may have run out, the worker waits for a renewal instead, or for a stop request."""
+        while self.lease is not None and not self.lease.valid():
+            if self._stopping:
+                return False
+            self.lease.wait_valid(defaults.LEASE_RENEW_INTERVAL)
+        return True
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        """RQ's dequeue; ``None`` (the loop ends) once asked to stop."""
-        if self._stopping:
+        """RQ's dequeue, once the lease is held; ``None`` (the loop ends) once asked to stop."""
+        if self._stopping or not self.holds_lease():
             return None
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)

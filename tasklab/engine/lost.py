@@ -34,8 +34,11 @@ from .workflow import cancel_downstream
 log = logging.getLogger("tasklab.lost")
 
 
-def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseException) -> list[str]:
-    """Fail or requeue every job the dead worker ``worker_name`` was running; return their ids."""
+def settle_jobs_of(
+    connection: redis.Redis, worker_name: str, reason: BaseException, unregister: bool = False
+) -> list[str]:
+    """Fail or requeue every job the dead worker ``worker_name`` was running; return their ids.
+    With ``unregister``, its record goes too (RQ's tools no longer list it)."""
     worker = SimpleWorker.find_by_key(  # a SimpleWorker's kill_horse() does nothing, whatever is called
         worker_key(worker_name),
         connection=connection,
@@ -55,6 +58,8 @@ def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseExcept
         queue = TaskQueue(job.origin, connection=connection)
         _settle(worker, job, queue, execution, reason)  # type: ignore[arg-type]  # found as a SimpleWorker
         settled.append(job.id)
+    if unregister:
+        worker.register_death()
     return settled
 
 

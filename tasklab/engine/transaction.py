@@ -32,6 +32,7 @@ import redis
 from redis.client import Pipeline
 from redis.connection import AbstractConnection
 
+from ..errors import TaskLabError
 from .rq_private import is_watching, queued_commands, take_queued_commands
 
 #: ``HSET_IF_EXISTS key field value [field value ...]``: HSET if ``key`` exists; else 0.
@@ -43,12 +44,27 @@ end
 return redis.call('HSET', KEYS[1], unpack(ARGV))
 """
 
+#: ``FENCE key``, as the first command: run the transaction only if ``key`` exists (a worker's
+#: execution of a job: gone once the job was settled by someone else); else nothing of it runs
+#: and :class:`Fenced` is raised. Its own reply is 1.
+FENCE = "tasklab:fence"
+#: What a transaction stopped by its fence replies.
+FENCED = b"tasklab:fenced"
+
 #: Lua: ``run_commands(first)`` runs the commands in ARGV from index ``first``, each given as
-#: its number of arguments followed by its arguments, and returns their replies in a list.
+#: its number of arguments followed by its arguments, and returns their replies in a list; or
+#: ``false``, running nothing, when the first command is a fence whose key is gone.
 RUN_COMMANDS_LUA = f"""
 local function run_commands(first)
     local replies = {{}}
     local i = first
+    if ARGV[i + 1] == '{FENCE}' then
+        if redis.call('EXISTS', ARGV[i + 2]) == 0 then
+            return false
+        end
+        replies[1] = 1
+        i = i + tonumber(ARGV[i]) + 1
+    end
     while i <= #ARGV do
         local n = tonumber(ARGV[i])
         if ARGV[i + 1] == '{HSET_IF_EXISTS}' then
@@ -110,7 +126,21 @@ class Script:
 
 
 #: Runs the commands given as ARGV (see :data:`RUN_COMMANDS_LUA`); no keys.
-COMMANDS = Script(RUN_COMMANDS_LUA + "return run_commands(1)\n")
+COMMANDS = Script(
+    RUN_COMMANDS_LUA
+    + f"""
+local replies = run_commands(1)
+if not replies then
+    return '{FENCED.decode()}'
+end
+return replies
+"""
+)
+
+
+class Fenced(TaskLabError):
+    """Raised in a worker when a transaction about a job it ran was not applied, because the job
+    was settled meanwhile (its lease ran out): the first outcome stands."""
 
 
 def pack(*args: Any) -> bytes:
@@ -130,14 +160,25 @@ def fits(commands: list[tuple], packed: bytes) -> bool:
 
 
 def execute_plainly(pipe: Pipeline, raise_on_error: bool = True) -> list:
-    """``pipe.execute()``, with :data:`HSET_IF_EXISTS` made a call of a script of its own."""
-    if any(command[0] == HSET_IF_EXISTS for command in queued_commands(pipe)):
-        for args, options in take_queued_commands(pipe):
-            if args[0] == HSET_IF_EXISTS:
-                pipe.eval(_HSET_IF_EXISTS_LUA, 1, *args[1:])
-            else:
-                pipe.execute_command(*args, **options)
-    return pipe.execute(raise_on_error=raise_on_error)
+    """``pipe.execute()``, with :data:`HSET_IF_EXISTS` made a call of a script of its own, and a
+    :data:`FENCE` checked just before (not atomically: this serves transactions too large for a
+    script call)."""
+    commands = queued_commands(pipe)
+    fence = commands[0][1] if commands and commands[0][0] == FENCE else None
+    if fence is None and not any(command[0] == HSET_IF_EXISTS for command in commands):
+        return pipe.execute(raise_on_error=raise_on_error)
+    queued = take_queued_commands(pipe)
+    if fence is not None:
+        if not redis.Redis(connection_pool=pipe.connection_pool).exists(fence):
+            raise Fenced("the job was settled while this worker ran it")
+        queued = queued[1:]
+    for args, options in queued:
+        if args[0] == HSET_IF_EXISTS:
+            pipe.eval(_HSET_IF_EXISTS_LUA, 1, *args[1:])
+        else:
+            pipe.execute_command(*args, **options)
+    replies = pipe.execute(raise_on_error=raise_on_error)
+    return [1, *replies] if fence is not None else replies
 
 
 def flatten(commands: list[tuple], into: list) -> list:
@@ -149,6 +190,8 @@ def flatten(commands: list[tuple], into: list) -> list:
 
 
 def checked(replies: Any, expected: int) -> list:
+    if replies == FENCED:
+        raise Fenced("the job was settled while this worker ran it")
     if not isinstance(replies, list) or len(replies) != expected:
         raise redis.ResponseError(f"Unexpected reply to a transaction of {expected} commands: {replies!r:.200}")
     return replies

@@ -32,12 +32,15 @@ from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import as_text, now
 from rq.worker import WorkerStatus
 
+from . import events
 from .claim import TRANSACTION
-from .execution import defer_finish_writes, finish_writes, start_writes
+from .execution import attempt_of, defer_finish_writes, finish_writes, finish_writes_dropped, start_writes
 from .joblog import JobLinesAtDebug
 from .lean_worker import LeanWorker
 from .rq_private import handle_success, ordered_queues, state_write
 from .transaction import (
+    FENCE,
+    Fenced,
     checked,
     commands_of,
     execute_plainly,
@@ -105,7 +108,7 @@ class Worker(LeanWorker):
     ) -> tuple[Job, Queue] | None:
         """Take the job the last commit took, or a waiting job in one round trip; when none
         waits, block in RQ's loop. ``None`` (the loop ends) once asked to stop."""
-        if self._stopping:
+        if self._stopping or not self.holds_lease():
             return None
         self.set_state(WorkerStatus.IDLE)
         result, self._next_job = self._next_job, None
@@ -229,6 +232,7 @@ class Worker(LeanWorker):
             call, expected = self._script_call(commands_of(pipe), take_next=False)
             pipe.reset()  # a start is small: always a script call
         self._started_job_id = job.id
+        job._tl_execution_key = execution.key  # type: ignore[attr-defined]  # the fencing token (owned())
         if getattr(job, "_tl_started_written", False):
             # A tasklab task: send the start now, and read its reply only when the task is about
             # to run (the runtime calls the job's confirm_start first): the task's arguments,
@@ -297,6 +301,9 @@ class Worker(LeanWorker):
         dependents, repeats, or a result that is not kept."""
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         if self._fast_job_id != job.id or result_ttl == 0 or (job.repeats_left or 0) > 0:
+            if not self.connection.exists(execution.key):  # checked just before RQ's own writes
+                self._fenced(job, "SUCCESS")
+                return
             super().handle_job_success(job, queue, started_job_registry, execution)
             if getattr(job, "_tl_finish_writes", None):  # RQ's own path: write tasklab's records after it
                 with self.connection.pipeline(transaction=False) as pipe:
@@ -308,8 +315,11 @@ class Worker(LeanWorker):
         quick = not job.webhooks
         # The loop is about to take the next job: the commit takes it, unless the loop may do
         # something else first.
-        take_next = quick and not self._stopping and not self.should_run_maintenance_tasks
+        take_next = quick and not self._stopping and self.lease is not None and self.lease.valid()
+        take_next = take_next and not self.should_run_maintenance_tasks
         with self.connection.pipeline() as pipe:
+            # Nothing is written if the job was settled meanwhile (its lease ran out): see _fenced.
+            pipe.execute_command(FENCE, execution.key)
             # Read first, so that both see Redis as it was just before these writes.
             pipe.scard(job.dependents_key)
             pipe.exists(WORKERS_SUSPENDED)
@@ -332,13 +342,17 @@ class Worker(LeanWorker):
                 # Written now, to spare a round trip; self._state stays busy until the job
                 # has ended, as RQ's shutdown request expects.
                 state_write(pipe, self, WorkerStatus.IDLE)
-            replies = self._execute(pipe, take_next=take_next)
+            try:
+                replies = self._execute(pipe, take_next=take_next)
+            except Fenced:
+                self._fenced(job, "SUCCESS")
+                return
         if take_next:
             popped = replies[-1]
             self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
             self._queues_were_empty = not popped
         raise_first_error(replies)  # now that the job it took is not lost
-        dependents, suspended = replies[:2]
+        dependents, suspended = replies[1:3]
         if quick:
             self._stored_state = WorkerStatus.IDLE
             self._not_suspended = not suspended
@@ -349,6 +363,35 @@ class Worker(LeanWorker):
                 self.log.exception("Worker %s: failed to enqueue dependents of job %s", self.name, job.id)
         release_slot(job)
         self.log.debug("Worker %s: job %s finished in %s", self.name, job.id, job.ended_at - job.started_at)
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: StartedJobRegistry | None = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        """RQ's failure path, unless the job was settled while it ran (see :meth:`_fenced`)."""
+        if execution is not None and not self.connection.exists(execution.key):
+            self._fenced(job, "FAILURE")
+            return
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def _fenced(self, job: Job, outcome: str) -> None:
+        """The job this worker ran was settled meanwhile, by whoever found this worker's lease run
+        out (a freeze, a lost link to Redis): the first outcome stands. This one goes to the history
+        as a duplicate, and the worker goes on with its next job."""
+        self.log.warning(
+            "Worker %s: job %s was settled while this worker ran it (its lease ran out); its %s here is "
+            "recorded as a duplicate, the first outcome stands",
+            self.name, job.id, outcome,
+        )  # fmt: skip
+        finish_writes_dropped(job)
+        with self.connection.pipeline(transaction=False) as pipe:
+            events.emit_for(pipe, events.DUPLICATE, job, n=attempt_of(job), w=self.name, x=outcome)
+            pipe.execute()
+        self.executions.clear()
 
     def teardown(self) -> None:
         try:

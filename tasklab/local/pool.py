@@ -27,7 +27,7 @@ import redis
 from rq.worker import SimpleWorker
 
 from .. import defaults
-from ..engine import keys
+from ..engine import keys, leases
 from ..engine.lost import settle_jobs_of
 from ..engine.rq_private import executions_key, job_id_of_execution, worker_key
 from ..errors import TaskRevokedError, TimeLimitExceeded, WorkerError, WorkerLostError
@@ -228,8 +228,9 @@ class WorkerPool:
                 self._forget(w)
             try:
                 self._police(running)
+                leases.settle_expired(self.connection)  # of workers anywhere: another host's too
             except Exception:
-                log.exception("checking the workers' deadlines and terminate requests failed")
+                log.exception("checking the workers' deadlines, terminate requests and leases failed")
 
     def _police(self, workers: list[WorkerProcess]) -> None:
         """Kill a worker whose job outlived its hard time limit, or whose job is to be terminated."""
@@ -269,6 +270,7 @@ class WorkerPool:
         )
         try:
             settle_jobs_of(self.connection, w.name, reason)
+            leases.drop(self.connection, w.name)  # settled already: not again when its lease runs out
         except Exception:
             log.exception("settling the jobs of dead worker %s failed", w.name)
         try:

@@ -26,7 +26,7 @@ from ..code.loader import install
 from ..code.serialization import Serializer
 from ..code.store import CodeRegistry
 from ..core.task import Task
-from ..engine import keys
+from ..engine import keys, leases
 from ..engine.lost import settle_jobs_of
 from ..engine.queue import TaskQueue
 from ..engine.worker import Worker
@@ -81,6 +81,7 @@ def _die_with_parent(worker: Worker, parent: int) -> None:
         with contextlib.suppress(Exception):  # settle the job it ran now, not when RQ's maintenance finds it
             reason = WorkerLostError(f"The process that started worker {worker.name} died while it ran the task.")
             settle_jobs_of(worker.connection, worker.name, reason)
+            leases.drop(worker.connection, worker.name)
         with contextlib.suppress(Exception):
             worker.register_death()
         os._exit(1)

@@ -36,6 +36,7 @@ _BADGE = {
     "FAILURE": "#c62828", "REVOKED": "#6d4c41", "LOST": "#ad1457",
 }  # fmt: skip
 _EVENT_STATE = {events.SUCCEEDED: "SUCCESS", events.FAILED: "FAILURE", events.RETRY: "RETRY",
+                events.DUPLICATE: "DUPLICATE",
                 events.REVOKED: "REVOKED", events.LOST: "LOST", events.STARTED: "STARTED",
                 events.SUBMITTED: "PENDING"}  # fmt: skip
 

@@ -18,6 +18,7 @@ from rq.utils import as_text
 
 from ...code.serialization import Serializer
 from ...core.states import FAILURE, REVOKED
+from ...engine.leases import settle_expired
 from ...engine.workflow import META_CAUSE, cancel_downstream, failures_key
 from ...errors import TimeoutError
 from ..result import AsyncResult, ResultSet
@@ -72,6 +73,7 @@ def _wait(plan: Any, targets: list[str], timeout: float | None, stop_on_failure:
             failure(step_id)
 
     def check_statuses() -> None:
+        settle_expired(connection)  # jobs of workers that were lost, wherever they ran
         with connection.pipeline(transaction=False) as pipe:
             for step_id in unknown:
                 pipe.hget(Job.key_for(step_id), "status")

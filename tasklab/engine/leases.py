@@ -1,0 +1,205 @@
+"""Worker leases: how a worker's death is noticed in seconds, wherever it ran.
+
+Every worker process holds a lease: its name in the sorted set :data:`LEASES`, scored by when the
+lease runs out, on Redis's own clock (so that hosts whose clocks differ agree). A thread of the
+worker renews it every :data:`~tasklab.defaults.LEASE_RENEW_INTERVAL` seconds for
+:data:`~tasklab.defaults.LEASE_TTL` seconds. A worker that dies, freezes, or loses its host or its
+link to Redis stops renewing; once its lease has run out, whoever looks first (another worker's
+lease thread, a supervisor, a client waiting for a result) takes it out of the set, in the same
+script that finds it, and settles the jobs it was running (:func:`tasklab.engine.lost.settle_jobs_of`):
+failed with ``WorkerLostError``, or requeued under ``acks_late``. Taking it out is atomic, so each
+expired lease is settled once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from .. import defaults
+from ..errors import WorkerLostError
+from .lost import settle_jobs_of
+
+log = logging.getLogger("tasklab.leases")
+
+#: Sorted set: worker name -> when its lease runs out (milliseconds, Redis's clock).
+LEASES = "tasklab:leases"
+
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
+#: KEYS[1]: the leases. ARGV: worker name, TTL in ms, most expired leases to take (0: none).
+#: Renews the worker's lease and takes up to ARGV[3] leases that ran out. Returns 1 if the lease
+#: was new (taken as expired meanwhile, or never held), else 0, then the expired leases taken.
+_RENEW_AND_TAKE = (
+    _NOW
+    + """
+local new = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local limit = tonumber(ARGV[3])
+local expired = {}
+if limit > 0 then
+    expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+    if #expired > 0 then
+        redis.call('ZREM', KEYS[1], unpack(expired))
+    end
+end
+table.insert(expired, 1, new)
+return expired
+"""
+)
+
+#: KEYS[1]: the leases. ARGV: most expired leases to take. Takes and returns them.
+_TAKE = (
+    _NOW
+    + """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+if #expired > 0 then
+    redis.call('ZREM', KEYS[1], unpack(expired))
+end
+return expired
+"""
+)
+
+#: Expired leases one call takes at most (the rest are taken by the next).
+_TAKE_AT_ONCE = 16
+
+
+def _run(connection: redis.Redis, script: str, args: list) -> list:
+    reply = connection.register_script(script)(keys=[LEASES], args=args)
+    return [name.decode() if isinstance(name, bytes) else name for name in reply]
+
+
+def renew(connection: redis.Redis, worker_name: str, take_expired: bool = True) -> tuple[bool, list[str]]:
+    """Renew ``worker_name``'s lease: whether it was held until now (not taken as expired), and
+    with ``take_expired`` the leases that ran out, taken for the caller to settle."""
+    args = [worker_name, int(defaults.LEASE_TTL * 1000), _TAKE_AT_ONCE if take_expired else 0]
+    new, *expired = _run(connection, _RENEW_AND_TAKE, args)
+    return not new, expired
+
+
+def drop(connection: redis.Redis, worker_name: str) -> None:
+    """Give up ``worker_name``'s lease: it stopped cleanly, or its jobs were settled already."""
+    connection.zrem(LEASES, worker_name)
+
+
+def take_expired(connection: redis.Redis) -> list[str]:
+    """Take the leases that ran out (each is returned to one caller only)."""
+    return _run(connection, _TAKE, [_TAKE_AT_ONCE])
+
+
+def settle(connection: redis.Redis, worker_names: list[str]) -> list[str]:
+    """Settle the jobs of workers whose leases ran out; the ids of the jobs settled."""
+    settled: list[str] = []
+    for name in worker_names:
+        reason = WorkerLostError(
+            f"Worker {name} stopped renewing its lease for {defaults.LEASE_TTL:g} s while it ran the task: its "
+            "process, its host or its link to Redis was lost."
+        )
+        try:
+            jobs = settle_jobs_of(connection, name, reason, unregister=True)
+        except Exception:
+            log.exception("settling the jobs of worker %s, whose lease ran out, failed", name)
+            continue
+        if jobs:
+            log.warning("worker %s's lease ran out; settled its jobs %s", name, ", ".join(jobs))
+        settled += jobs
+    return settled
+
+
+def settle_expired(connection: redis.Redis) -> list[str]:
+    """Take the leases that ran out and settle their workers' jobs; the ids of the jobs settled."""
+    return settle(connection, take_expired(connection))
+
+
+def lease_client(connection: redis.Redis) -> redis.Redis:
+    """A client of ``connection``'s Redis for a lease thread: its own connections, replies awaited
+    :data:`~tasklab.defaults.LEASE_SOCKET_TIMEOUT` seconds at most, TCP keepalive on."""
+    pool = connection.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["socket_timeout"] = defaults.LEASE_SOCKET_TIMEOUT
+    kwargs["socket_connect_timeout"] = defaults.LEASE_SOCKET_TIMEOUT
+    if "path" not in kwargs:  # TCP only
+        kwargs["socket_keepalive"] = True
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews ``worker_name``'s lease every :data:`~tasklab.defaults.LEASE_RENEW_INTERVAL` seconds,
+    and settles the jobs of workers whose leases it finds expired. :meth:`valid` says whether the
+    lease is known to be held now: a worker whose lease may have run out takes no job."""
+
+    def __init__(self, connection: redis.Redis, worker_name: str, on_lost: Callable[[], None] | None = None) -> None:
+        super().__init__(name="tasklab-lease", daemon=True)
+        self.client = lease_client(connection)
+        self.worker_name = worker_name
+        #: Called when a renewal finds that the lease had been taken as expired (the worker was
+        #: frozen or cut off, and its jobs were settled): the worker registers itself again.
+        self.on_lost = on_lost
+        self._held = False
+        self.stopping = threading.Event()
+        self.renewed = threading.Event()
+        self._valid_until = -math.inf  # time.monotonic() by which the lease runs out
+        self._failing_since: float | None = None
+
+    def renew(self) -> list[str]:
+        """Renew the lease now; the expired leases taken. Raises redis-py's errors."""
+        started = time.monotonic()
+        held, expired = renew(self.client, self.worker_name)
+        if self._held and not held:
+            log.warning("worker %s: its lease had run out and its jobs were settled; it goes on", self.worker_name)
+            if self.on_lost is not None:
+                self.on_lost()
+        self._held = True
+        self._valid_until = started + defaults.LEASE_TTL
+        self.renewed.set()
+        if self._failing_since is not None:
+            log.warning(
+                "worker %s: renewed its lease again after %.1f s", self.worker_name, started - self._failing_since
+            )
+            self._failing_since = None
+        return expired
+
+    def valid(self) -> bool:
+        return time.monotonic() < self._valid_until
+
+    def wait_valid(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a renewal if the lease may have run out; whether it is held."""
+        if not self.valid():
+            self.renewed.clear()
+            self.renewed.wait(timeout)
+        return self.valid()
+
+    def run(self) -> None:
+        while not self.stopping.wait(defaults.LEASE_RENEW_INTERVAL):
+            try:
+                expired = self.renew()
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                if self._failing_since is None:  # one line per outage
+                    self._failing_since = time.monotonic()
+                    log.warning("worker %s: cannot renew its lease (%s); it takes no job until it can",
+                                self.worker_name, exc)  # fmt: skip
+                continue
+            except Exception:
+                log.exception("worker %s: renewing its lease failed", self.worker_name)
+                continue
+            if expired:
+                settle(self.client, expired)
+
+    def stop(self) -> None:
+        """Stop renewing, and give the lease up (the worker stops cleanly)."""
+        self.stopping.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(timeout=defaults.LEASE_SOCKET_TIMEOUT * 2)
+        try:
+            drop(self.client, self.worker_name)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            pass  # it runs out by itself
+        finally:
+            self.client.close()
