@@ -128,6 +128,19 @@ LEASE_RENEW_INTERVAL = 1.0
 #: Seconds a worker's lease thread waits for Redis's reply before it counts the renewal as failed.
 LEASE_SOCKET_TIMEOUT = 2.0
 
+#: Seconds an idle worker of one queue blocks in one wait for a job (BLMOVE, which takes the job
+#: into its claimed list in the same step); between waits it checks its lease and heartbeat.
+CLAIM_BLOCK = 5
+#: Seconds between an idle worker's looks for a job when it serves several queues (Redis has no
+#: blocking move from several lists).
+CLAIM_POLL_INTERVAL = 0.05
+#: Longest pause, in seconds, between a worker's attempts to reach Redis while it is unreachable
+#: (from 0.1 s, doubling).
+RECONNECT_BACKOFF_MAX = 2.0
+#: Seconds a job may sit in an RQ intermediate list without being started (taken by a process that
+#: died before starting it: tasklab's own workers use claimed lists) before it is queued again.
+STRAND_GRACE = 2.0
+
 #: Seconds a worker's scheduler lock on a queue lives unless refreshed, and how often every
 #: worker's scheduler tries to take or refresh its locks. The death of the lock's holder delays
 #: countdowns, etas and retries by at most about the TTL (RQ: a minute, retried every two).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 
@@ -14,6 +15,7 @@ from rq.scheduler import RQScheduler
 import tasklab
 from tasklab import defaults
 from tasklab.code.serialization import Serializer
+from tasklab.engine import keys, leases
 
 from .conftest import task_cell, wait_for
 
@@ -120,3 +122,68 @@ def test_a_frozen_worker_s_acks_late_job_runs_again_elsewhere_to_one_outcome(she
     wait_for(lambda: "DUPLICATE" in set(lab.history(name="Requeued")["state"]), 10, "the duplicate")
     assert final_results(lab, result.id) == ["SUCCESSFUL"], "one final outcome"
     assert tasklab.AsyncResult(result.id, lab).get(timeout=1) == "requeued attempt"
+
+
+def test_a_job_stranded_in_rqs_intermediate_list_is_queued_again(shell, lab):
+    task_cell(shell, "def ping():\n    return 'pong'\n")
+    result = shell.user_ns["ping"].delay()  # no worker yet: it waits in its queue
+    queue = lab.queue()
+    # What a process that took the job the way RQ does, and died before starting it, leaves behind.
+    assert lab.connection.lmove(queue.key, queue.intermediate_queue_key, "LEFT", "RIGHT") == result.id.encode()
+    stranded = time.monotonic()
+    lab.workers(1)
+    assert result.get(timeout=defaults.LEASE_TTL + 10) == "pong"
+    assert time.monotonic() - stranded <= defaults.LEASE_TTL + 2
+    assert lab.connection.llen(queue.intermediate_queue_key) == 0 and result.retries == 0
+
+
+def test_a_job_taken_by_a_worker_lost_before_it_started_it_is_queued_again(shell, lab):
+    task_cell(shell, "def ping():\n    return 'pong'\n")
+    result = shell.user_ns["ping"].delay()
+    queue = lab.queue()
+    # A worker on another host took the job into its claimed list, and was lost with its host.
+    lab.connection.lmove(queue.key, keys.claimed_key("lost-host.1"), "LEFT", "RIGHT")
+    lab.connection.zadd(leases.LEASES, {"lost-host.1": 0})  # its lease ran out long ago
+    lost = time.monotonic()
+    lab.workers(1)
+    assert result.get(timeout=defaults.LEASE_TTL + 10) == "pong"
+    assert time.monotonic() - lost <= defaults.LEASE_TTL + 2
+    assert result.retries == 0, "it never ran, so no retry is counted"
+    assert not lab.connection.exists(keys.claimed_key("lost-host.1"))
+    assert "lost-host.1" not in {m.decode() for m in lab.connection.zrange(leases.LEASES, 0, -1)}
+
+
+CHURN = """
+import random
+import time
+import tasklab
+
+class Short(tasklab.Task):
+    acks_late = True  # a job lost with its worker runs again
+    max_retries = None
+
+    def run(self, i):
+        time.sleep(random.uniform(0, 0.004))
+        return i
+"""
+
+
+def test_workers_killed_at_random_points_lose_no_job_and_leave_none_stuck(shell, lab):
+    pool = lab.workers(2)
+    task_cell(shell, CHURN)
+    results = shell.user_ns["Short"].map(range(8000))
+    schedule = random.Random(20261202)  # the moments and victims of the kills, reproducible
+    kills = 0
+    while kills < 200:
+        time.sleep(schedule.uniform(0.02, 0.2))  # the fault schedule, not a wait for anything
+        victim = pool.processes[schedule.randrange(len(pool))]
+        if victim.alive():
+            os.kill(victim.pid, signal.SIGKILL)
+            kills += 1
+    assert results.get(timeout=120) == list(range(8000)), "every job reached its one outcome"
+    queue = lab.queue()
+    claimed = [key for key in lab.connection.scan_iter(keys.claimed_key("*")) if lab.connection.llen(key)]
+    assert (queue.count, queue.started_job_registry.count, claimed) == (0, 0, []), "nothing stuck"
+    history = lab.history(name="Short")
+    assert (history["state"] == "LOST").sum() >= 1, "some kills hit a running task"
+    assert pool.restarts >= 200

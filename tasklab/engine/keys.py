@@ -27,6 +27,13 @@ META_TIME_LIMIT = "tl_time_limit"
 META_SOFT_TIME_LIMIT = "tl_soft_time_limit"
 
 
+def claimed_key(worker_name: str) -> str:
+    """List: the ids of the jobs ``worker_name`` took from a queue and has not started yet. A job
+    moves into it from its queue in one step, and out of it in the transaction that starts it, so
+    a job is always queued, claimed by a worker, or started by one (RQ's execution records)."""
+    return f"tasklab:claimed:{worker_name}"
+
+
 def output_key(job_id: str) -> str:
     """Hash: attempt number -> what that attempt printed."""
     return f"tasklab:job:{job_id}:output"

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 
 import redis
+from rq import Queue
+from rq.job import Job
 
 from .. import defaults
 from ..errors import WorkerLostError
@@ -114,8 +116,62 @@ def settle(connection: redis.Redis, worker_names: list[str]) -> list[str]:
 
 
 def settle_expired(connection: redis.Redis) -> list[str]:
-    """Take the leases that ran out and settle their workers' jobs; the ids of the jobs settled."""
+    """Take the leases that ran out and settle their workers' jobs; the ids of the jobs settled.
+    Also queues again jobs stranded in RQ's intermediate lists (see :func:`requeue_stranded`)."""
+    requeue_stranded(connection)
     return settle(connection, take_expired(connection))
+
+
+#: Taken by whoever looks for stranded jobs, so that they are looked for once a renewal interval.
+_SWEEP_LOCK = "tasklab:sweep"
+#: Prefix of the keys that remember when a job was first seen stranded.
+_STRANDED = "tasklab:stranded:"
+
+#: KEYS[1]: an RQ intermediate list, KEYS[2]: its queue. ARGV: job key prefix, grace (ms), marker
+#: prefix. Jobs in the list that have not started for ``grace`` since first seen there are queued
+#: again (or dropped from it, if gone); returns the ids queued again.
+_REQUEUE_STRANDED = (
+    _NOW
+    + """
+local grace = tonumber(ARGV[2])
+local moved = {}
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local status = redis.call('HGET', ARGV[1] .. id, 'status')
+    if status ~= 'started' then
+        local marker = ARGV[3] .. id
+        local seen = redis.call('GET', marker)
+        if not seen then
+            redis.call('SET', marker, now, 'PX', grace * 10)
+        elseif now - tonumber(seen) >= grace then
+            redis.call('LREM', KEYS[1], 1, id)
+            redis.call('DEL', marker)
+            if status == 'queued' then
+                redis.call('LPUSH', KEYS[2], id)
+                moved[#moved + 1] = id
+            end
+        end
+    end
+end
+return moved
+"""
+)
+
+
+def requeue_stranded(connection: redis.Redis) -> list[str]:
+    """Queue again the jobs left in RQ's intermediate lists by a process that took them and died
+    before starting them (a plain RQ worker; tasklab's workers take jobs into claimed lists,
+    settled with the worker). At most once a renewal interval, whoever calls first; the ids."""
+    if not connection.set(_SWEEP_LOCK, 1, nx=True, px=int(defaults.LEASE_RENEW_INTERVAL * 1000)):
+        return []
+    script = connection.register_script(_REQUEUE_STRANDED)
+    args = [Job.redis_job_namespace_prefix, int(defaults.STRAND_GRACE * 1000), _STRANDED]
+    moved: list[str] = []
+    for queue in Queue.all(connection=connection):
+        found = script(keys=[queue.intermediate_queue_key, queue.key], args=args)
+        moved += [name.decode() if isinstance(name, bytes) else name for name in found]
+    if moved:
+        log.warning("queued again jobs taken but never started: %s", ", ".join(moved))
+    return moved
 
 
 def lease_client(connection: redis.Redis) -> redis.Redis:
@@ -149,7 +205,8 @@ class LeaseKeeper(threading.Thread):
         self._failing_since: float | None = None
 
     def renew(self) -> list[str]:
-        """Renew the lease now; the expired leases taken. Raises redis-py's errors."""
+        """Renew the lease now, and settle the jobs of the leases it found expired (taken, so
+        settled by no one else); the ids of those jobs. Raises redis-py's errors."""
         started = time.monotonic()
         held, expired = renew(self.client, self.worker_name)
         if self._held and not held:
@@ -164,7 +221,7 @@ class LeaseKeeper(threading.Thread):
                 "worker %s: renewed its lease again after %.1f s", self.worker_name, started - self._failing_since
             )
             self._failing_since = None
-        return expired
+        return settle(self.client, expired) if expired else []
 
     def valid(self) -> bool:
         return time.monotonic() < self._valid_until
@@ -179,7 +236,7 @@ class LeaseKeeper(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(defaults.LEASE_RENEW_INTERVAL):
             try:
-                expired = self.renew()
+                self.renew()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 if self._failing_since is None:  # one line per outage
                     self._failing_since = time.monotonic()
@@ -188,9 +245,6 @@ class LeaseKeeper(threading.Thread):
                 continue
             except Exception:
                 log.exception("worker %s: renewing its lease failed", self.worker_name)
-                continue
-            if expired:
-                settle(self.client, expired)
 
     def stop(self) -> None:
         """Stop renewing, and give the lease up (the worker stops cleanly)."""

@@ -19,7 +19,7 @@ import time
 import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.utils import now
+from rq.utils import as_text, now
 from rq.worker import SimpleWorker
 
 from ..code.serialization import Serializer
@@ -37,8 +37,10 @@ log = logging.getLogger("tasklab.lost")
 def settle_jobs_of(
     connection: redis.Redis, worker_name: str, reason: BaseException, unregister: bool = False
 ) -> list[str]:
-    """Fail or requeue every job the dead worker ``worker_name`` was running; return their ids.
-    With ``unregister``, its record goes too (RQ's tools no longer list it)."""
+    """Fail or requeue every job the dead worker ``worker_name`` was running, and queue again the
+    jobs it had taken but not started; return the ids of the first. With ``unregister``, its
+    record goes too (RQ's tools no longer list it)."""
+    requeue_claimed(connection, worker_name)
     worker = SimpleWorker.find_by_key(  # a SimpleWorker's kill_horse() does nothing, whatever is called
         worker_key(worker_name),
         connection=connection,
@@ -61,6 +63,34 @@ def settle_jobs_of(
     if unregister:
         worker.register_death()
     return settled
+
+
+#: KEYS[1]: a worker's claimed list. ARGV: job key prefix, queue key prefix (RQ's, public). Puts the
+#: jobs it holds that are still queued back at the head of their queues, in their order; drops it.
+_REQUEUE_CLAIMED = """
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+local requeued = {}
+for i = #ids, 1, -1 do
+    local job = redis.call('HMGET', ARGV[1] .. ids[i], 'status', 'origin')
+    if job[1] == 'queued' and job[2] then
+        redis.call('LPUSH', ARGV[2] .. job[2], ids[i])
+        requeued[#requeued + 1] = ids[i]
+    end
+end
+redis.call('DEL', KEYS[1])
+return requeued
+"""
+
+
+def requeue_claimed(connection: redis.Redis, worker_name: str) -> list[str]:
+    """Queue again, at the head of their queues, the jobs ``worker_name`` took but never started
+    (it died between the two); they never ran, so no retry is counted. Their ids."""
+    script = connection.register_script(_REQUEUE_CLAIMED)
+    args = [Job.redis_job_namespace_prefix, TaskQueue.redis_queue_namespace_prefix]
+    requeued = [as_text(i) for i in script(keys=[keys.claimed_key(worker_name)], args=args)]
+    if requeued:
+        log.warning("worker %s is gone: queued again the jobs it had taken, %s", worker_name, ", ".join(requeued))
+    return requeued
 
 
 def _settle(worker: SimpleWorker, job: Job, queue: TaskQueue, execution: object, reason: BaseException) -> None:

@@ -32,10 +32,12 @@ from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import as_text, now
 from rq.worker import WorkerStatus
 
+from .. import defaults
 from . import events
 from .claim import TRANSACTION
 from .execution import attempt_of, defer_finish_writes, finish_writes, finish_writes_dropped, start_writes
 from .joblog import JobLinesAtDebug
+from .keys import claimed_key
 from .lean_worker import LeanWorker
 from .rq_private import handle_success, ordered_queues, state_write
 from .transaction import (
@@ -107,7 +109,7 @@ class Worker(LeanWorker):
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
         """Take the job the last commit took, or a waiting job in one round trip; when none
-        waits, block in RQ's loop. ``None`` (the loop ends) once asked to stop."""
+        waits, wait for one (:meth:`_wait_for_job`). ``None`` (the loop ends) once asked to stop."""
         if self._stopping or not self.holds_lease():
             return None
         self.set_state(WorkerStatus.IDLE)
@@ -116,7 +118,9 @@ class Worker(LeanWorker):
             result = self._pop_waiting_job()
         self._queues_were_empty = False
         if result is None:
-            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # RQ's blocking dequeue
+            result = self._wait_for_job(timeout, max_idle_time)
+        if result is None:
+            return None
         job, queue = result
         self.reorder_queues(reference_queue=queue)
         job.redis_server_version = self.get_redis_server_version()
@@ -129,13 +133,57 @@ class Worker(LeanWorker):
         return result  # RQ's heartbeat here is sent, when due, with the job's start
 
     def _pop_arguments(self) -> tuple[list[str], list[str]]:
-        """KEYS and the first two ARGV of the pop of :data:`TRANSACTION`, for the queues in order."""
-        queues = ordered_queues(self)
-        if len(queues) == 1 and self.get_redis_server_version() >= (6, 2, 0):
-            return [queues[0].key, queues[0].intermediate_queue_key], ["1", self.job_class.redis_job_namespace_prefix]
-        return [queue.key for queue in queues], ["0", self.job_class.redis_job_namespace_prefix]
+        """KEYS and the first ARGV of the pop of :data:`TRANSACTION`: this worker's claimed list,
+        then the queues in order, and the job key prefix."""
+        keys = [claimed_key(self.name), *(queue.key for queue in ordered_queues(self))]
+        return keys, [self.job_class.redis_job_namespace_prefix]
 
-    def _pop_waiting_job(self) -> tuple[Job, Queue] | None:
+    def _wait_for_job(self, timeout: int | None, max_idle_time: int | None) -> tuple[Job, Queue] | None:
+        """Block until a job waits, and take it into this worker's claimed list in the same step:
+        with BLMOVE for one queue, else by taking one with :data:`TRANSACTION` every
+        :data:`~tasklab.defaults.CLAIM_POLL_INTERVAL` seconds. Without ``timeout`` (burst), one
+        look; ``None`` when none came, or the loop is to end (stop asked, idle too long). While
+        Redis is unreachable, it retries with backoff, logging one line per outage."""
+        queues = ordered_queues(self)
+        blocking = len(queues) == 1 and self.get_redis_server_version() >= (6, 2, 0)
+        waiting_since = time.monotonic()
+        backoff = 0.0
+        while True:
+            if self._stopping or not self.holds_lease():
+                return None
+            try:
+                self.heartbeat()  # the worker key outlives the wait (sent at most once per interval)
+                if blocking and timeout is not None:
+                    block = min(timeout, defaults.CLAIM_BLOCK)
+                    job_id = self.connection.blmove(queues[0].key, claimed_key(self.name), block, "LEFT", "RIGHT")
+                    result = self._claimed(as_text(job_id), queues[0]) if job_id else None
+                else:
+                    result = self._pop_waiting_job(raise_unreachable=True)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not backoff:
+                    self.log.warning("Worker %s: Redis is unreachable (%s); trying again with backoff", self.name, exc)
+                backoff = min(max(backoff * 2, 0.1), defaults.RECONNECT_BACKOFF_MAX)
+                time.sleep(backoff)
+                continue
+            if backoff:
+                self.log.warning("Worker %s: Redis answers again", self.name)
+                backoff = 0.0
+            if result is not None or timeout is None:
+                return result
+            if max_idle_time is not None and time.monotonic() - waiting_since > max_idle_time:
+                return None
+            if not blocking:
+                time.sleep(defaults.CLAIM_POLL_INTERVAL)
+
+    def _claimed(self, job_id: str, queue: Queue) -> tuple[Job, Queue] | None:
+        """The job BLMOVE put in this worker's claimed list; ``None`` if its hash is gone (RQ skips those)."""
+        fields = self.connection.hgetall(self.job_class.key_for(job_id))
+        if not fields:
+            self.connection.lrem(claimed_key(self.name), 1, job_id)
+            return None
+        return self._popped_job([queue.key, job_id, [item for pair in fields.items() for item in pair]])
+
+    def _pop_waiting_job(self, raise_unreachable: bool = False) -> tuple[Job, Queue] | None:
         """Take a waiting job with a :data:`TRANSACTION` of no commands; ``None`` when none waits."""
         self._confirm_start()  # replies come in order on the connection
         call, expected = self._script_call([], take_next=True)
@@ -143,7 +191,9 @@ class Worker(LeanWorker):
             try:
                 (popped,) = self._run(call, expected)
             except (redis.ConnectionError, redis.TimeoutError):
-                return None  # RQ's loop retries with backoff
+                if raise_unreachable:
+                    raise
+                return None  # the blocking wait that follows retries with backoff
             if not popped:
                 return None
             result = self._popped_job(popped)
@@ -170,15 +220,14 @@ class Worker(LeanWorker):
             return
         job, queue = taken
         with self.connection.pipeline() as pipe:
-            if len(self.queues) == 1:
-                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.lrem(claimed_key(self.name), 1, job.id)
             pipe.lpush(queue.key, job.id)
             pipe.execute()
 
     def _script_call(self, commands: list[tuple], take_next: bool) -> tuple[list, int]:
         """The arguments of a :data:`TRANSACTION` call that runs ``commands`` (and then takes
         the next job, with ``take_next``), and the number of replies it gives."""
-        keys, argv = self._pop_arguments() if take_next else ([], ["", ""])
+        keys, argv = self._pop_arguments() if take_next else ([], [""])
         argv.append(WORKERS_SUSPENDED if take_next else "")
         return flatten(commands, [len(keys), *keys, *argv]), len(commands) + take_next
 
@@ -223,8 +272,7 @@ class Worker(LeanWorker):
             # Also sets last_heartbeat, which RQ writes once more just before.
             job.prepare_for_execution(self.name, pipeline=pipe)
             pipe.persist(job.key)
-            if len(self.queues) == 1:  # as RQ: only then was the job moved to the intermediate queue
-                pipe.lrem(self.queues[0].intermediate_queue_key, 1, job.id)
+            pipe.lrem(claimed_key(self.name), 1, job.id)  # claimed until now, started from now on
             start_writes(job, pipe, self.name)  # tasklab's STARTED event, in the same transaction
             defer_finish_writes(job)
             pipe.scard(job.dependents_key)
