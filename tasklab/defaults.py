@@ -29,6 +29,13 @@ SOCKET_PATH_MAX = 100
 #: Seconds to wait for a Redis server to accept a connection before saying it is unreachable.
 CONNECT_TIMEOUT = 3.0
 
+#: Seconds a TCP connection to Redis may be idle before keepalive probes ask whether the peer is
+#: still there (a cut link or a lost host is then noticed a few seconds later, even mid-read).
+KEEPALIVE_AFTER = 5
+
+#: Seconds a pooled connection may sit idle before it is checked (PING) on its next use.
+HEALTH_CHECK_INTERVAL = 30
+
 #: Seconds the embedded server keeps running after its last lab has gone, so that a lab
 #: reconnecting at once (a restarted kernel, the next test) finds it still up.
 SERVER_IDLE_GRACE = 2.0

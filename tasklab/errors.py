@@ -93,6 +93,11 @@ class TimeoutError(TaskLabError, builtins.TimeoutError):
     """Raised by ``result.get(timeout=...)`` when the result is not ready in time."""
 
 
+class ResultMissing(TaskLabError, LookupError):
+    """Raised by ``result.get()`` when the task's job is not in this Redis: an unknown id, a result
+    that expired or was forgotten, or a task that keeps no result (``ignore_result``)."""
+
+
 class InsideTaskError(TaskLabError, RuntimeError):
     """Raised when a task waits for another task's result, which can deadlock the workers."""
 

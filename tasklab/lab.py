@@ -293,7 +293,7 @@ def connect(
     """Connect to Redis (the embedded server unless ``url`` is given) and make the lab current.
 
     A current lab for the same URL, data directory and namespace is returned as it is; one
-    for another is shut down first. See :class:`Lab` for the options.
+    for another is shut down once the new one is connected. See :class:`Lab` for the options.
     """
     global _current
     with _current_lock:
@@ -304,9 +304,13 @@ def connect(
             same_url = (wanted is None and _current.embedded) or wanted == _current.url
             if same_dir and same_ns and same_url and not kwargs:
                 return _current
-            _current.shutdown()
-        _current = Lab(url, data_dir=data_dir, namespace=namespace, **kwargs)
-        return _current
+    # Connecting takes up to CONNECT_TIMEOUT: with no lock held, so that no other connect() waits.
+    lab = Lab(url, data_dir=data_dir, namespace=namespace, **kwargs)
+    with _current_lock:
+        replaced, _current = _current, lab
+    if replaced is not None and replaced is not lab:
+        replaced.shutdown()
+    return lab
 
 
 def current_lab_or_none() -> Lab | None:

@@ -103,7 +103,14 @@ def test_a_frozen_worker_s_job_fails_with_worker_lost_within_the_lease_and_stays
     assert final_results(lab, result.id) == ["FAILED"], "the first outcome stands"
     with pytest.raises(tasklab.WorkerLostError):
         tasklab.AsyncResult(result.id, lab).get(timeout=1)
-    wait_for(lambda: len(lab.status().workers) == 2, 10, "the frozen worker to register again")
+
+    def both_registered():
+        status = lab.status()
+        return status if len(status.workers) == 2 else None
+
+    status = wait_for(both_registered, 10, "the frozen worker to register again")
+    assert all(w.lease_s is not None and 0 < w.lease_s <= defaults.LEASE_TTL for w in status.workers)
+    assert "lease" in str(status)
 
 
 def test_a_frozen_worker_s_acks_late_job_runs_again_elsewhere_to_one_outcome(shell, lab):

@@ -6,8 +6,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
+import threading
 import time
 
 import pytest
@@ -201,6 +203,37 @@ def test_refused_credentials_are_not_reported_as_unreachable(password_redis, cre
     assert isinstance(info.value, tasklab.RedisUnreachable), "code that catches RedisUnreachable still does"
     with tasklab.connect(f"unix://:right@{password_redis}") as lab:
         assert lab.connection.ping()
+
+
+def test_a_server_that_never_answers_fails_within_the_connect_timeout_and_holds_up_no_one(server):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts connections, and never answers on them
+    silent.settimeout(10)
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    outcome: dict = {}
+
+    def connect_to_the_silent_server() -> None:
+        started = time.monotonic()
+        with pytest.raises(RedisUnreachable) as info:
+            tasklab.connect(url)
+        outcome.update(error=info.value, took=time.monotonic() - started)
+
+    waiting = threading.Thread(target=connect_to_the_silent_server)
+    waiting.start()
+    accepted, _ = silent.accept()  # that connect() is under way
+    started = time.monotonic()
+    other = tasklab.connect(server.url)  # another lab meanwhile is not held up by it
+    try:
+        assert time.monotonic() - started < 1.5
+        waiting.join(timeout=15)
+        assert outcome["took"] <= tasklab.defaults.CONNECT_TIMEOUT + 1.5, outcome
+        assert url in str(outcome["error"])
+        assert tasklab.current_lab() is other, "the failed connect() replaced nothing"
+    finally:
+        other.shutdown()
+        accepted.close()
+        silent.close()
 
 
 def test_not_a_redis_url():

@@ -428,3 +428,15 @@ def test_tasks_can_submit_tasks(shell, lab):
 def test_run_cell_keeps_functions_usable_locally(shell, lab):
     task_cell(shell, "def local(x):\n    return x * 10\n")
     assert run_cell(shell, "local(4)") == 40
+
+
+def test_get_of_a_job_not_in_redis_raises_instead_of_waiting_for_ever(shell, lab):
+    with pytest.raises(tasklab.ResultMissing, match="not in this lab's Redis"):
+        tasklab.AsyncResult("no-such-task", lab).get()  # no timeout: it must not wait for ever
+    with pytest.raises(tasklab.ResultMissing):
+        tasklab.ResultSet([tasklab.AsyncResult("no-such-task", lab)]).get()
+    lab.workers(1)
+    task_cell(shell, "def noted(x):\n    return x\n")
+    ignored = shell.user_ns["noted"].apply_async((1,), ignore_result=True)
+    with pytest.raises(tasklab.ResultMissing, match="ignore_result"):
+        ignored.get()

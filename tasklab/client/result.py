@@ -25,7 +25,7 @@ from ..core.states import FAILURE, PENDING, RATE_LIMITED, READY_STATES, RETRY, R
 from ..engine import events, keys
 from ..engine.leases import settle_expired
 from ..engine.workflow import META_CAUSE
-from ..errors import TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
+from ..errors import ResultMissing, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
 from .wait import FINAL, ResultStreams, refuse_inside_task
 
 _STATES = {
@@ -182,6 +182,8 @@ class AsyncResult:
         refuse_inside_task()
         (final,) = _wait_final([self], timeout)
         if final is None:
+            if self._job() is None:
+                raise self._missing()
             if self.state == REVOKED:
                 cause = self._cause()
                 if cause is not None and propagate:
@@ -196,6 +198,13 @@ class AsyncResult:
         return exc
 
     wait = get
+
+    def _missing(self) -> ResultMissing:
+        return ResultMissing(
+            f"Task {self.id} is not in this lab's Redis, so it has no result to wait "
+            "for: the id is unknown here, its result expired (result_ttl) or was forgotten, or the task keeps "
+            "none (ignore_result=True). Celery would wait for ever; check the id and the lab it was submitted to."
+        )
 
     def _cause(self) -> BaseException | None:
         """For a workflow step cancelled because an earlier step failed: that step's exception."""
@@ -299,6 +308,8 @@ class ResultSet(list):
         finals = _wait_final(list(self), timeout)
         values = []
         for result, final in zip(self, finals, strict=True):
+            if final is None and result._job() is None:
+                raise result._missing()
             if final is None:
                 pending = sum(f is None for f in finals)
                 raise TimeoutError(f"{pending} of {len(self)} tasks did not finish within {timeout} s.")
@@ -342,14 +353,16 @@ def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Resul
     streams = ResultStreams(results[0].connection, [r.id for r in results if r._final is None])
 
     def drop_revoked() -> None:
+        """Stop waiting for jobs that will never have a result: revoked, or not in Redis at all."""
         settle_expired(streams.connection)  # jobs of workers that were lost, wherever they ran
         pending = list(streams.pending)
         with streams.connection.pipeline(transaction=False) as pipe:
             for job_id in pending:
                 pipe.hget(Job.key_for(job_id), "status")
-            statuses = pipe.execute()
-        for job_id, status in zip(pending, statuses, strict=True):
-            if status in (b"canceled", b"stopped"):
+                pipe.exists(Result.get_key(job_id))
+            replies = pipe.execute()
+        for job_id, status, results in zip(pending, replies[::2], replies[1::2], strict=True):
+            if status in (b"canceled", b"stopped") or (status is None and not results):
                 streams.drop(job_id)
 
     streams.wait(timeout, check=drop_revoked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -12,6 +13,16 @@ from .. import defaults
 from ..errors import AuthenticationFailed, ConfigurationError, RedisUnreachable
 
 _SCHEMES = ("redis", "rediss", "unix")
+#: TCP keepalive: first probe after KEEPALIVE_AFTER idle seconds, then one a second, three at most.
+_KEEPALIVE = {
+    option: value
+    for option, value in (
+        (getattr(socket, "TCP_KEEPIDLE", None), defaults.KEEPALIVE_AFTER),
+        (getattr(socket, "TCP_KEEPINTVL", None), 1),
+        (getattr(socket, "TCP_KEEPCNT", None), 3),
+    )
+    if option is not None
+}
 
 
 def redact(url: str) -> str:
@@ -23,25 +34,35 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def make_client(url: str, *, name: str | None = None, retries: int = 2) -> redis.Redis:
+def make_client(
+    url: str, *, name: str | None = None, retries: int = 2, socket_timeout: float | None = None
+) -> redis.Redis:
     """A client for ``url`` that fails fast when the server is gone.
 
-    Reads have no timeout (blocking reads wait for results); connecting gives up after
-    :data:`defaults.CONNECT_TIMEOUT` seconds. ``retries=0`` suits commands after which the
-    server is expected to close the connection, such as SHUTDOWN.
+    Connecting gives up after :data:`defaults.CONNECT_TIMEOUT` seconds. Reads wait
+    ``socket_timeout`` seconds at most (none by default: blocking reads wait for results); over
+    TCP, keepalive probes find a dead peer within :data:`defaults.KEEPALIVE_AFTER` seconds plus a
+    few more, and a connection idle for :data:`defaults.HEALTH_CHECK_INTERVAL` is checked before
+    use. ``retries=0`` suits commands after which the server closes the connection (SHUTDOWN).
     """
-    if urlsplit(url).scheme not in _SCHEMES:
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES:
         raise ConfigurationError(
             f"{redact(url)!r} is not a Redis URL. Use redis://host:port/db, rediss://… for TLS, "
             "or unix:///path/to/socket."
         )
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries) if retries else Retry(NoBackoff(), 0)
+    options: dict[str, object] = {}
+    if scheme != "unix":
+        options.update(socket_keepalive=True, socket_keepalive_options=_KEEPALIVE)
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=defaults.CONNECT_TIMEOUT,
-        socket_timeout=None,
+        socket_timeout=socket_timeout,
+        health_check_interval=defaults.HEALTH_CHECK_INTERVAL,
         retry=retry,
         client_name=name,
+        **options,
     )
 
 
@@ -49,8 +70,11 @@ def connect(url: str, *, name: str | None = None) -> redis.Redis:
     """A client for ``url`` that has answered PING; else :class:`RedisUnreachable`, or its subclass
     :class:`AuthenticationFailed` when the server refused the credentials."""
     client = make_client(url, name=name)
+    # Asked with a deadline: a server that accepts but never answers fails within CONNECT_TIMEOUT.
+    probe = make_client(url, retries=0, socket_timeout=defaults.CONNECT_TIMEOUT)
     try:
-        client.ping()
+        probe.ping()
+        client.ping()  # its connection opens now, named (a server lease is a named connection)
     except (redis.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError) as exc:
         # Before ConnectionError: redis-py's AuthenticationError is one.
         client.close()
@@ -64,4 +88,6 @@ def connect(url: str, *, name: str | None = None) -> redis.Redis:
             f"Cannot reach Redis at {redact(url)} ({exc}). Check that the server is running and the "
             "URL is right, or call tasklab.connect() with no URL to use the embedded server."
         ) from exc
+    finally:
+        probe.close()
     return client

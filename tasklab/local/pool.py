@@ -213,6 +213,7 @@ class WorkerPool:
             self._supervisor.start()
 
     def _supervise(self) -> None:
+        unreachable = False
         while not self._stop_supervisor.wait(defaults.SUPERVISE_INTERVAL):
             with self._lock:
                 if self._closing:
@@ -229,8 +230,16 @@ class WorkerPool:
             try:
                 self._police(running)
                 leases.settle_expired(self.connection)  # of workers anywhere: another host's too
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not unreachable:  # one line per outage, not one a round
+                    log.warning("Redis is unreachable (%s); the supervisor keeps trying", exc)
+                unreachable = True
+                continue
             except Exception:
                 log.exception("checking the workers' deadlines, terminate requests and leases failed")
+            if unreachable:
+                log.warning("Redis answers again")
+                unreachable = False
 
     def _police(self, workers: list[WorkerProcess]) -> None:
         """Kill a worker whose job outlived its hard time limit, or whose job is to be terminated."""

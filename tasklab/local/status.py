@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import redis
 from rq import Queue
+from rq.utils import as_text
 from rq.worker import Worker as RQWorker
 
+from ..engine.leases import LEASES, settle_expired
 from .connection import redact
 
 
@@ -21,6 +23,8 @@ class WorkerStatus:
     current_job: str | None
     successful: int
     failed: int
+    #: Seconds its lease has left (tasklab's workers; ``None`` for others), negative once it ran out.
+    lease_s: float | None = None
 
 
 @dataclass
@@ -36,16 +40,23 @@ class ServerStatus:
         lines.append(f"workers ({len(self.workers)}):")
         for w in sorted(self.workers, key=lambda w: w.name):
             job = f" running {w.current_job}" if w.current_job else ""
+            lease = f" lease {w.lease_s:g} s" if w.lease_s is not None else ""
             lines.append(
                 f"  {w.name:<40} {w.state:<9} pid {w.pid} on {w.hostname} "
-                f"[{','.join(w.queues)}] ok={w.successful} failed={w.failed}{job}"
+                f"[{','.join(w.queues)}] ok={w.successful} failed={w.failed}{lease}{job}"
             )
         return "\n".join(lines)
 
 
 def read_status(connection: redis.Redis, url: str) -> ServerStatus:
-    """Read server version, every RQ queue's length and every live worker."""
+    """Read server version, every RQ queue's length and every worker, on any host. Workers whose
+    lease ran out are settled first (see :mod:`tasklab.engine.leases`); one whose lease runs out
+    meanwhile shows the state ``lost``."""
+    settle_expired(connection)
     status = ServerStatus(url=url, redis_version=str(connection.info("server").get("redis_version")))
+    seconds, micros = connection.time()
+    now_ms = seconds * 1000 + micros // 1000
+    lease_ends = {as_text(name): score for name, score in connection.zrange(LEASES, 0, -1, withscores=True)}
     queues = Queue.all(connection=connection)
     with connection.pipeline(transaction=False) as pipe:
         for q in queues:
@@ -53,16 +64,19 @@ def read_status(connection: redis.Redis, url: str) -> ServerStatus:
         lengths = pipe.execute()
     status.queues = {q.name: n for q, n in zip(queues, lengths, strict=True)}
     for w in RQWorker.all(connection=connection):
+        ends = lease_ends.get(w.name)
+        lease_s = None if ends is None else round((ends - now_ms) / 1000, 1)
         status.workers.append(
             WorkerStatus(
                 name=w.name,
-                state=str(w.get_state()),
+                state="lost" if lease_s is not None and lease_s < 0 else str(w.get_state()),
                 queues=w.queue_names(),
                 hostname=w.hostname,
                 pid=w.pid,
                 current_job=w.get_current_job_id(),
                 successful=w.successful_job_count,
                 failed=w.failed_job_count,
+                lease_s=lease_s,
             )
         )
     return status
