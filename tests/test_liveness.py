@@ -194,3 +194,16 @@ def test_workers_killed_at_random_points_lose_no_job_and_leave_none_stuck(shell,
     history = lab.history(name="Short")
     assert (history["state"] == "LOST").sum() >= 1, "some kills hit a running task"
     assert pool.restarts >= 200
+
+
+def test_the_monitor_marks_a_worker_whose_lease_ran_out_and_status_settles_it(lab):
+    from rq.worker import SimpleWorker
+
+    from tasklab.widgets.monitor import Monitor
+
+    ghost = SimpleWorker([lab.queue()], name="ghost-host.7", connection=lab.connection)
+    ghost.register_birth()  # a worker on another host, whose lease ran out a moment ago
+    lab.connection.zadd(leases.LEASES, {ghost.name: 0})
+    rows = {row["name"]: row for row in Monitor(lab, plots=False).read()["workers"]}
+    assert rows[ghost.name]["state"] == "lost"
+    assert ghost.name not in {w.name for w in lab.status().workers}, "status settled and unregistered it"

@@ -29,6 +29,7 @@ from ..code.serialization import Serializer
 from ..diagnostics.frames import attempts, read_recent
 from ..diagnostics.plots import runtime_distribution, task_stream, throughput, to_png
 from ..engine import events, keys
+from ..engine.leases import LEASES
 
 STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "LOST")
 _BADGE = {
@@ -176,10 +177,14 @@ class Monitor:
             if len(recent) == defaults.MONITOR_RECENT:
                 break
         workers = []
+        seconds, micros = connection.time()
+        now_ms = seconds * 1000 + micros // 1000
+        lease_ends = {name.decode(): end for name, end in connection.zrange(LEASES, 0, -1, withscores=True)}
         for rq_worker in RQWorker.all(connection=connection):
             executions = rq_worker.get_current_executions(refresh=True)
+            lost = lease_ends.get(rq_worker.name, now_ms + 1) < now_ms  # its lease ran out: not yet settled
             workers.append({
-                "name": rq_worker.name, "state": str(rq_worker.get_state()), "pid": rq_worker.pid,
+                "name": rq_worker.name, "state": "lost" if lost else str(rq_worker.get_state()), "pid": rq_worker.pid,
                 "host": rq_worker.hostname, "job": executions[0].job_id if executions else None,
                 "ok": rq_worker.successful_job_count, "failed": rq_worker.failed_job_count,
             })  # fmt: skip
