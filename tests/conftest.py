@@ -123,3 +123,31 @@ def run_cell(ip: object, code: str) -> object:
 def task_cell(ip: object, source: str, line: str = "") -> None:
     """Run a ``%%task`` cell."""
     ip.run_cell_magic("task", line, source)  # type: ignore[attr-defined]
+
+
+#: Tasks that wait for the test to open a gate (a Redis key): ``gated``, and ``Requeued``, whose first
+#: attempt waits and whose later ones (under acks_late) return at once.
+GATED = """
+import time
+import tasklab
+from rq import get_current_job
+
+def gated(gate):
+    # Waits for the test to open its gate.
+    connection = get_current_job().connection
+    while not connection.get(gate):
+        time.sleep(0.02)
+    return "first attempt"
+
+class Requeued(tasklab.Task):
+    acks_late = True
+    max_retries = 2
+
+    def run(self, gate):
+        if self.request.retries == 0:  # the first attempt waits for the gate; the requeued one does not
+            connection = get_current_job().connection
+            while not connection.get(gate):
+                time.sleep(0.02)
+            return "first attempt"
+        return "requeued attempt"
+"""

@@ -17,7 +17,7 @@ from tasklab import defaults
 from tasklab.code.serialization import Serializer
 from tasklab.engine import keys, leases
 
-from .conftest import task_cell, wait_for
+from .conftest import GATED, task_cell, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -42,32 +42,6 @@ def test_a_killed_scheduler_holder_delays_a_countdown_by_seconds(shell, lab):
     assert result.get(timeout=10) == "pong"
     assert time.monotonic() - submitted <= 3.0, "the countdown ran within 3 s although its scheduler died"
     assert scheduler_holder(lab) != holder
-
-
-GATED = """
-import time
-import tasklab
-from rq import get_current_job
-
-def gated(gate):
-    # Waits for the test to open its gate.
-    connection = get_current_job().connection
-    while not connection.get(gate):
-        time.sleep(0.02)
-    return "first attempt"
-
-class Requeued(tasklab.Task):
-    acks_late = True
-    max_retries = 2
-
-    def run(self, gate):
-        if self.request.retries == 0:  # the first attempt waits for the gate; the requeued one does not
-            connection = get_current_job().connection
-            while not connection.get(gate):
-                time.sleep(0.02)
-            return "first attempt"
-        return "requeued attempt"
-"""
 
 
 def freeze_the_worker_of(lab, pool, result) -> int:
