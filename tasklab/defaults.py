@@ -128,12 +128,14 @@ XREAD_STREAMS = 500
 #: Seconds a worker's lease lives unless renewed, and how often its lease thread renews it. A
 #: worker that dies, freezes or loses its host or its link to Redis stops renewing, and its jobs are
 #: settled (failed with WorkerLostError, or requeued under acks_late) within about LEASE_TTL plus
-#: one LEASE_RENEW_INTERVAL. Three renewals fit in one TTL, so one slow round trip loses nothing.
+#: one LEASE_RENEW_INTERVAL. Three renewals fit in one TTL, and a failed one is retried at once.
 LEASE_TTL = 3.0
 LEASE_RENEW_INTERVAL = 1.0
 
-#: Seconds a worker's lease thread waits for Redis's reply before it counts the renewal as failed.
-LEASE_SOCKET_TIMEOUT = 2.0
+#: Seconds a worker's lease thread waits for Redis's reply before it counts the renewal as failed,
+#: and waits before it tries again: a failed renewal is retried well before the lease runs out.
+LEASE_SOCKET_TIMEOUT = 1.0
+LEASE_RETRY_INTERVAL = 0.2
 
 #: Seconds an idle worker of one queue blocks in one wait for a job (BLMOVE, which takes the job
 #: into its claimed list in the same step); between waits it checks its lease and heartbeat.

@@ -15,7 +15,7 @@ from rq.scheduler import RQScheduler
 import tasklab
 from tasklab import defaults
 from tasklab.code.serialization import Serializer
-from tasklab.engine import keys, leases
+from tasklab.engine import keys, leases, rq_private
 
 from .conftest import GATED, task_cell, wait_for
 
@@ -181,3 +181,45 @@ def test_the_monitor_marks_a_worker_whose_lease_ran_out_and_status_settles_it(la
     rows = {row["name"]: row for row in Monitor(lab, plots=False).read()["workers"]}
     assert rows[ghost.name]["state"] == "lost"
     assert ghost.name not in {w.name for w in lab.status().workers}, "status settled and unregistered it"
+
+
+COUNTED = """
+from rq import get_current_job
+
+def counted(key):
+    get_current_job().connection.incr(key)  # how many times it ran, anywhere
+    return "ran"
+"""
+
+
+def test_a_job_claimed_by_a_frozen_idle_worker_runs_once(shell, lab):
+    pool = lab.workers(1)
+    task_cell(shell, COUNTED)
+    idle = pool.processes[0]
+    wait_for(lambda: lab.status().workers, 10, "the worker to wait for jobs")
+    os.kill(idle.pid, signal.SIGSTOP)  # frozen in its wait: Redis still hands it the next job
+    try:
+        result = shell.user_ns["counted"].delay("runs")
+        wait_for(lambda: lab.connection.llen(keys.claimed_key(idle.name)), 10, "the frozen worker's claim")
+        lab.workers(2)  # another worker finds the lease run out and queues the job again
+        assert result.get(timeout=defaults.LEASE_TTL + 10) == "ran"
+    finally:
+        os.kill(idle.pid, signal.SIGCONT)
+    # The resumed worker reads the job it was handed, and must not start it: it is no longer its claim.
+    wait_for(lambda: "does not run it here" in lab.worker_logs(tail=None).get(idle.name, ""), 10, "its refusal")
+    assert lab.connection.get("runs") == b"1"
+
+
+def test_a_long_task_keeps_its_execution_record_alive(shell, lab):
+    lab.workers(1)
+    task_cell(shell, GATED)
+    result = shell.user_ns["gated"].delay("gate-long")
+    wait_for(lambda: result.state == "STARTED", 10, "the task to start")
+    worker = lab.status().workers[0].name
+    (member,) = lab.connection.smembers(rq_private.executions_key(worker))
+    job_id, execution_id = member.decode().split(":")
+    key = f"rq:execution:{job_id}:{execution_id}"
+    lab.connection.pexpire(key, 2500)  # as if the worker's heartbeat TTL were about to run out
+    wait_for(lambda: lab.connection.ttl(key) > 60, 5, "the lease thread to renew the record")
+    lab.connection.set("gate-long", 1)
+    assert result.get(timeout=10) == "first attempt"

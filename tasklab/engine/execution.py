@@ -31,6 +31,7 @@ from ..core.task import Task
 from ..errors import NotRegistered, SerializationError, SoftTimeLimitExceeded, TaskLabError, TimeLimitExceeded
 from . import events, keys
 from .capture import OutputCapture
+from .fence import owned
 from .records import expire, record_exception
 from .rq_private import worker_key
 
@@ -170,14 +171,6 @@ def finish_writes_dropped(job: Job) -> None:
 def attempt_of(job: Job) -> int:
     """The number of the attempt ``job`` is (0 for the first)."""
     return int(job.meta.get(keys.META_RETRIES, 0))
-
-
-def owned(job: Job) -> bool:
-    """Whether the worker running ``job`` still owns it: its execution (RQ's record, which tasklab's
-    worker names in ``job._tl_execution_key``) is gone once someone settled the job because the
-    worker's lease ran out. The attempt's failure is then not recorded over the settled outcome."""
-    key = getattr(job, "_tl_execution_key", None)
-    return key is None or bool(job.connection.exists(key))
 
 
 def parent_value(connection: redis.Redis, job_id: str) -> Any:

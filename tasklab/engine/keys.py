@@ -34,6 +34,13 @@ def claimed_key(worker_name: str) -> str:
     return f"tasklab:claimed:{worker_name}"
 
 
+def running_key(job_id: str) -> str:
+    """String: the RQ execution id of the worker running the job, from its start until its outcome is
+    written; whoever settles the job instead deletes it first, so the worker's late writes are
+    fenced (see :data:`tasklab.engine.transaction.FENCE`). It has no TTL: a long task keeps it."""
+    return f"tasklab:running:{job_id}"
+
+
 def output_key(job_id: str) -> str:
     """Hash: attempt number -> what that attempt printed."""
     return f"tasklab:job:{job_id}:output"

@@ -103,7 +103,7 @@ class LeanWorker(SimpleWorker):
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)  # registered: now it may hold a lease and scheduler locks
-        self.lease = LeaseKeeper(self.connection, self.name, on_lost=self._registered_again)
+        self.lease = LeaseKeeper(self.connection, self.name, on_lost=self._registered_again, extend=self.extend_running)
         self.lease.renew()  # held before the first job is taken
         self.lease.start()
         if self._scheduler_on_thread:
@@ -139,6 +139,10 @@ class LeanWorker(SimpleWorker):
         if self.lease is not None:
             self.lease.stop()
         super().teardown()
+
+    def extend_running(self, pipe: Pipeline) -> bool:
+        """Queue the renewal of what the running job needs renewed (see :class:`tasklab.engine.worker.Worker`)."""
+        return False
 
     def _registered_again(self) -> None:
         """The lease had run out (a freeze, a lost link) and whoever settled its jobs unregistered

@@ -18,6 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from rq import Queue
@@ -191,13 +192,21 @@ class LeaseKeeper(threading.Thread):
     and settles the jobs of workers whose leases it finds expired. :meth:`valid` says whether the
     lease is known to be held now: a worker whose lease may have run out takes no job."""
 
-    def __init__(self, connection: redis.Redis, worker_name: str, on_lost: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        worker_name: str,
+        on_lost: Callable[[], None] | None = None,
+        extend: Callable[[Any], bool] | None = None,
+    ) -> None:
         super().__init__(name="tasklab-lease", daemon=True)
         self.client = lease_client(connection)
         self.worker_name = worker_name
         #: Called when a renewal finds that the lease had been taken as expired (the worker was
         #: frozen or cut off, and its jobs were settled): the worker registers itself again.
         self.on_lost = on_lost
+        #: Queues on a pipeline what a running job needs renewed with the lease (its RQ execution).
+        self.extend = extend
         self._held = False
         self.stopping = threading.Event()
         self.renewed = threading.Event()
@@ -205,8 +214,9 @@ class LeaseKeeper(threading.Thread):
         self._failing_since: float | None = None
 
     def renew(self) -> list[str]:
-        """Renew the lease now, and settle the jobs of the leases it found expired (taken, so
-        settled by no one else); the ids of those jobs. Raises redis-py's errors."""
+        """Renew the lease (and the running job's execution record) now, and settle, on a thread,
+        the workers whose leases it found expired (taken, so settled by no one else); their names.
+        Raises redis-py's errors."""
         started = time.monotonic()
         held, expired = renew(self.client, self.worker_name)
         if self._held and not held:
@@ -221,7 +231,13 @@ class LeaseKeeper(threading.Thread):
                 "worker %s: renewed its lease again after %.1f s", self.worker_name, started - self._failing_since
             )
             self._failing_since = None
-        return settle(self.client, expired) if expired else []
+        if self.extend is not None:
+            with self.client.pipeline(transaction=False) as pipe:
+                if self.extend(pipe):
+                    pipe.execute()
+        if expired:  # settled on a thread of its own: the next renewal must not wait for it
+            threading.Thread(target=settle, args=(self.client, expired), name="tasklab-settle", daemon=True).start()
+        return expired
 
     def valid(self) -> bool:
         return time.monotonic() < self._valid_until
@@ -234,17 +250,18 @@ class LeaseKeeper(threading.Thread):
         return self.valid()
 
     def run(self) -> None:
-        while not self.stopping.wait(defaults.LEASE_RENEW_INTERVAL):
+        pause = defaults.LEASE_RENEW_INTERVAL
+        while not self.stopping.wait(pause):
             try:
                 self.renew()
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                if self._failing_since is None:  # one line per outage
+            except Exception as exc:  # redis-py's errors, mostly: tried again soon, logged once an outage
+                if self._failing_since is None:
                     self._failing_since = time.monotonic()
-                    log.warning("worker %s: cannot renew its lease (%s); it takes no job until it can",
+                    log.warning("worker %s: cannot renew its lease (%r); it takes no job until it can",
                                 self.worker_name, exc)  # fmt: skip
+                pause = defaults.LEASE_RETRY_INTERVAL
                 continue
-            except Exception:
-                log.exception("worker %s: renewing its lease failed", self.worker_name)
+            pause = defaults.LEASE_RENEW_INTERVAL
 
     def stop(self) -> None:
         """Stop renewing, and give the lease up (the worker stops cleanly)."""

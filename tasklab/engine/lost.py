@@ -55,8 +55,8 @@ def settle_jobs_of(
             job = Job.fetch(execution.job_id, connection=connection, serializer=Serializer)
         except NoSuchJobError:
             continue
-        if job.get_status() != JobStatus.STARTED:
-            continue
+        if job.get_status() != JobStatus.STARTED or not _take_over(connection, job.id, execution.id):
+            continue  # finished meanwhile, or settled by someone else
         queue = TaskQueue(job.origin, connection=connection)
         _settle(worker, job, queue, execution, reason)  # type: ignore[arg-type]  # found as a SimpleWorker
         settled.append(job.id)
@@ -80,6 +80,23 @@ end
 redis.call('DEL', KEYS[1])
 return requeued
 """
+
+
+#: KEYS[1]: a job's running mark. ARGV[1]: the execution it must name. Deletes it if it does.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _take_over(connection: redis.Redis, job_id: str, execution_id: str) -> bool:
+    """Take the job over from the worker that ran it, atomically: its running mark goes, so that the
+    worker's own outcome, if it comes after all, is fenced; or, if the worker wrote it first, the
+    mark is gone already and the job is left alone."""
+    key = keys.running_key(job_id)
+    return bool(connection.register_script(_TAKE_OVER)(keys=[key], args=[execution_id]))
 
 
 def requeue_claimed(connection: redis.Redis, worker_name: str) -> list[str]:

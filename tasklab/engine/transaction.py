@@ -44,10 +44,13 @@ end
 return redis.call('HSET', KEYS[1], unpack(ARGV))
 """
 
-#: ``FENCE key``, as the first command: run the transaction only if ``key`` exists (a worker's
-#: execution of a job: gone once the job was settled by someone else); else nothing of it runs
-#: and :class:`Fenced` is raised. Its own reply is 1.
+#: ``FENCE key value``, as the first command: run the transaction only if ``key`` holds ``value``
+#: (a job's running mark, :func:`tasklab.engine.keys.running_key`, naming the worker's execution:
+#: gone once someone else settled the job); else nothing of it runs and :class:`Fenced` is raised.
+#: ``FENCE_CLAIM list id``: run it only if ``id`` could be removed from ``list`` (a worker's claimed
+#: list: the job was not queued again meanwhile). The fence's own reply is 1.
 FENCE = "tasklab:fence"
+FENCE_CLAIM = "tasklab:fence-claim"
 #: What a transaction stopped by its fence replies.
 FENCED = b"tasklab:fenced"
 
@@ -59,7 +62,13 @@ local function run_commands(first)
     local replies = {{}}
     local i = first
     if ARGV[i + 1] == '{FENCE}' then
-        if redis.call('EXISTS', ARGV[i + 2]) == 0 then
+        if redis.call('GET', ARGV[i + 2]) ~= ARGV[i + 3] then
+            return false
+        end
+        replies[1] = 1
+        i = i + tonumber(ARGV[i]) + 1
+    elseif ARGV[i + 1] == '{FENCE_CLAIM}' then
+        if redis.call('LREM', ARGV[i + 2], 1, ARGV[i + 3]) == 0 then
             return false
         end
         replies[1] = 1
@@ -164,12 +173,15 @@ def execute_plainly(pipe: Pipeline, raise_on_error: bool = True) -> list:
     :data:`FENCE` checked just before (not atomically: this serves transactions too large for a
     script call)."""
     commands = queued_commands(pipe)
-    fence = commands[0][1] if commands and commands[0][0] == FENCE else None
+    fence = commands[0] if commands and commands[0][0] in (FENCE, FENCE_CLAIM) else None
     if fence is None and not any(command[0] == HSET_IF_EXISTS for command in commands):
         return pipe.execute(raise_on_error=raise_on_error)
     queued = take_queued_commands(pipe)
     if fence is not None:
-        if not redis.Redis(connection_pool=pipe.connection_pool).exists(fence):
+        client = redis.Redis(connection_pool=pipe.connection_pool)
+        _, key, value = fence
+        held = client.lrem(key, 1, value) if fence[0] == FENCE_CLAIM else client.get(key) == str(value).encode()
+        if not held:
             raise Fenced("the job was settled while this worker ran it")
         queued = queued[1:]
     for args, options in queued:

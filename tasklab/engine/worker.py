@@ -15,6 +15,7 @@ Worker processes (see :mod:`tasklab.local.worker_process`) are started by a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -36,15 +37,19 @@ from .. import defaults
 from . import events
 from .claim import TRANSACTION
 from .execution import attempt_of, defer_finish_writes, finish_writes, finish_writes_dropped, start_writes
+from .fence import owned
 from .joblog import JobLinesAtDebug
-from .keys import claimed_key
+from .keys import claimed_key, running_key
 from .lean_worker import LeanWorker
+from .lost import requeue_claimed
 from .rq_private import handle_success, ordered_queues, state_write
 from .transaction import (
     FENCE,
+    FENCE_CLAIM,
     Fenced,
     checked,
     commands_of,
+    execute,
     execute_plainly,
     fits,
     flatten,
@@ -104,6 +109,8 @@ class Worker(LeanWorker):
         self._queues_were_empty = False  # the last commit found no job to take
         self._transaction_connection: AbstractConnection | None = None  # see _execute
         self._unconfirmed: tuple[Job, list, int] | None = None  # a start sent, its reply not read
+        #: The running job's RQ execution, its started registry and TTL, renewed by the lease thread.
+        self.running: tuple[Execution, StartedJobRegistry, int] | None = None
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -219,10 +226,11 @@ class Worker(LeanWorker):
         if taken is None:
             return
         job, queue = taken
-        with self.connection.pipeline() as pipe:
-            pipe.lrem(claimed_key(self.name), 1, job.id)
+        with self.connection.pipeline() as pipe:  # only if it is still this worker's claim
+            pipe.execute_command(FENCE_CLAIM, claimed_key(self.name), job.id)
             pipe.lpush(queue.key, job.id)
-            pipe.execute()
+            with contextlib.suppress(Fenced):
+                execute(self.connection, pipe)
 
     def _script_call(self, commands: list[tuple], take_next: bool) -> tuple[list, int]:
         """The arguments of a :data:`TRANSACTION` call that runs ``commands`` (and then takes
@@ -265,6 +273,9 @@ class Worker(LeanWorker):
         ``prepare_job_execution`` write in two, and a count of the job's dependents."""
         ttl = self.get_heartbeat_ttl(job)
         with self.connection.pipeline() as pipe:
+            # Nothing is written unless the job is still this worker's claim: a settler may have
+            # queued it again after this worker's lease ran out (see leases, and _start_fenced).
+            pipe.execute_command(FENCE_CLAIM, claimed_key(self.name), job.id)
             execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
             self.executions[execution.id] = execution
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
@@ -272,7 +283,7 @@ class Worker(LeanWorker):
             # Also sets last_heartbeat, which RQ writes once more just before.
             job.prepare_for_execution(self.name, pipeline=pipe)
             pipe.persist(job.key)
-            pipe.lrem(claimed_key(self.name), 1, job.id)  # claimed until now, started from now on
+            pipe.set(running_key(job.id), execution.id)  # the fence of what follows about the job
             start_writes(job, pipe, self.name)  # tasklab's STARTED event, in the same transaction
             defer_finish_writes(job)
             pipe.scard(job.dependents_key)
@@ -280,7 +291,8 @@ class Worker(LeanWorker):
             call, expected = self._script_call(commands_of(pipe), take_next=False)
             pipe.reset()  # a start is small: always a script call
         self._started_job_id = job.id
-        job._tl_execution_key = execution.key  # type: ignore[attr-defined]  # the fencing token (owned())
+        job._tl_running = (running_key(job.id), execution.id)  # type: ignore[attr-defined]  # see owned()
+        self.running = (execution, job.started_job_registry, ttl)
         if getattr(job, "_tl_started_written", False):
             # A tasklab task: send the start now, and read its reply only when the task is about
             # to run (the runtime calls the job's confirm_start first): the task's arguments,
@@ -289,12 +301,17 @@ class Worker(LeanWorker):
                 TRANSACTION.send(self._own_connection(), call)
             except (redis.ConnectionError, redis.TimeoutError):
                 self._own_connection().disconnect()
-                self._started(job, self._run(call, expected))
+                self._started(job, self._start_again(job, call, expected))
             else:
                 self._unconfirmed = (job, call, expected)
                 job._tl_confirm_start = self._confirm_start  # type: ignore[attr-defined]
         else:
-            self._started(job, self._run(call, expected))
+            try:
+                replies = self._run(call, expected)
+            except Fenced:
+                self._start_fenced(job)
+                raise
+            self._started(job, replies)
         return execution
 
     def _started(self, job: Job, replies: list) -> None:
@@ -312,15 +329,28 @@ class Worker(LeanWorker):
         job._tl_confirm_start = None  # type: ignore[attr-defined]
         try:
             replies = checked(TRANSACTION.receive(self._own_connection(), call), expected)
+        except Fenced:
+            self._start_fenced(job)
+            raise
         except (redis.ConnectionError, redis.TimeoutError):
-            # Lost with the reply: whether the start was applied is unknown, and applying it
-            # twice writes the same records again (the STARTED event excepted).
+            # Lost with the reply: whether the start was applied is unknown; sent again, it is
+            # fenced if it was (the claim is gone), and then the running mark says so.
             self._own_connection().disconnect()
-            replies = self._run(call, expected)
+            replies = self._start_again(job, call, expected)
         except BaseException:
             self._own_connection().disconnect()
             raise
         self._started(job, replies)
+
+    def _start_again(self, job: Job, call: list, expected: int) -> list:
+        try:
+            return self._run(call, expected)
+        except Fenced:
+            key, execution_id = job._tl_running  # type: ignore[attr-defined]
+            if self.connection.get(key) == execution_id.encode():  # the first one was applied
+                return [None] * (expected - 1) + [0]
+            self._start_fenced(job)
+            raise
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         if self._started_job_id != job.id:
@@ -349,10 +379,12 @@ class Worker(LeanWorker):
         dependents, repeats, or a result that is not kept."""
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         if self._fast_job_id != job.id or result_ttl == 0 or (job.repeats_left or 0) > 0:
-            if not self.connection.exists(execution.key):  # checked just before RQ's own writes
+            if not owned(job):  # checked just before RQ's own writes
                 self._fenced(job, "SUCCESS")
                 return
             super().handle_job_success(job, queue, started_job_registry, execution)
+            self.connection.delete(running_key(job.id))
+            self.running = None
             if getattr(job, "_tl_finish_writes", None):  # RQ's own path: write tasklab's records after it
                 with self.connection.pipeline(transaction=False) as pipe:
                     finish_writes(job, pipe)
@@ -367,7 +399,7 @@ class Worker(LeanWorker):
         take_next = take_next and not self.should_run_maintenance_tasks
         with self.connection.pipeline() as pipe:
             # Nothing is written if the job was settled meanwhile (its lease ran out): see _fenced.
-            pipe.execute_command(FENCE, execution.key)
+            pipe.execute_command(FENCE, running_key(job.id), execution.id)
             # Read first, so that both see Redis as it was just before these writes.
             pipe.scard(job.dependents_key)
             pipe.exists(WORKERS_SUSPENDED)
@@ -386,6 +418,7 @@ class Worker(LeanWorker):
             job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             finish_writes(job, pipe)  # the attempt's output and event, from the runtime
+            pipe.delete(running_key(job.id))
             if quick:
                 # Written now, to spare a round trip; self._state stays busy until the job
                 # has ended, as RQ's shutdown request expects.
@@ -421,10 +454,44 @@ class Worker(LeanWorker):
         execution: Execution | None = None,
     ) -> None:
         """RQ's failure path, unless the job was settled while it ran (see :meth:`_fenced`)."""
-        if execution is not None and not self.connection.exists(execution.key):
+        if execution is not None and not owned(job):
             self._fenced(job, "FAILURE")
             return
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        self.connection.delete(running_key(job.id))
+        self.running = None
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's SimpleWorker's, unless the job was queued again before it could start (see
+        :meth:`prepare_execution`): another worker runs it, and this one goes on."""
+        try:
+            execution = self.prepare_execution(job)
+        except Fenced:  # recorded by _start_fenced
+            return
+        self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def _start_fenced(self, job: Job) -> None:
+        self.log.warning(
+            "Worker %s: job %s was queued again while this worker held it (its lease ran out); it does not run "
+            "it here", self.name, job.id,
+        )  # fmt: skip
+        job._tl_start_fenced = True  # type: ignore[attr-defined]
+        finish_writes_dropped(job)
+        self.executions.clear()
+        self.running = None
+        self.set_state(WorkerStatus.IDLE)
+
+    def extend_running(self, pipe: Pipeline) -> bool:
+        """Queue on ``pipe`` the renewal of the running job's RQ execution record (its TTL is the
+        worker's heartbeat TTL, which a long task would outlive); whether there was one. Called by
+        the lease thread at every renewal."""
+        running = self.running
+        if running is None:
+            return False
+        execution, registry, ttl = running
+        execution.heartbeat(registry, ttl, pipe)
+        return True
 
     def _fenced(self, job: Job, outcome: str) -> None:
         """The job this worker ran was settled meanwhile, by whoever found this worker's lease run
@@ -435,15 +502,19 @@ class Worker(LeanWorker):
             "recorded as a duplicate, the first outcome stands",
             self.name, job.id, outcome,
         )  # fmt: skip
+        self.executions.clear()
+        self.running = None
+        if getattr(job, "_tl_start_fenced", False):  # it never started here: nothing to record
+            return
         finish_writes_dropped(job)
         with self.connection.pipeline(transaction=False) as pipe:
             events.emit_for(pipe, events.DUPLICATE, job, n=attempt_of(job), w=self.name, x=outcome)
             pipe.execute()
-        self.executions.clear()
 
     def teardown(self) -> None:
         try:
             self._return_next_job()
+            requeue_claimed(self.connection, self.name)  # any claim whose reply was lost on the way
         except Exception:
             self.log.exception("Worker %s: could not put back the job it had taken", self.name)
         if self._transaction_connection is not None:

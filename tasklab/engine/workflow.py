@@ -22,6 +22,7 @@ from rq.utils import as_text
 from .. import defaults
 from ..code.serialization import Serializer
 from . import events, keys
+from .fence import owned
 
 log = logging.getLogger("tasklab.workflow")
 
@@ -48,7 +49,7 @@ def on_step_failure(job: Job, connection: redis.Redis, *exc_info: Any) -> None:
     whoever waits on the workflow. Never raises, since RQ would record that instead of the
     step's own failure.
     """
-    if job.retries_left:  # another attempt follows
+    if job.retries_left or not owned(job):  # another attempt follows, or the job was settled elsewhere
         return
     try:
         cancel_downstream(connection, job.id)

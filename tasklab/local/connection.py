@@ -13,13 +13,17 @@ from .. import defaults
 from ..errors import AuthenticationFailed, ConfigurationError, RedisUnreachable
 
 _SCHEMES = ("redis", "rediss", "unix")
-#: TCP keepalive: first probe after KEEPALIVE_AFTER idle seconds, then one a second, three at most.
+#: TCP keepalive: first probe after KEEPALIVE_AFTER idle seconds, then one a second, three at most;
+#: and a user timeout for data that is never acknowledged.
 _KEEPALIVE = {
     option: value
     for option, value in (
         (getattr(socket, "TCP_KEEPIDLE", None), defaults.KEEPALIVE_AFTER),
         (getattr(socket, "TCP_KEEPINTVL", None), 1),
         (getattr(socket, "TCP_KEEPCNT", None), 3),
+        # Data sent but unacknowledged this long (ms) closes the connection: keepalive does not
+        # probe while a command waits for its acknowledgement on a cut link.
+        (getattr(socket, "TCP_USER_TIMEOUT", None), defaults.KEEPALIVE_AFTER * 2000),
     )
     if option is not None
 }
