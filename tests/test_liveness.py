@@ -196,7 +196,11 @@ def test_a_job_claimed_by_a_frozen_idle_worker_runs_once(shell, lab):
     pool = lab.workers(1)
     task_cell(shell, COUNTED)
     idle = pool.processes[0]
-    wait_for(lambda: lab.status().workers, 10, "the worker to wait for jobs")
+
+    def waiting_in_blmove() -> bool:
+        return any(c.get("cmd") == "blmove" and "b" in c.get("flags", "") for c in lab.connection.client_list())
+
+    wait_for(waiting_in_blmove, 10, "the worker to block, waiting for a job")
     os.kill(idle.pid, signal.SIGSTOP)  # frozen in its wait: Redis still hands it the next job
     try:
         result = shell.user_ns["counted"].delay("runs")

@@ -147,12 +147,16 @@ class LeanWorker(SimpleWorker):
     def _registered_again(self) -> None:
         """The lease had run out (a freeze, a lost link) and whoever settled its jobs unregistered
         this worker: it registers again, as it goes on working."""
-        try:
-            self.connection.delete(self.key)  # what its heartbeats wrote meanwhile, if any
-            self.register_birth()
+        for _ in range(5):  # the main thread's heartbeat may write the record between the two steps
+            try:
+                self.connection.delete(self.key)  # what its heartbeats wrote meanwhile, if any
+                self.register_birth()
+            except ValueError:  # RQ's "an active worker exists": our own heartbeat's fields
+                continue
+            except Exception:
+                self.log.exception("Worker %s: could not register again after its lease ran out", self.name)
             self._heartbeat_expires_at = -math.inf  # the next heartbeat is due
-        except Exception:
-            self.log.exception("Worker %s: could not register again after its lease ran out", self.name)
+            return
 
     def holds_lease(self) -> bool:
         """Whether this worker may take a job: its lease is known to be held (see :mod:`tasklab.engine.leases`).

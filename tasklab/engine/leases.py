@@ -26,7 +26,7 @@ from rq.job import Job
 
 from .. import defaults
 from ..errors import WorkerLostError
-from .lost import settle_jobs_of
+from .lost import settle_jobs_of, unregister
 
 log = logging.getLogger("tasklab.leases")
 
@@ -38,40 +38,54 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
-#: KEYS[1]: the leases. ARGV: worker name, TTL in ms, most expired leases to take (0: none).
-#: Renews the worker's lease and takes up to ARGV[3] leases that ran out. Returns 1 if the lease
-#: was new (taken as expired meanwhile, or never held), else 0, then the expired leases taken.
+#: ``take(limit, claim_ms)``: takes up to ``limit`` leases that ran out by moving their end to
+#: ``now + claim_ms`` (the settler's claim on them: taken again if it does not finish by then), and
+#: returns their names, each followed by that claim.
+_TAKE_LUA = """
+local function take(limit, claim_ms)
+    local taken = {}
+    if limit == 0 then
+        return taken
+    end
+    for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)) do
+        redis.call('ZADD', KEYS[1], now + claim_ms, name)
+        taken[#taken + 1] = name
+        taken[#taken + 1] = tostring(now + claim_ms)
+    end
+    return taken
+end
+"""
+
+#: KEYS[1]: the leases. ARGV: worker name, TTL in ms, most expired leases to take (0: none), claim ms.
+#: Renews the worker's lease and takes leases that ran out. Returns 1 if the lease was new (settled
+#: meanwhile, or never held), else 0, then the leases taken (see ``take``).
 _RENEW_AND_TAKE = (
     _NOW
+    + _TAKE_LUA
     + """
 local new = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-local limit = tonumber(ARGV[3])
-local expired = {}
-if limit > 0 then
-    expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
-    if #expired > 0 then
-        redis.call('ZREM', KEYS[1], unpack(expired))
-    end
-end
-table.insert(expired, 1, new)
-return expired
+local taken = take(tonumber(ARGV[3]), tonumber(ARGV[4]))
+table.insert(taken, 1, new)
+return taken
 """
 )
 
-#: KEYS[1]: the leases. ARGV: most expired leases to take. Takes and returns them.
-_TAKE = (
-    _NOW
-    + """
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-if #expired > 0 then
-    redis.call('ZREM', KEYS[1], unpack(expired))
+#: KEYS[1]: the leases. ARGV: most expired leases to take, claim ms. Takes them (see ``take``).
+_TAKE = _NOW + _TAKE_LUA + "return take(tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
+
+#: KEYS[1]: the leases. ARGV: worker name, the settler's claim. Removes the lease if it still ends at
+#: the claim (its worker did not renew it meanwhile); 1 if removed.
+_RELEASE = """
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then
+    return redis.call('ZREM', KEYS[1], ARGV[1])
 end
-return expired
+return 0
 """
-)
 
 #: Expired leases one call takes at most (the rest are taken by the next).
 _TAKE_AT_ONCE = 16
+#: Milliseconds a settler's claim on an expired lease lasts before another may take it again.
+_CLAIM_MS = 10_000
 
 
 def _run(connection: redis.Redis, script: str, args: list) -> list:
@@ -79,12 +93,12 @@ def _run(connection: redis.Redis, script: str, args: list) -> list:
     return [name.decode() if isinstance(name, bytes) else name for name in reply]
 
 
-def renew(connection: redis.Redis, worker_name: str, take_expired: bool = True) -> tuple[bool, list[str]]:
-    """Renew ``worker_name``'s lease: whether it was held until now (not taken as expired), and
-    with ``take_expired`` the leases that ran out, taken for the caller to settle."""
-    args = [worker_name, int(defaults.LEASE_TTL * 1000), _TAKE_AT_ONCE if take_expired else 0]
-    new, *expired = _run(connection, _RENEW_AND_TAKE, args)
-    return not new, expired
+def renew(connection: redis.Redis, worker_name: str, take_expired: bool = True) -> tuple[bool, list[tuple[str, str]]]:
+    """Renew ``worker_name``'s lease: whether it was held until now (not settled meanwhile), and
+    with ``take_expired`` the leases that ran out, taken for the caller to settle (with their claims)."""
+    args = [worker_name, int(defaults.LEASE_TTL * 1000), _TAKE_AT_ONCE if take_expired else 0, _CLAIM_MS]
+    new, *taken = _run(connection, _RENEW_AND_TAKE, args)
+    return not new, list(zip(taken[::2], taken[1::2], strict=True))
 
 
 def drop(connection: redis.Redis, worker_name: str) -> None:
@@ -92,21 +106,27 @@ def drop(connection: redis.Redis, worker_name: str) -> None:
     connection.zrem(LEASES, worker_name)
 
 
-def take_expired(connection: redis.Redis) -> list[str]:
-    """Take the leases that ran out (each is returned to one caller only)."""
-    return _run(connection, _TAKE, [_TAKE_AT_ONCE])
+def take_expired(connection: redis.Redis) -> list[tuple[str, str]]:
+    """Take the leases that ran out, each with the taker's claim on it (each goes to one caller only,
+    until its claim runs out: a settler that fails or is interrupted leaves it to the next)."""
+    taken = _run(connection, _TAKE, [_TAKE_AT_ONCE, _CLAIM_MS])
+    return list(zip(taken[::2], taken[1::2], strict=True))
 
 
-def settle(connection: redis.Redis, worker_names: list[str]) -> list[str]:
-    """Settle the jobs of workers whose leases ran out; the ids of the jobs settled."""
+def settle(connection: redis.Redis, taken: list[tuple[str, str]]) -> list[str]:
+    """Settle the jobs of workers whose leases were taken as run out; the ids of the jobs settled.
+    A lease is removed (and its worker unregistered) once settled, unless its worker renewed it
+    meanwhile: a live worker keeps its lease and its record, and its late outcomes are fenced."""
     settled: list[str] = []
-    for name in worker_names:
+    for name, claim in taken:
         reason = WorkerLostError(
             f"Worker {name} stopped renewing its lease for {defaults.LEASE_TTL:g} s while it ran the task: its "
             "process, its host or its link to Redis was lost."
         )
         try:
-            jobs = settle_jobs_of(connection, name, reason, unregister=True)
+            jobs = settle_jobs_of(connection, name, reason)
+            if connection.register_script(_RELEASE)(keys=[LEASES], args=[name, claim]):
+                unregister(connection, name)
         except Exception:
             log.exception("settling the jobs of worker %s, whose lease ran out, failed", name)
             continue
@@ -237,7 +257,7 @@ class LeaseKeeper(threading.Thread):
                     pipe.execute()
         if expired:  # settled on a thread of its own: the next renewal must not wait for it
             threading.Thread(target=settle, args=(self.client, expired), name="tasklab-settle", daemon=True).start()
-        return expired
+        return [name for name, _claim in expired]
 
     def valid(self) -> bool:
         return time.monotonic() < self._valid_until

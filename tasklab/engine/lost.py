@@ -34,12 +34,9 @@ from .workflow import cancel_downstream
 log = logging.getLogger("tasklab.lost")
 
 
-def settle_jobs_of(
-    connection: redis.Redis, worker_name: str, reason: BaseException, unregister: bool = False
-) -> list[str]:
+def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseException) -> list[str]:
     """Fail or requeue every job the dead worker ``worker_name`` was running, and queue again the
-    jobs it had taken but not started; return the ids of the first. With ``unregister``, its
-    record goes too (RQ's tools no longer list it)."""
+    jobs it had taken but not started; return the ids of the first."""
     requeue_claimed(connection, worker_name)
     worker = SimpleWorker.find_by_key(  # a SimpleWorker's kill_horse() does nothing, whatever is called
         worker_key(worker_name),
@@ -60,9 +57,14 @@ def settle_jobs_of(
         queue = TaskQueue(job.origin, connection=connection)
         _settle(worker, job, queue, execution, reason)  # type: ignore[arg-type]  # found as a SimpleWorker
         settled.append(job.id)
-    if unregister:
-        worker.register_death()
     return settled
+
+
+def unregister(connection: redis.Redis, worker_name: str) -> None:
+    """Remove the record of the dead worker ``worker_name``: RQ's tools no longer list it."""
+    worker = SimpleWorker.find_by_key(worker_key(worker_name), connection=connection)
+    if worker is not None:
+        worker.register_death()
 
 
 #: KEYS[1]: a worker's claimed list. ARGV: job key prefix, queue key prefix (RQ's, public). Puts the

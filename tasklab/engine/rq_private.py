@@ -16,7 +16,7 @@ from typing import Any
 
 import rq
 from redis.client import Pipeline
-from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, ExecutionRegistry
 from rq.job import Job
 from rq.scheduler import RQScheduler
 from rq.utils import parse_composite_key
@@ -79,6 +79,17 @@ def executions_key(worker_name: str) -> str:
 def job_id_of_execution(member: bytes | str) -> str:
     """The job id of a member of an executions set (``<job id>:<execution id>``)."""
     return parse_composite_key(member.decode() if isinstance(member, bytes) else member)[0]
+
+
+def renew_execution(pipe: Pipeline, execution: Any, started_registry: Any, ttl: int) -> None:
+    """Queue on ``pipe`` what RQ's ``Execution.heartbeat`` renews (the record's TTL, its place in
+    the job's registries), without re-creating anything already deleted: RQ's writes a field into
+    the record, which would bring back the record of an execution that just ended."""
+    pipe.expire(execution.key, ttl)
+    started_registry.add_execution(execution, ttl=ttl, pipeline=pipe, xx=True)
+    ExecutionRegistry(job_id=execution.job_id, connection=pipe).add(
+        execution=execution, ttl=ttl, pipeline=pipe, xx=True
+    )
 
 
 def worker_key(worker_name: str) -> str:

@@ -42,7 +42,7 @@ from .joblog import JobLinesAtDebug
 from .keys import claimed_key, running_key
 from .lean_worker import LeanWorker
 from .lost import requeue_claimed
-from .rq_private import handle_success, ordered_queues, state_write
+from .rq_private import handle_success, ordered_queues, renew_execution, state_write
 from .transaction import (
     FENCE,
     FENCE_CLAIM,
@@ -400,6 +400,7 @@ class Worker(LeanWorker):
         with self.connection.pipeline() as pipe:
             # Nothing is written if the job was settled meanwhile (its lease ran out): see _fenced.
             pipe.execute_command(FENCE, running_key(job.id), execution.id)
+            self.running = None  # its execution record is about to go: the lease thread leaves it
             # Read first, so that both see Redis as it was just before these writes.
             pipe.scard(job.dependents_key)
             pipe.exists(WORKERS_SUSPENDED)
@@ -490,7 +491,7 @@ class Worker(LeanWorker):
         if running is None:
             return False
         execution, registry, ttl = running
-        execution.heartbeat(registry, ttl, pipe)
+        renew_execution(pipe, execution, registry, ttl)
         return True
 
     def _fenced(self, job: Job, outcome: str) -> None:
