@@ -14,9 +14,9 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -33,7 +33,7 @@ from .core import options as opts
 from .core.app import App, set_default_app
 from .core.task import Task
 from .engine.queue import TaskQueue
-from .errors import ConfigurationError
+from .errors import ConfigurationError, RedisUnreachable
 from .local.connection import connect as connect_redis
 from .local.connection import redact
 from .local.pool import WorkerPool
@@ -41,6 +41,7 @@ from .local.server import EmbeddedServer
 from .local.status import ServerStatus, read_status
 
 log = logging.getLogger("tasklab")
+T = TypeVar("T")
 
 
 class Lab:
@@ -85,6 +86,7 @@ class Lab:
         self._published: set[str] = set()
         self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
+        self._recover_lock = threading.Lock()
         self._closed = False
         if not cells.has_loader():  # so that this process can load code versions other labs stored
             install_loader(_fetch_code, current_app)
@@ -146,12 +148,35 @@ class Lab:
     def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> ResultSet:
         """Submit ``calls`` (``(args, kwargs)`` pairs) of ``task``; used by ``delay`` and friends."""
         self._check_open()
-        return submit_calls(self, task, calls, call_options)
+        return self._reaching_redis(lambda: submit_calls(self, task, calls, call_options))
 
     def submit_workflow(self, node: Any, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         """Submit a chain, group or chord whole; used by their ``apply_async``."""
         self._check_open()
-        return submit_workflow(self, node, args, kwargs, options)
+        return self._reaching_redis(lambda: submit_workflow(self, node, args, kwargs, options))
+
+    def recover(self) -> bool:
+        """When Redis does not answer: start the embedded server again if it died (its append-only
+        file brings back its data); whether it was restarted. A server at a URL is not ours to start."""
+        with self._recover_lock:
+            if self.server is None or self._closed or self.server.is_running():
+                return False
+            log.warning("tasklab: the embedded Redis at %s died; starting it again", redact(self.url))
+            self.server.restart()
+            return True
+
+    def _reaching_redis(self, action: Callable[[], T]) -> T:
+        """``action()``; if Redis does not answer, once more after :meth:`recover`, else a
+        :class:`RedisUnreachable` that says so (not redis-py's own error)."""
+        try:
+            return action()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if self.recover():
+                return action()
+            raise RedisUnreachable(
+                f"Redis at {redact(self.url)} does not answer ({exc}). Nothing was submitted by this call; "
+                "try again once it is back (lab.status() tells)."
+            ) from exc
 
     def workers(self, n: int | None = None, *, queues: list[str] | None = None) -> WorkerPool:
         """Start or scale the local workers to ``n`` processes (default: one per CPU).
@@ -164,6 +189,7 @@ class Lab:
                 self._pool = WorkerPool(
                     self.url, self.connection, self.data_dir / "logs", queues=queues or [defaults.QUEUE]
                 )
+                self._pool.on_unreachable = self.recover
             elif queues is not None and list(queues) != self._pool.queues and len(self._pool) == 0:
                 self._pool.queues = list(queues)
             elif queues is not None and list(queues) != self._pool.queues:
@@ -216,7 +242,7 @@ class Lab:
     def status(self) -> ServerStatus:
         """Server version, queues with their lengths, and workers, as one snapshot."""
         self._check_open()
-        return read_status(self.connection, self.url)
+        return self._reaching_redis(lambda: read_status(self.connection, self.url))
 
     def shutdown(self) -> None:
         """Stop the local workers and drop this lab's hold on the embedded server."""

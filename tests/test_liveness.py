@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import time
 
 import pytest
@@ -16,6 +17,7 @@ import tasklab
 from tasklab import defaults
 from tasklab.code.serialization import Serializer
 from tasklab.engine import keys, leases, rq_private
+from tasklab.local.server import find_redis_server
 
 from .conftest import GATED, task_cell, wait_for
 
@@ -227,3 +229,49 @@ def test_a_long_task_keeps_its_execution_record_alive(shell, lab):
     wait_for(lambda: lab.connection.ttl(key) > 60, 5, "the lease thread to renew the record")
     lab.connection.set("gate-long", 1)
     assert result.get(timeout=10) == "first attempt"
+
+
+def test_a_killed_embedded_redis_is_started_again_and_its_jobs_settle(shell, tmp_path):
+    # A server of its own: the session's is shared by the other tests.
+    lab = tasklab.connect(data_dir=tmp_path / "own", autostart_workers=False)
+    try:
+        pool = lab.workers(2)
+        task_cell(shell, GATED)
+        result = shell.user_ns["Requeued"].delay("gate-redis")  # its first attempt waits for the gate
+        wait_for(lambda: result.state == "STARTED", 10, "the task to start")
+        redis_pid = int(lab.connection.info("server")["process_id"])
+        os.kill(redis_pid, signal.SIGKILL)
+        killed = time.monotonic()
+        # The next use finds the server dead and starts it again from its append-only file.
+        again = shell.user_ns["gated"].delay("gate-after")
+        back = time.monotonic()
+        assert int(lab.connection.info("server")["process_id"]) != redis_pid
+        assert back - killed < 15
+        # The attempt that ran when Redis died is settled and, under acks_late, runs again: one outcome.
+        assert result.get(timeout=defaults.LEASE_TTL + 15) == "requeued attempt"
+        assert time.monotonic() - back <= defaults.LEASE_TTL + 2 + 5
+        lab.connection.set("gate-after", 1)
+        assert again.get(timeout=20) == "first attempt"
+        wait_for(lambda: len(lab.status().workers) == len(pool), 10, "every worker back")
+    finally:
+        lab.shutdown()
+
+
+def test_a_redis_that_does_not_answer_is_a_tasklab_error(shell, tmp_path):
+    socket_path = tmp_path / "other.sock"
+    other = subprocess.Popen(
+        [find_redis_server(), "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(socket_path.exists, 10, "a Redis this lab does not start")
+        lab = tasklab.connect(f"unix://{socket_path}", autostart_workers=False)
+        task_cell(shell, "def ping():\n    return 'pong'\n")
+        other.kill()
+        other.wait()
+        with pytest.raises(tasklab.RedisUnreachable, match="does not answer"):
+            shell.user_ns["ping"].delay()
+        lab.shutdown()
+    finally:
+        other.kill()
+        other.wait()

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +81,8 @@ class WorkerPool:
         self._closing = False
         self._supervisor: threading.Thread | None = None
         self._stop_supervisor = threading.Event()
+        #: Called while Redis does not answer (the lab starts its embedded server again if it died).
+        self.on_unreachable: Callable[[], object] | None = None
 
     # -- inspection ----------------------------------------------------------------------
 
@@ -215,10 +217,16 @@ class WorkerPool:
     def _supervise(self) -> None:
         unreachable = False
         while not self._stop_supervisor.wait(defaults.SUPERVISE_INTERVAL):
+            if unreachable and self.on_unreachable is not None:
+                try:
+                    self.on_unreachable()
+                except Exception as exc:  # tried again next round
+                    log.warning("could not start the embedded Redis again: %s", exc)
             with self._lock:
                 if self._closing:
                     return
-                dead = [w for w in self._workers.values() if not w.alive()]
+                # While Redis does not answer, a restarted worker could not start: wait for it.
+                dead = [] if unreachable else [w for w in self._workers.values() if not w.alive()]
                 for w in dead:
                     log.warning("worker %s (pid %s) died with status %s; restarting it",
                                 w.name, w.pid, w.process.returncode)  # fmt: skip
@@ -280,6 +288,8 @@ class WorkerPool:
         try:
             settle_jobs_of(self.connection, w.name, reason)
             leases.drop(self.connection, w.name)  # settled already: not again when its lease runs out
+        except (redis.ConnectionError, redis.TimeoutError):
+            return  # Redis is away: its lease runs out, and whoever looks first settles it then
         except Exception:
             log.exception("settling the jobs of dead worker %s failed", w.name)
         try:

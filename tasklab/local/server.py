@@ -206,6 +206,14 @@ class EmbeddedServer:
                 )
             time.sleep(0.02)
 
+    def restart(self) -> None:
+        """Start the server again after it died: its append-only file brings back what it held.
+        Labs and workers reconnect to the same socket by themselves."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.close()
+        self.start()
+
     def stop(self, wait: bool = True) -> None:
         """Drop this lab's lease; the server shuts down when no lease is left.
 
