@@ -5,8 +5,8 @@ such as an open database connection, survives from one job to the next), plus:
 
 * a fast path through RQ's bookkeeping: the same keys, records and transitions as RQ's, in
   two round trips to Redis per job instead of about twenty (see :class:`Worker`);
-* the lighter bookkeeping and process life of :class:`~tasklab.engine.lean_worker.LeanWorker`
-  (heartbeats, state, the scheduler on a thread, stop requests).
+* the lighter bookkeeping, process life and lease of :class:`~tasklab.engine.lean_worker.LeanWorker`,
+  and the fencing of :class:`~tasklab.engine.fencing.FencingWorker`.
 
 Worker processes (see :mod:`tasklab.local.worker_process`) are started by a
 :class:`~tasklab.local.pool.WorkerPool`, locally by a lab or on any machine by
@@ -34,15 +34,14 @@ from rq.utils import as_text, now
 from rq.worker import WorkerStatus
 
 from .. import defaults
-from . import events
 from .claim import TRANSACTION
-from .execution import attempt_of, defer_finish_writes, finish_writes, finish_writes_dropped, start_writes
+from .execution import defer_finish_writes, finish_writes, start_writes
 from .fence import owned
+from .fencing import FencingWorker
 from .joblog import JobLinesAtDebug
 from .keys import claimed_key, running_key
-from .lean_worker import LeanWorker
 from .lost import requeue_claimed
-from .rq_private import handle_success, ordered_queues, renew_execution, state_write
+from .rq_private import handle_success, ordered_queues, state_write
 from .transaction import (
     FENCE,
     FENCE_CLAIM,
@@ -60,40 +59,25 @@ from .worker_job import WorkerJob
 log = logging.getLogger("tasklab.worker")
 
 
-class Worker(LeanWorker):
-    """tasklab's RQ worker. Jobs of plain RQ functions run here too.
+class Worker(FencingWorker):
+    """tasklab's RQ worker; jobs of plain RQ functions run here too. It writes RQ's records with
+    one transaction to start a job and one to finish it (RQ's SimpleWorker: about twenty round
+    trips), each sent as one call of :data:`TRANSACTION`, packed by hiredis, on a connection of
+    its own (see :meth:`_execute`):
 
-    RQ's SimpleWorker spends about twenty round trips to Redis on each job: heartbeats (three
-    unpipelined commands each) before and after every step, the worker state written even
-    when it has not changed, a suspension check, two transactions to start the job, a job
-    heartbeat after it, and WATCH plus a read of the dependents before the closing
-    transaction. This worker writes the same records with one transaction to start a job and
-    one to finish it, which also takes the next job while jobs are waiting. It
-
-    * sends a due worker heartbeat with the start of a job (see
-      :class:`~tasklab.engine.lean_worker.LeanWorker`);
-    * starts a job in one transaction: RQ's execution record, busy state, the job's start
-      (``started``, ``started_at``, ``worker_name``) and its removal from the intermediate
-      queue, together with a count of the job's dependents;
-    * finishes a job that succeeded in one transaction (counts, result, finished registry,
-      expiry, execution cleanup, idle state), which also counts the dependents again, reads
-      the suspension flag, and takes the next job in the same script (RQ's LMOVE,
-      or LPOP for several queues, then HGETALL), unless workers are suspended or the worker
-      is stopping. A worker that stops before it starts that job puts it back at the head of
-      its queue. Otherwise it takes a job with the same script, or, when none waits, with
-      RQ's blocking dequeue;
-    * sends each transaction as one call of :data:`TRANSACTION` (one reply, not one
-      per command), packed by hiredis, on a connection of its own (see :meth:`_execute`);
-    * does not wait for the reply to a tasklab task's start: it gets the task ready while
-      Redis applies it, and the runtime reads the reply just before the task body runs or
-      anything else about the attempt is written (see :meth:`_confirm_start`);
-    * uses :class:`~tasklab.engine.worker_job.WorkerJob`, RQ's Job with less Python per job.
+    * the start: the fence on the worker's claim, RQ's execution record, busy state, the job's
+      start, the running mark, a due heartbeat, and a count of the job's dependents; its reply is
+      read only just before the task body runs (see :meth:`_confirm_start`);
+    * the finish of a success: the fence on the running mark, counts, result, finished registry,
+      execution cleanup, idle state, the attempt's output and event, a second count of the
+      dependents, the suspension flag, and the next job, taken into the claimed list in the same
+      script (see :mod:`tasklab.engine.claim`). With no job waiting, it waits for one itself
+      (:meth:`_wait_for_job`).
 
     Everything else is RQ's own code: failures, retries, timeouts, callbacks, rate limits,
-    repeats, ``result_ttl=0``, and jobs that had dependents when they started, which finish
-    through RQ's WATCH transaction. A dependent added while its parent ran (after the first
-    count) is seen by the second count and enqueued right after the commit by RQ's
-    ``enqueue_dependents``, as RQ itself does after a failure.
+    repeats, ``result_ttl=0``, and jobs that had dependents when they started (RQ's WATCH
+    transaction). A dependent added while its parent ran is seen by the second count and
+    enqueued right after the commit, as RQ does after a failure.
     """
 
     #: RQ logs how long each result is kept, after every job; the job's options say it.
@@ -109,8 +93,6 @@ class Worker(LeanWorker):
         self._queues_were_empty = False  # the last commit found no job to take
         self._transaction_connection: AbstractConnection | None = None  # see _execute
         self._unconfirmed: tuple[Job, list, int] | None = None  # a start sent, its reply not read
-        #: The running job's RQ execution, its started registry and TTL, renewed by the lease thread.
-        self.running: tuple[Execution, StartedJobRegistry, int] | None = None
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -445,72 +427,6 @@ class Worker(LeanWorker):
                 self.log.exception("Worker %s: failed to enqueue dependents of job %s", self.name, job.id)
         release_slot(job)
         self.log.debug("Worker %s: job %s finished in %s", self.name, job.id, job.ended_at - job.started_at)
-
-    def handle_job_failure(
-        self,
-        job: Job,
-        queue: Queue,
-        started_job_registry: StartedJobRegistry | None = None,
-        exc_string: str = "",
-        execution: Execution | None = None,
-    ) -> None:
-        """RQ's failure path, unless the job was settled while it ran (see :meth:`_fenced`)."""
-        if execution is not None and not owned(job):
-            self._fenced(job, "FAILURE")
-            return
-        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
-        self.connection.delete(running_key(job.id))
-        self.running = None
-
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        """RQ's SimpleWorker's, unless the job was queued again before it could start (see
-        :meth:`prepare_execution`): another worker runs it, and this one goes on."""
-        try:
-            execution = self.prepare_execution(job)
-        except Fenced:  # recorded by _start_fenced
-            return
-        self.perform_job(job, queue, execution)
-        self.set_state(WorkerStatus.IDLE)
-
-    def _start_fenced(self, job: Job) -> None:
-        self.log.warning(
-            "Worker %s: job %s was queued again while this worker held it (its lease ran out); it does not run "
-            "it here", self.name, job.id,
-        )  # fmt: skip
-        job._tl_start_fenced = True  # type: ignore[attr-defined]
-        finish_writes_dropped(job)
-        self.executions.clear()
-        self.running = None
-        self.set_state(WorkerStatus.IDLE)
-
-    def extend_running(self, pipe: Pipeline) -> bool:
-        """Queue on ``pipe`` the renewal of the running job's RQ execution record (its TTL is the
-        worker's heartbeat TTL, which a long task would outlive); whether there was one. Called by
-        the lease thread at every renewal."""
-        running = self.running
-        if running is None:
-            return False
-        execution, registry, ttl = running
-        renew_execution(pipe, execution, registry, ttl)
-        return True
-
-    def _fenced(self, job: Job, outcome: str) -> None:
-        """The job this worker ran was settled meanwhile, by whoever found this worker's lease run
-        out (a freeze, a lost link to Redis): the first outcome stands. This one goes to the history
-        as a duplicate, and the worker goes on with its next job."""
-        self.log.warning(
-            "Worker %s: job %s was settled while this worker ran it (its lease ran out); its %s here is "
-            "recorded as a duplicate, the first outcome stands",
-            self.name, job.id, outcome,
-        )  # fmt: skip
-        self.executions.clear()
-        self.running = None
-        if getattr(job, "_tl_start_fenced", False):  # it never started here: nothing to record
-            return
-        finish_writes_dropped(job)
-        with self.connection.pipeline(transaction=False) as pipe:
-            events.emit_for(pipe, events.DUPLICATE, job, n=attempt_of(job), w=self.name, x=outcome)
-            pipe.execute()
 
     def teardown(self) -> None:
         try:
