@@ -155,6 +155,11 @@ STRAND_GRACE = 2.0
 #: countdowns, etas and retries by at most about the TTL (RQ: a minute, retried every two).
 SCHEDULER_LOCK_TTL = 1.5
 SCHEDULER_LOCK_REFRESH = 0.4
+#: Seconds a scheduler's claim on the due jobs it is about to queue lasts: it takes them by moving
+#: their time this far ahead (while it still holds the lock), so that a scheduler whose lock lapsed
+#: mid-pass (a frozen worker) and the one that took the lock over never queue a job twice; one that
+#: dies mid-pass leaves its jobs due again this much later.
+SCHEDULER_CLAIM = 10.0
 
 #: Entries the event stream keeps (about; Redis trims in whole nodes). At roughly three events
 #: per attempt, that is the last ~150,000 attempts.

@@ -157,14 +157,15 @@ def defer_finish_writes(job: Job) -> None:
 
 
 def finish_writes(job: Job, pipe: Any) -> None:
-    """Queue on ``pipe`` the writes a successful attempt left for the worker's finish transaction."""
+    """Queue on ``pipe`` the writes a successful attempt left for the worker's finish transaction
+    (kept until :func:`forget_finish_writes`: a finish that did not reach Redis is sent again)."""
     for write in getattr(job, "_tl_finish_writes", None) or ():
         write(pipe)
-    job._tl_finish_writes = None  # type: ignore[attr-defined]
 
 
-def finish_writes_dropped(job: Job) -> None:
-    """Forget the writes a successful attempt left (the job was settled meanwhile: see :func:`owned`)."""
+def forget_finish_writes(job: Job) -> None:
+    """Forget the writes a successful attempt left: sent, or not to be sent (the job was settled
+    meanwhile: see :func:`owned`)."""
     job._tl_finish_writes = None  # type: ignore[attr-defined]
 
 

@@ -17,7 +17,7 @@ from rq.registry import StartedJobRegistry
 from rq.worker import WorkerStatus
 
 from . import events
-from .execution import attempt_of, finish_writes_dropped
+from .execution import attempt_of, forget_finish_writes
 from .fence import owned
 from .keys import running_key
 from .lean_worker import LeanWorker
@@ -39,13 +39,18 @@ class FencingWorker(LeanWorker):
         exc_string: str = "",
         execution: Execution | None = None,
     ) -> None:
-        """RQ's failure path, unless the job was settled while it ran (see :meth:`_fenced`)."""
-        if execution is not None and not owned(job):
-            self._fenced(job, "FAILURE")
-            return
-        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
-        self.connection.delete(running_key(job.id))
-        self.running = None
+        """RQ's failure path, unless the job was settled while it ran (see :meth:`_fenced`); while
+        Redis does not answer, the worker holds the outcome and tries again."""
+
+        def fail() -> None:
+            if execution is not None and not owned(job):
+                self._fenced(job, "FAILURE")
+                return
+            super(FencingWorker, self).handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            self.connection.delete(running_key(job.id))
+            self.running = None
+
+        self.riding_out(fail, f"it records the outcome of job {job.id}")
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """RQ's SimpleWorker's, unless the job was queued again before it could start (see
@@ -63,7 +68,7 @@ class FencingWorker(LeanWorker):
             "it here", self.name, job.id,
         )  # fmt: skip
         job._tl_start_fenced = True  # type: ignore[attr-defined]
-        finish_writes_dropped(job)
+        forget_finish_writes(job)
         self.executions.clear()
         self.running = None
         self.set_state(WorkerStatus.IDLE)
@@ -92,7 +97,7 @@ class FencingWorker(LeanWorker):
         self.running = None
         if getattr(job, "_tl_start_fenced", False):  # it never started here: nothing to record
             return
-        finish_writes_dropped(job)
+        forget_finish_writes(job)
         with self.connection.pipeline(transaction=False) as pipe:
             events.emit_for(pipe, events.DUPLICATE, job, n=attempt_of(job), w=self.name, x=outcome)
             pipe.execute()

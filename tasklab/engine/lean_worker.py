@@ -9,6 +9,9 @@
   running job finish and takes no next one; :attr:`LeanWorker.stop_signal_hook` sees the signal first.
 * It holds a lease (:mod:`tasklab.engine.leases`), renewed by a thread, and takes no job while
   the lease may have run out.
+* It rides out a Redis outage: each step of its loop that talks to Redis waits for Redis to
+  answer again, with backoff, logging one line when the outage begins and one when it ends;
+  RQ's loop would log a traceback and quit.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import redis
 from redis.client import Pipeline
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import SimpleWorker
@@ -27,6 +32,8 @@ from .. import defaults
 from .leases import LeaseKeeper
 from .rq_private import set_state_locally
 from .scheduler import SchedulerThread
+
+T = TypeVar("T")
 
 
 class LeanWorker(SimpleWorker):
@@ -49,6 +56,41 @@ class LeanWorker(SimpleWorker):
         self._stopping = False  # asked to stop: take no next job
         self._scheduler_on_thread = False  # work() runs RQ's scheduler on a thread
         self.lease: LeaseKeeper | None = None  # from bootstrap() on
+        self._outage_since: float | None = None  # time.monotonic() when Redis stopped answering
+
+    # -- riding out an outage --
+
+    def riding_out(self, action: Callable[[], T], what: str) -> T:
+        """``action()``, tried again with backoff while Redis does not answer, until it does; the
+        worker logs one line when the outage begins and one when it ends. Asked to stop meanwhile,
+        it stops (RQ's :class:`StopRequested`): what it was doing is settled by its lease running out."""
+        backoff = 0.0
+        while True:
+            try:
+                result = action()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.connection_lost()
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    self.log.warning("Worker %s: Redis is unreachable (%s); %s once it answers", self.name, exc, what)
+                if self._stopping or self._stop_requested:
+                    raise StopRequested() from exc
+                backoff = min(max(backoff * 2, 0.1), defaults.RECONNECT_BACKOFF_MAX)
+                time.sleep(backoff)  # the backoff between two tries
+                continue
+            self.connection_back()
+            return result
+
+    def connection_lost(self) -> None:
+        """A call failed because Redis did not answer: drop connections that may be half-used."""
+
+    def connection_back(self) -> None:
+        """Redis answered: log the end of the outage, if there was one."""
+        if self._outage_since is not None:
+            self.log.warning(
+                "Worker %s: Redis answers again, after %.1f s", self.name, time.monotonic() - self._outage_since
+            )
+            self._outage_since = None
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's heartbeat, skipped when one was sent less than :attr:`heartbeat_interval` ago
@@ -66,9 +108,13 @@ class LeanWorker(SimpleWorker):
         ):
             return
         if pipeline is None:
-            with self.connection.pipeline(transaction=False) as pipe:
-                super().heartbeat(timeout, pipe)
-                pipe.execute()
+
+            def send() -> None:
+                with self.connection.pipeline(transaction=False) as pipe:
+                    super(LeanWorker, self).heartbeat(timeout, pipe)
+                    pipe.execute()
+
+            self.riding_out(send, "its heartbeat goes")
         else:
             super().heartbeat(timeout, pipeline)
         self._heartbeat_sent_at = clock
@@ -77,7 +123,10 @@ class LeanWorker(SimpleWorker):
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         set_state_locally(self, state)
         if state != self._stored_state:
-            super().set_state(state, pipeline)
+            if pipeline is None:
+                self.riding_out(lambda: super(LeanWorker, self).set_state(state), f"it records its state {state}")
+            else:
+                super().set_state(state, pipeline)
             self._stored_state = state
 
     def register_birth(self) -> None:
@@ -90,7 +139,19 @@ class LeanWorker(SimpleWorker):
         if self._not_suspended:  # read by the commit of the job that just ended
             self._not_suspended = False
             return
-        super().check_for_suspension(burst)
+        self.riding_out(lambda: super(LeanWorker, self).check_for_suspension(burst), "it goes on")
+
+    def run_maintenance_tasks(self) -> None:
+        self.riding_out(super().run_maintenance_tasks, "it cleans RQ's registries")
+
+    def _pubsub_exception_handler(self, exc: Exception, pubsub: Any, pubsub_thread: Any) -> None:
+        """RQ's pubsub thread (commands such as a stop) tries again after a lost connection; its
+        error is at DEBUG, since the loop and the lease thread log the outage once."""
+        if isinstance(exc, redis.ConnectionError):
+            self.log.debug("Worker %s: pubsub: Redis is unreachable (%s); trying again", self.name, exc)
+            time.sleep(defaults.RECONNECT_BACKOFF_MAX)  # the pause before the thread's next try
+            return
+        super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
 
     # -- process life --
 

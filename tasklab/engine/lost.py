@@ -101,14 +101,15 @@ def _take_over(connection: redis.Redis, job_id: str, execution_id: str) -> bool:
     return bool(connection.register_script(_TAKE_OVER)(keys=[key], args=[execution_id]))
 
 
-def requeue_claimed(connection: redis.Redis, worker_name: str) -> list[str]:
+def requeue_claimed(connection: redis.Redis, worker_name: str, why: str = "is gone") -> list[str]:
     """Queue again, at the head of their queues, the jobs ``worker_name`` took but never started
-    (it died between the two); they never ran, so no retry is counted. Their ids."""
+    (it died between the two, or took them by a call whose reply was lost); they never ran, so no
+    retry is counted. Their ids."""
     script = connection.register_script(_REQUEUE_CLAIMED)
     args = [Job.redis_job_namespace_prefix, TaskQueue.redis_queue_namespace_prefix]
     requeued = [as_text(i) for i in script(keys=[keys.claimed_key(worker_name)], args=args)]
     if requeued:
-        log.warning("worker %s is gone: queued again the jobs it had taken, %s", worker_name, ", ".join(requeued))
+        log.warning("worker %s %s: queued again the jobs it had taken, %s", worker_name, why, ", ".join(requeued))
     return requeued
 
 

@@ -23,9 +23,28 @@ from .. import defaults
 from ..code.serialization import Serializer
 from ..errors import ConfigurationError
 
+#: KEYS: the registry, the scheduler lock of its queue. ARGV: now, most ids, the scheduler holding
+#: the lock, seconds of the claim. The due ids, each moved the claim's length ahead; none unless the
+#: lock is still held by that scheduler.
+_CLAIM_DUE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then
+    return {}
+end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[4]), id)
+end
+return ids
+"""
+
 
 class PreciseScheduledJobRegistry(ScheduledJobRegistry):
-    """RQ's scheduled-job registry, scored by float timestamps."""
+    """RQ's scheduled-job registry, scored by float timestamps. Given the scheduler that holds its
+    queue's lock (:attr:`holder`), the scheduler's read of the due jobs claims them (see
+    :data:`~tasklab.defaults.SCHEDULER_CLAIM`); RQ's scheduler removes them as it queues them."""
+
+    #: The name of the scheduler reading due jobs, and its queue's lock key.
+    holder: tuple[str, str] | None = None
 
     def schedule(self, job: Job, scheduled_datetime: datetime, pipeline: Pipeline | None = None) -> int:
         if scheduled_datetime.tzinfo is None:
@@ -36,7 +55,12 @@ class PreciseScheduledJobRegistry(ScheduledJobRegistry):
     def get_jobs_to_schedule(self, timestamp: int | None = None, chunk_size: int = 1000) -> list[str]:
         # RQ passes the current whole second; the float clock is never earlier than it.
         now = max(float(timestamp or 0), time.time())
-        return [jid.decode() for jid in self.connection.zrangebyscore(self.key, 0, now, start=0, num=chunk_size)]
+        if self.holder is None:
+            return [jid.decode() for jid in self.connection.zrangebyscore(self.key, 0, now, start=0, num=chunk_size)]
+        name, lock_key = self.holder
+        script = self.connection.register_script(_CLAIM_DUE)
+        ids = script(keys=[self.key, lock_key], args=[repr(now), chunk_size, name, defaults.SCHEDULER_CLAIM])
+        return [jid.decode() for jid in ids]
 
 
 class TaskQueue(Queue):

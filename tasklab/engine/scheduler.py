@@ -40,10 +40,11 @@ return 0
 
 class PreciseScheduler(RQScheduler):
     def prepare_registries(self, queue_names: Iterable[str] | None = None) -> None:
-        registries = [
-            PreciseScheduledJobRegistry(name, connection=self.connection, serializer=self.serializer)
-            for name in (queue_names or self.acquired_locks)
-        ]
+        registries = []
+        for name in queue_names or self.acquired_locks:
+            registry = PreciseScheduledJobRegistry(name, connection=self.connection, serializer=self.serializer)
+            registry.holder = (self.name, self.get_locking_key(name))  # claims its due jobs: see the registry
+            registries.append(registry)
         use_scheduled_registries(self, registries)
 
 
@@ -69,6 +70,7 @@ class SchedulerThread(threading.Thread):
     def run(self) -> None:
         scheduler = self.scheduler
         last_locking = -math.inf
+        unreachable = False  # Redis did not answer the last pass: logged once an outage
         try:
             scheduler.register_birth()
             while not self.stopping.wait(self.interval):
@@ -78,8 +80,15 @@ class SchedulerThread(threading.Thread):
                         last_locking = time.monotonic()
                     if scheduler.acquired_locks:
                         scheduler.enqueue_scheduled_jobs()
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    if not unreachable:
+                        log.warning("scheduler: Redis is unreachable (%s); it tries again every %.1f s",
+                                    exc, self.interval)  # fmt: skip
+                    unreachable = True
+                    continue
                 except Exception:
                     log.exception("scheduler pass failed; trying again in %.1f s", self.interval)
+                unreachable = False
         finally:
             with contextlib.suppress(Exception):
                 scheduler.release_locks()

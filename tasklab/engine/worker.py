@@ -35,7 +35,7 @@ from rq.worker import WorkerStatus
 
 from .. import defaults
 from .claim import TRANSACTION
-from .execution import defer_finish_writes, finish_writes, start_writes
+from .execution import defer_finish_writes, finish_writes, forget_finish_writes, start_writes
 from .fence import owned
 from .fencing import FencingWorker
 from .joblog import JobLinesAtDebug
@@ -93,6 +93,7 @@ class Worker(FencingWorker):
         self._queues_were_empty = False  # the last commit found no job to take
         self._transaction_connection: AbstractConnection | None = None  # see _execute
         self._unconfirmed: tuple[Job, list, int] | None = None  # a start sent, its reply not read
+        self._claims_unsure = False  # a call that may have claimed a job lost its reply
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -102,6 +103,8 @@ class Worker(FencingWorker):
         if self._stopping or not self.holds_lease():
             return None
         self.set_state(WorkerStatus.IDLE)
+        if self._claims_unsure and self._next_job is None:
+            self.riding_out(self._return_unknown_claims, "it puts back the jobs it may have taken")
         result, self._next_job = self._next_job, None
         if result is None and not self._queues_were_empty:
             result = self._pop_waiting_job()
@@ -149,14 +152,16 @@ class Worker(FencingWorker):
                 else:
                     result = self._pop_waiting_job(raise_unreachable=True)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if not backoff:
-                    self.log.warning("Worker %s: Redis is unreachable (%s); trying again with backoff", self.name, exc)
+                self.connection_lost()
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    self.log.warning("Worker %s: Redis is unreachable (%s); it waits for jobs once it answers",
+                                     self.name, exc)  # fmt: skip
                 backoff = min(max(backoff * 2, 0.1), defaults.RECONNECT_BACKOFF_MAX)
-                time.sleep(backoff)
+                time.sleep(backoff)  # the backoff between two tries
                 continue
-            if backoff:
-                self.log.warning("Worker %s: Redis answers again", self.name)
-                backoff = 0.0
+            self.connection_back()
+            backoff = 0.0
             if result is not None or timeout is None:
                 return result
             if max_idle_time is not None and time.monotonic() - waiting_since > max_idle_time:
@@ -201,6 +206,19 @@ class Worker(FencingWorker):
             exc.job_id, exc.queue = job.id, queue  # type: ignore[attr-defined]  # as RQ's dequeue
             raise
         return job, queue
+
+    def connection_lost(self) -> None:
+        """Its own connection goes (a reply may be half read), and a job claimed by a call whose
+        reply was lost would sit in its claimed list: it is put back before the next claim."""
+        self._claims_unsure = True
+        if self._transaction_connection is not None:
+            self._transaction_connection.disconnect()
+
+    def _return_unknown_claims(self) -> None:
+        """Put back, at the head of their queues, the jobs in this worker's claimed list: with no job
+        in hand, it holds none (a claim whose reply was lost in an outage)."""
+        requeue_claimed(self.connection, self.name, why="took them as Redis stopped answering")
+        self._claims_unsure = False
 
     def _return_next_job(self) -> None:
         """Put the job taken by the last commit back at the head of its queue."""
@@ -326,7 +344,7 @@ class Worker(FencingWorker):
 
     def _start_again(self, job: Job, call: list, expected: int) -> list:
         try:
-            return self._run(call, expected)
+            return self.riding_out(lambda: self._run(call, expected), f"it starts job {job.id}")
         except Fenced:
             key, execution_id = job._tl_running  # type: ignore[attr-defined]
             if self.connection.get(key) == execution_id.encode():  # the first one was applied
@@ -358,7 +376,20 @@ class Worker(FencingWorker):
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
     ) -> None:
         """Finish a successful job in one transaction, or by RQ's path when it may have
-        dependents, repeats, or a result that is not kept."""
+        dependents, repeats, or a result that is not kept. While Redis does not answer, the
+        worker holds the outcome and tries again (fenced: it stands only if the job was not
+        settled meanwhile)."""
+        first = [True]
+
+        def finish() -> None:
+            take_next, first[0] = first[0], False  # tried again, it takes none (see connection_lost)
+            self._finish_success(job, queue, started_job_registry, execution, take_next=take_next)
+
+        self.riding_out(finish, f"it records the outcome of job {job.id}")
+
+    def _finish_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution, take_next: bool
+    ) -> None:
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         if self._fast_job_id != job.id or result_ttl == 0 or (job.repeats_left or 0) > 0:
             if not owned(job):  # checked just before RQ's own writes
@@ -371,13 +402,14 @@ class Worker(FencingWorker):
                 with self.connection.pipeline(transaction=False) as pipe:
                     finish_writes(job, pipe)
                     pipe.execute()
+                forget_finish_writes(job)
             return
         assert job.started_at is not None and job.ended_at is not None
         # Webhooks are sent after the commit and take time: until then, the worker is busy.
         quick = not job.webhooks
         # The loop is about to take the next job: the commit takes it, unless the loop may do
         # something else first.
-        take_next = quick and not self._stopping and self.lease is not None and self.lease.valid()
+        take_next = take_next and quick and not self._stopping and self.lease is not None and self.lease.valid()
         take_next = take_next and not self.should_run_maintenance_tasks
         with self.connection.pipeline() as pipe:
             # Nothing is written if the job was settled meanwhile (its lease ran out): see _fenced.
@@ -411,6 +443,7 @@ class Worker(FencingWorker):
             except Fenced:
                 self._fenced(job, "SUCCESS")
                 return
+        forget_finish_writes(job)
         if take_next:
             popped = replies[-1]
             self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
