@@ -27,7 +27,7 @@ from .client.workflow import submit_workflow
 from .code import cells, define
 from .code.define import task as task_decorator
 from .code.loader import install as install_loader
-from .code.store import CodeRegistry
+from .code.store import CODE_KEY, CodeRegistry
 from .code.version import CellVersion
 from .core import options as opts
 from .core.app import App, set_default_app
@@ -42,6 +42,7 @@ from .local.status import ServerStatus, read_status
 
 log = logging.getLogger("tasklab")
 T = TypeVar("T")
+_NOT_SUBMITTED = "Nothing was submitted by this call; try again once it is back (lab.status() tells)."
 
 
 class Lab:
@@ -72,8 +73,12 @@ class Lab:
             self.server = EmbeddedServer(self.data_dir).start()
             url = self.server.url
         self.url: str = url
+        self._connects = 0  # connections made to Redis; each new one may find it restarted empty
+        self._verified_at = 0  # the count when the published code was last known to be there
         try:
-            self.connection: redis.Redis = connect_redis(url, name=f"tasklab-lab-{os.getpid()}")
+            self.connection: redis.Redis = connect_redis(
+                url, name=f"tasklab-lab-{os.getpid()}", on_connect=self._connected
+            )
         except Exception:
             if self.server is not None:
                 self.server.stop()
@@ -127,8 +132,37 @@ class Lab:
             pipe.execute()
         self._published.update(c.version for c in cells.closure(cell.version))
 
+    def _connected(self) -> None:
+        self._connects += 1
+
+    def _verify_published(self) -> None:
+        """After a new connection to Redis: if the code this lab published is gone (Redis came back
+        empty), forget it was published, so that it is published again."""
+        # Taking a connection from the pool makes it again if the server closed it (a restart),
+        # without a round trip; the count then tells.
+        pool = self.connection.connection_pool
+        pool.release(pool.get_connection())
+        seen = self._connects
+        if seen == self._verified_at:
+            return
+        published = sorted(self._published)
+        if published:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for version in published:
+                    pipe.exists(CODE_KEY.format(version))
+                missing = sum(1 for found in pipe.execute() if not found)
+            if missing:
+                log.warning(
+                    "tasklab: Redis at %s came back without %d of this lab's code versions; publishing them again",
+                    redact(self.url), missing,
+                )  # fmt: skip
+                self._published.clear()
+        self._verified_at = seen
+
     def ensure_code(self, task: Task) -> None:
-        """Make sure the code of ``task`` is in this lab's Redis before a job needs it."""
+        """Make sure the code of ``task`` is in this lab's Redis before a job needs it (again, if
+        Redis restarted without it)."""
+        self._verify_published()
         version = task._tl_version
         if version is None or version in self._published:
             return
@@ -148,12 +182,12 @@ class Lab:
     def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> ResultSet:
         """Submit ``calls`` (``(args, kwargs)`` pairs) of ``task``; used by ``delay`` and friends."""
         self._check_open()
-        return self._reaching_redis(lambda: submit_calls(self, task, calls, call_options))
+        return self.reaching_redis(lambda: submit_calls(self, task, calls, call_options), _NOT_SUBMITTED)
 
     def submit_workflow(self, node: Any, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         """Submit a chain, group or chord whole; used by their ``apply_async``."""
         self._check_open()
-        return self._reaching_redis(lambda: submit_workflow(self, node, args, kwargs, options))
+        return self.reaching_redis(lambda: submit_workflow(self, node, args, kwargs, options), _NOT_SUBMITTED)
 
     def recover(self) -> bool:
         """When Redis does not answer: start the embedded server again if it died (its append-only
@@ -165,17 +199,19 @@ class Lab:
             self.server.restart()
             return True
 
-    def _reaching_redis(self, action: Callable[[], T]) -> T:
+    def reaching_redis(self, action: Callable[[], T], what: str) -> T:
         """``action()``; if Redis does not answer, once more after :meth:`recover`, else a
-        :class:`RedisUnreachable` that says so (not redis-py's own error)."""
+        :class:`RedisUnreachable` that says so (not redis-py's own error), and then ``what``."""
         try:
             return action()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if self.recover():
-                return action()
+            if not self.recover():
+                raise RedisUnreachable(f"Redis at {redact(self.url)} does not answer ({exc}). {what}") from exc
+        try:
+            return action()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnreachable(
-                f"Redis at {redact(self.url)} does not answer ({exc}). Nothing was submitted by this call; "
-                "try again once it is back (lab.status() tells)."
+                f"Redis at {redact(self.url)} was started again but does not answer ({exc}). {what}"
             ) from exc
 
     def workers(self, n: int | None = None, *, queues: list[str] | None = None) -> WorkerPool:
@@ -242,7 +278,7 @@ class Lab:
     def status(self) -> ServerStatus:
         """Server version, queues with their lengths, and workers, as one snapshot."""
         self._check_open()
-        return self._reaching_redis(lambda: read_status(self.connection, self.url))
+        return self.reaching_redis(lambda: read_status(self.connection, self.url), "Ask again once it is back.")
 
     def shutdown(self) -> None:
         """Stop the local workers and drop this lab's hold on the embedded server."""
@@ -390,6 +426,9 @@ class CurrentLab:
 
     def ensure_workers(self) -> None:
         current_lab().ensure_workers()
+
+    def reaching_redis(self, action: Callable[[], T], what: str) -> T:
+        return current_lab().reaching_redis(action, what)
 
     def __repr__(self) -> str:
         return "<the current tasklab lab>"

@@ -8,11 +8,12 @@ RQ appends each attempt's outcome to the job's result stream (``rq:results:<id>`
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from rq.exceptions import NoSuchJobError
@@ -28,6 +29,8 @@ from ..engine.workflow import META_CAUSE
 from ..errors import ResultMissing, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
 from .wait import FINAL, ResultStreams, refuse_inside_task
 
+T = TypeVar("T")
+
 _STATES = {
     JobStatus.QUEUED: PENDING,
     JobStatus.DEFERRED: PENDING,
@@ -38,6 +41,23 @@ _STATES = {
     JobStatus.STOPPED: REVOKED,
     JobStatus.CANCELED: REVOKED,
 }
+
+
+_KEPT = "The task's outcome is kept in Redis: ask again once it is back (lab.status() tells)."
+
+
+def _reaching_redis(method: Callable[..., T]) -> Callable[..., T]:
+    """``method`` of a result, whose Redis errors reach the user as the app's
+    :class:`~tasklab.errors.RedisUnreachable` (after the app tried to bring Redis back)."""
+
+    @functools.wraps(method)
+    def reading(self: Any, *args: Any, **kwargs: Any) -> T:
+        results = self if isinstance(self, ResultSet) else [self]
+        if not results:
+            return method(self, *args, **kwargs)
+        return results[0].app.reaching_redis(lambda: method(self, *args, **kwargs), _KEPT)
+
+    return reading
 
 
 class AsyncResult:
@@ -76,6 +96,7 @@ class AsyncResult:
     # -- state --
 
     @property
+    @_reaching_redis
     def state(self) -> str:
         """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED. Unknown ids are PENDING, as in Celery."""
         if self._final is not None:
@@ -112,11 +133,13 @@ class AsyncResult:
         return self.state == FAILURE
 
     @property
+    @_reaching_redis
     def retries(self) -> int:
         job = self._job()
         return int(job.meta.get(keys.META_RETRIES, 0)) if job else 0
 
     @property
+    @_reaching_redis
     def eta(self) -> datetime | None:
         """When a scheduled job (a countdown, or a retry waiting out its delay) is due to run."""
         job = self._job()
@@ -128,11 +151,13 @@ class AsyncResult:
             return None
 
     @property
+    @_reaching_redis
     def date_done(self) -> datetime | None:
         job = self._job()
         return job.ended_at if job and self.ready() else None
 
     @property
+    @_reaching_redis
     def result(self) -> Any:
         """The return value once successful, the exception once failed, else ``None``."""
         final = self._latest_final()
@@ -145,6 +170,7 @@ class AsyncResult:
     info = result
 
     @property
+    @_reaching_redis
     def traceback(self) -> str | None:
         """The worker's traceback of a failed task, from the first frame of the task's own code."""
         final = self._latest_final()
@@ -154,6 +180,7 @@ class AsyncResult:
         return trimmed.decode() if trimmed else final.exc_string
 
     @property
+    @_reaching_redis
     def output(self) -> str:
         """What the last attempt printed (stdout, stderr, task loggers), bounded."""
         data = self.connection.hgetall(keys.output_key(self.id))
@@ -173,6 +200,7 @@ class AsyncResult:
                     break
         return self._final
 
+    @_reaching_redis
     def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
         """Wait for the task to finish and return its value, or raise its exception.
 
@@ -245,6 +273,7 @@ class AsyncResult:
 
     # -- control --
 
+    @_reaching_redis
     def revoke(self, terminate: bool = False) -> None:
         """Cancel a job that has not started: it never runs and becomes REVOKED.
 
@@ -276,6 +305,7 @@ class AsyncResult:
             stacklevel=2,
         )
 
+    @_reaching_redis
     def forget(self) -> None:
         """Delete the job and its results from Redis."""
         job = self._job()
@@ -303,6 +333,7 @@ class ResultSet(list):
     def __init__(self, results: Iterable[AsyncResult] = ()):
         super().__init__(results)
 
+    @_reaching_redis
     def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         """Every value, in order; the first failure is raised unless ``propagate=False``."""
         finals = _wait_final(list(self), timeout)

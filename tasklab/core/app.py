@@ -8,12 +8,14 @@ use the *default app*, which :mod:`tasklab.lab` installs as "the current lab".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import redis
 
 from ..errors import ConfigurationError
+
+T = TypeVar("T")
 
 
 class App(Protocol):
@@ -60,6 +62,12 @@ class App(Protocol):
 
     def ensure_workers(self) -> None:
         """Start workers if this app starts its own and none run yet."""
+        ...
+
+    def reaching_redis(self, action: Callable[[], T], what: str) -> T:
+        """``action()``; when Redis does not answer, once more if the app could bring it back, else
+        :class:`~tasklab.errors.RedisUnreachable` (never redis-py's own error), whose message ends
+        with ``what`` (what became of the user's action, and what to do)."""
         ...
 
 

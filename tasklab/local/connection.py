@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -39,7 +40,12 @@ def redact(url: str) -> str:
 
 
 def make_client(
-    url: str, *, name: str | None = None, retries: int = 2, socket_timeout: float | None = None
+    url: str,
+    *,
+    name: str | None = None,
+    retries: int = 2,
+    socket_timeout: float | None = None,
+    on_connect: Callable[[], None] | None = None,
 ) -> redis.Redis:
     """A client for ``url`` that fails fast when the server is gone.
 
@@ -48,6 +54,8 @@ def make_client(
     TCP, keepalive probes find a dead peer within :data:`defaults.KEEPALIVE_AFTER` seconds plus a
     few more, and a connection idle for :data:`defaults.HEALTH_CHECK_INTERVAL` is checked before
     use. ``retries=0`` suits commands after which the server closes the connection (SHUTDOWN).
+    ``on_connect()`` is called after each new connection is made (the first, and each one made again
+    after the server was lost: it may have restarted, and lost data).
     """
     scheme = urlsplit(url).scheme
     if scheme not in _SCHEMES:
@@ -59,6 +67,8 @@ def make_client(
     options: dict[str, object] = {}
     if scheme != "unix":
         options.update(socket_keepalive=True, socket_keepalive_options=_KEEPALIVE)
+    if on_connect is not None:
+        options["redis_connect_func"] = _notifying(on_connect)
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=defaults.CONNECT_TIMEOUT,
@@ -70,10 +80,19 @@ def make_client(
     )
 
 
-def connect(url: str, *, name: str | None = None) -> redis.Redis:
+def _notifying(callback: Callable[[], None]) -> Callable[[redis.connection.AbstractConnection], None]:
+    def connected(connection: redis.connection.AbstractConnection) -> None:
+        connection.on_connect()  # what redis-py does when no function is given
+        callback()
+
+    return connected
+
+
+def connect(url: str, *, name: str | None = None, on_connect: Callable[[], None] | None = None) -> redis.Redis:
     """A client for ``url`` that has answered PING; else :class:`RedisUnreachable`, or its subclass
-    :class:`AuthenticationFailed` when the server refused the credentials."""
-    client = make_client(url, name=name)
+    :class:`AuthenticationFailed` when the server refused the credentials. See :func:`make_client`
+    for ``on_connect``."""
+    client = make_client(url, name=name, on_connect=on_connect)
     # Asked with a deadline: a server that accepts but never answers fails within CONNECT_TIMEOUT.
     probe = make_client(url, retries=0, socket_timeout=defaults.CONNECT_TIMEOUT)
     try:

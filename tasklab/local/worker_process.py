@@ -13,8 +13,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import redis
 from rq import get_current_job
@@ -30,11 +30,12 @@ from ..engine import keys, leases
 from ..engine.lost import settle_jobs_of
 from ..engine.queue import TaskQueue
 from ..engine.worker import Worker
-from ..errors import WorkerLostError
+from ..errors import RedisUnreachable, WorkerLostError
 from .connection import make_client
 from .proc import set_parent_death_signal, watch_parent
 
 log = logging.getLogger("tasklab.worker")
+T = TypeVar("T")
 
 
 class WorkerApp:
@@ -71,6 +72,14 @@ class WorkerApp:
 
     def ensure_workers(self) -> None:
         """A worker does not start workers."""
+
+    def reaching_redis(self, action: Callable[[], T], what: str) -> T:
+        """``action()``; a task that cannot reach Redis fails with :class:`RedisUnreachable`
+        (a ``ConnectionError``, for ``autoretry_for``)."""
+        try:
+            return action()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnreachable(f"Redis does not answer ({exc}). {what}") from exc
 
 
 def _die_with_parent(worker: Worker, parent: int) -> None:
