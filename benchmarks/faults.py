@@ -5,7 +5,8 @@
 It starts one embedded Redis (a temporary data directory) with two local workers, injects each fault
 against a running task, and times how long until the task's outcome is settled: the moment ``get()``
 returns or raises, from the moment of the fault. The bound is the README's ("When something fails").
-A cut network link is measured by ``tests/test_partition.py`` (it needs root and a namespace).
+A cut network link is measured by ``tests/test_partition.py`` (it needs root and a namespace); a
+Redis at a URL killed and restarted, with its data or empty, by ``tests/test_liveness.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def gated(gate):
 
 def ping():
     return "pong"
+
+
+def slow(seconds):
+    """Works for ``seconds`` without touching Redis."""
+    import time
+
+    time.sleep(seconds)
+    return "done"
 
 
 class Requeued(tasklab.Task):
@@ -131,6 +140,18 @@ def scheduler_holder_killed(lab: tasklab.Lab, tasks: dict, n: int) -> float:
     return time.monotonic() - fault_at - 1  # beyond its countdown
 
 
+def redis_killed(lab: tasklab.Lab, tasks: dict, n: int, outage: float = 0.0) -> float:
+    """Kill -9 the embedded Redis while a task runs; after ``outage`` seconds, the next use starts it
+    again from its append-only file. Timed from then: the in-flight task's outcome, recorded by its
+    worker (which rode the outage out) or settled as lost (its lease ran out first)."""
+    result = tasks["slow"].delay(0.5)
+    started_on(lab, result)
+    os.kill(int(lab.connection.info("server")["process_id"]), signal.SIGKILL)
+    time.sleep(outage)  # the outage's length
+    lab.status()  # the next use, which finds the server dead
+    return settle_time(result, time.monotonic())
+
+
 FAULTS: list[tuple[str, Callable[..., float], str]] = [
     ("worker process killed (kill -9) mid-task", killed, "~0.2 s"),
     ("worker frozen (SIGSTOP) mid-task", frozen, f"{defaults.LEASE_TTL:g} s + ~1 s"),
@@ -138,6 +159,12 @@ FAULTS: list[tuple[str, Callable[..., float], str]] = [
     ("job claimed by a worker whose lease had run out", claimed_by_a_lost_worker, "the same"),
     ("job stranded in RQ's intermediate list", stranded, f"{defaults.STRAND_GRACE:g} s + ~1 s"),
     ("scheduler lock holder killed: a 1 s countdown's delay", scheduler_holder_killed, "~2 s"),
+    ("embedded Redis killed mid-task; from its restart", redis_killed, f"{defaults.LEASE_TTL:g} s + ~1 s"),
+    (
+        f"Redis down {defaults.LEASE_TTL + 1:g} s (past the lease); from its restart",
+        lambda *a: redis_killed(*a, outage=defaults.LEASE_TTL + 1),
+        "the same",
+    ),
 ]
 
 
@@ -147,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tasklab-faults-") as data_dir:
         lab = tasklab.connect(data_dir=data_dir, namespace="faults", autostart_workers=False)
-        tasks = {"gated": lab.task(gated), "ping": lab.task(ping), "Requeued": Requeued}  # the class: the current lab
+        tasks = {name: lab.task(fn) for name, fn in (("gated", gated), ("ping", ping), ("slow", slow))}
+        tasks["Requeued"] = Requeued  # the class: the current lab
         print(f"tasklab {tasklab.__version__}, lease TTL {defaults.LEASE_TTL:g} s, {os.cpu_count()} CPUs", flush=True)
         print(f"{'fault':<56} {'settled after (s), each round':<34} bound")
         for label, inject, bound in FAULTS:
