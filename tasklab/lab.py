@@ -191,10 +191,14 @@ class Lab:
 
     def recover(self) -> bool:
         """When Redis does not answer: start the embedded server again if it died (its append-only
-        file brings back its data); whether it was restarted. A server at a URL is not ours to start."""
+        file brings back its data). Whether it runs now, restarted by this call or already by
+        another (a pool's supervisor), so that trying again is worth it. A server at a URL is not
+        ours to start: False."""
         with self._recover_lock:
-            if self.server is None or self._closed or self.server.is_running():
+            if self.server is None or self._closed:
                 return False
+            if self.server.is_running():
+                return True
             log.warning("tasklab: the embedded Redis at %s died; starting it again", redact(self.url))
             self.server.restart()
             return True

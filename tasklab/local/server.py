@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .. import defaults
 from ..errors import DataDirError, RedisBinaryNotFound, ServerError, SocketPathTooLong
@@ -106,7 +108,10 @@ def _check_writable(data_dir: Path) -> None:
 def _ping(socket_path: Path) -> bool:
     if not socket_path.exists():
         return False
-    client = redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=0.5, socket_timeout=2)
+    # No retries: redis-py's default retries a refused connection for seconds, with backoff.
+    client = redis.Redis(
+        unix_socket_path=str(socket_path), socket_connect_timeout=0.5, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
     try:
         return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
