@@ -43,6 +43,10 @@ from .local.status import ServerStatus, read_status
 log = logging.getLogger("tasklab")
 T = TypeVar("T")
 _NOT_SUBMITTED = "Nothing was submitted by this call; try again once it is back (lab.status() tells)."
+_PARTLY = (
+    "The call may have been submitted in part, or whole; once Redis is back (lab.status() tells), look at "
+    "lab.history() before submitting again."
+)
 
 
 class Lab:
@@ -182,12 +186,16 @@ class Lab:
     def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> ResultSet:
         """Submit ``calls`` (``(args, kwargs)`` pairs) of ``task``; used by ``delay`` and friends."""
         self._check_open()
-        return self.reaching_redis(lambda: submit_calls(self, task, calls, call_options), _NOT_SUBMITTED)
+        return self.reaching_redis(
+            lambda: submit_calls(self, task, calls, call_options), _NOT_SUBMITTED, idempotent=False
+        )
 
     def submit_workflow(self, node: Any, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         """Submit a chain, group or chord whole; used by their ``apply_async``."""
         self._check_open()
-        return self.reaching_redis(lambda: submit_workflow(self, node, args, kwargs, options), _NOT_SUBMITTED)
+        return self.reaching_redis(
+            lambda: submit_workflow(self, node, args, kwargs, options), _NOT_SUBMITTED, idempotent=False
+        )
 
     def recover(self) -> bool:
         """When Redis does not answer: start the embedded server again if it died (its append-only
@@ -203,12 +211,17 @@ class Lab:
             self.server.restart()
             return True
 
-    def reaching_redis(self, action: Callable[[], T], what: str) -> T:
-        """``action()``; if Redis does not answer, once more after :meth:`recover`, else a
-        :class:`RedisUnreachable` that says so (not redis-py's own error), and then ``what``."""
+    def reaching_redis(self, action: Callable[[], T], what: str, *, idempotent: bool = True) -> T:
+        """``action()``; if Redis does not answer, once more if :meth:`recover` finds the embedded
+        server running again, else a :class:`RedisUnreachable` that says so (not redis-py's own
+        error), and then ``what``. An action that must not run twice (a submit) runs again only
+        if the first try never reached a server (its connection was refused)."""
         try:
             return action()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            never_sent = isinstance(exc.__context__, ConnectionRefusedError | FileNotFoundError)
+            if not (idempotent or never_sent):
+                raise RedisUnreachable(f"Redis at {redact(self.url)} stopped answering ({exc}). {_PARTLY}") from exc
             if not self.recover():
                 raise RedisUnreachable(f"Redis at {redact(self.url)} does not answer ({exc}). {what}") from exc
         try:

@@ -430,3 +430,44 @@ def test_due_jobs_go_to_one_scheduler_only_and_only_while_it_holds_the_lock(shel
     assert holder.get_jobs_to_schedule() == [], "claimed: a second pass does not queue it again"
     due = lab.connection.zscore(registry.key, result.id)
     assert due > time.time() + defaults.SCHEDULER_CLAIM - 2, "due again later if its scheduler died"
+
+
+FLAKY = """
+import time
+import tasklab
+
+class Flaky(tasklab.Task):
+    autoretry_for = (ValueError,)
+    max_retries = 1
+    default_retry_delay = 0
+
+    def run(self, seconds):
+        time.sleep(seconds)  # the task's work
+        if self.request.retries == 0:
+            raise ValueError("first attempt fails")
+        return "retried"
+"""
+
+
+@pytest.mark.parametrize("stop", [False, True], ids=["running", "asked-to-stop"])
+def test_an_outcome_held_through_an_outage_is_written_once(shell, external, tmp_path, stop):
+    """A failure that asks for a retry, and a success while the worker is asked to stop, both
+    ending while Redis is down: each is written once Redis is back, as it would have been."""
+    server = external(aof=True)
+    lab = tasklab.connect(server.url, data_dir=tmp_path / "lab", autostart_workers=False)
+    try:
+        pool = lab.workers(1)
+        (pid,) = [w.pid for w in pool.processes]
+        task_cell(shell, SLOW if stop else FLAKY)
+        result = shell.user_ns["slow"].delay(0.5) if stop else shell.user_ns["Flaky"].delay(0.5)
+        wait_for(lambda: result.state == "STARTED", 10, "the task to start")
+        server.kill()
+        if stop:
+            os.kill(pid, signal.SIGTERM)  # a warm stop: after its job
+        time.sleep(1.0)  # the outage's length (shorter than the lease): the attempt ends meanwhile
+        server.start()
+        assert result.get(timeout=15) == ("done" if stop else "retried")
+        states = sorted(lab.history(name="slow" if stop else "Flaky")["state"])
+        assert states == (["SUCCESS"] if stop else ["RETRY", "SUCCESS"]), states
+    finally:
+        lab.shutdown()

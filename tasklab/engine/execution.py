@@ -183,12 +183,20 @@ def parent_value(connection: redis.Redis, job_id: str) -> Any:
     raise NotRegistered(f"The result of job {job_id}, which this step follows, is gone (expired or never stored).")
 
 
+def _wait_for_redis(job: Job) -> None:
+    """Return once Redis answers, where tasklab's worker runs the job (``job._tl_wait_for_redis``)."""
+    wait = getattr(job, "_tl_wait_for_redis", None)
+    if wait is not None:
+        wait()
+
+
 def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc: Exception, started: float) -> None:
     """Run the hooks of a failed attempt and set up RQ to retry it or to fail the job for good.
 
     Returns normally, after which the caller re-raises ``exc`` for RQ: RQ retries a job while
     ``job.retries_left`` is positive, after ``job.retry_intervals`` seconds.
     """
+    _wait_for_redis(job)  # in an outage, the attempt's outcome is held until Redis answers
     if not owned(job):  # settled meanwhile: the worker records this outcome as a duplicate
         return
     options = type(task).task_options()

@@ -39,18 +39,17 @@ class FencingWorker(LeanWorker):
         exc_string: str = "",
         execution: Execution | None = None,
     ) -> None:
-        """RQ's failure path, unless the job was settled while it ran (see :meth:`_fenced`); while
-        Redis does not answer, the worker holds the outcome and tries again."""
-
-        def fail() -> None:
-            if execution is not None and not owned(job):
-                self._fenced(job, "FAILURE")
-                return
-            super(FencingWorker, self).handle_job_failure(job, queue, started_job_registry, exc_string, execution)
-            self.connection.delete(running_key(job.id))
-            self.running = None
-
-        self.riding_out(fail, f"it records the outcome of job {job.id}")
+        """RQ's failure path, unless the job was settled while it ran (see :meth:`_fenced`). While
+        Redis does not answer, the worker holds the outcome until it does, and then writes it once:
+        RQ's path changes the job as it goes (its retries), so it is not tried twice; if Redis goes
+        away again meanwhile, the worker stops and its lease settles the job."""
+        self.wait_for_redis(f"it records the outcome of job {job.id}")
+        if execution is not None and not owned(job):
+            self._fenced(job, "FAILURE")
+            return
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        self.connection.delete(running_key(job.id))
+        self.running = None
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """RQ's SimpleWorker's, unless the job was queued again before it could start (see

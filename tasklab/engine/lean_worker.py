@@ -60,10 +60,12 @@ class LeanWorker(SimpleWorker):
 
     # -- riding out an outage --
 
-    def riding_out(self, action: Callable[[], T], what: str) -> T:
+    def riding_out(self, action: Callable[[], T], what: str, *, stoppable: bool = True) -> T:
         """``action()``, tried again with backoff while Redis does not answer, until it does; the
-        worker logs one line when the outage begins and one when it ends. Asked to stop meanwhile,
-        it stops (RQ's :class:`StopRequested`): what it was doing is settled by its lease running out."""
+        worker logs one line when the outage begins and one when it ends. Only for actions that may
+        run twice (a write whose reply was lost is written again). Asked to stop meanwhile, a
+        ``stoppable`` wait stops (RQ's :class:`StopRequested`, outside a job's run only): what the
+        worker held is settled by its lease running out."""
         backoff = 0.0
         while True:
             try:
@@ -73,13 +75,18 @@ class LeanWorker(SimpleWorker):
                 if self._outage_since is None:
                     self._outage_since = time.monotonic()
                     self.log.warning("Worker %s: Redis is unreachable (%s); %s once it answers", self.name, exc, what)
-                if self._stopping or self._stop_requested:
+                if stoppable and (self._stopping or self._stop_requested):
                     raise StopRequested() from exc
                 backoff = min(max(backoff * 2, 0.1), defaults.RECONNECT_BACKOFF_MAX)
                 time.sleep(backoff)  # the backoff between two tries
                 continue
             self.connection_back()
             return result
+
+    def wait_for_redis(self, what: str) -> None:
+        """Return once Redis answers (at once, mostly), for a write that must be made once: the
+        outcome of a job. Not stopped by a stop request: the job's outcome is held until then."""
+        self.riding_out(self.connection.ping, what, stoppable=False)
 
     def connection_lost(self) -> None:
         """A call failed because Redis did not answer: drop connections that may be half-used."""
@@ -147,7 +154,7 @@ class LeanWorker(SimpleWorker):
     def _pubsub_exception_handler(self, exc: Exception, pubsub: Any, pubsub_thread: Any) -> None:
         """RQ's pubsub thread (commands such as a stop) tries again after a lost connection; its
         error is at DEBUG, since the loop and the lease thread log the outage once."""
-        if isinstance(exc, redis.ConnectionError):
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
             self.log.debug("Worker %s: pubsub: Redis is unreachable (%s); trying again", self.name, exc)
             time.sleep(defaults.RECONNECT_BACKOFF_MAX)  # the pause before the thread's next try
             return
@@ -185,7 +192,14 @@ class LeanWorker(SimpleWorker):
         """RQ's warm shutdown on SIGTERM or SIGINT, unless :attr:`stop_signal_hook` handles the signal."""
         if self.stop_signal_hook is not None and self.stop_signal_hook():
             return
-        super().request_stop(signum, frame)
+        try:
+            super().request_stop(signum, frame)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # RQ writes the request's date while a job runs; in an outage, from this signal handler,
+            # that error would surface wherever the worker was. It stops after the job all the same.
+            self._stop_requested = True
+            self.log.warning("Worker %s: stopping after its job; Redis did not take the stop's date (%s)",
+                             self.name, exc)  # fmt: skip
 
     def unsubscribe(self) -> None:
         # RQ joins its pubsub thread for up to a second; the process is about to exit anyway.

@@ -21,10 +21,12 @@ import time
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.connection import AbstractConnection
+from redis.retry import Retry
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.logutils import blue, green
 from rq.queue import Queue
 from rq.rate_limit import release_slot
@@ -94,6 +96,7 @@ class Worker(FencingWorker):
         self._transaction_connection: AbstractConnection | None = None  # see _execute
         self._unconfirmed: tuple[Job, list, int] | None = None  # a start sent, its reply not read
         self._claims_unsure = False  # a call that may have claimed a job lost its reply
+        self._fast_finish = False  # the job being finished goes by the one-transaction path
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -103,7 +106,7 @@ class Worker(FencingWorker):
         if self._stopping or not self.holds_lease():
             return None
         self.set_state(WorkerStatus.IDLE)
-        if self._claims_unsure and self._next_job is None:
+        if self._claims_unsure:
             self.riding_out(self._return_unknown_claims, "it puts back the jobs it may have taken")
         result, self._next_job = self._next_job, None
         if result is None and not self._queues_were_empty:
@@ -185,6 +188,7 @@ class Worker(FencingWorker):
             try:
                 (popped,) = self._run(call, expected)
             except (redis.ConnectionError, redis.TimeoutError):
+                self.connection_lost()  # its reply lost: it may have taken a job
                 if raise_unreachable:
                     raise
                 return None  # the blocking wait that follows retries with backoff
@@ -215,8 +219,10 @@ class Worker(FencingWorker):
             self._transaction_connection.disconnect()
 
     def _return_unknown_claims(self) -> None:
-        """Put back, at the head of their queues, the jobs in this worker's claimed list: with no job
-        in hand, it holds none (a claim whose reply was lost in an outage)."""
+        """Put back, at the head of their queues, the jobs in this worker's claimed list (a claim
+        whose reply was lost in an outage), the one taken by the last commit included: between
+        two jobs, the worker holds none it has not started."""
+        self._return_next_job()
         requeue_claimed(self.connection, self.name, why="took them as Redis stopped answering")
         self._claims_unsure = False
 
@@ -241,7 +247,10 @@ class Worker(FencingWorker):
 
     def _own_connection(self) -> AbstractConnection:
         if self._transaction_connection is None:
-            self._transaction_connection = self.connection.connection_pool.make_connection()
+            connection = self.connection.connection_pool.make_connection()
+            # Never sent again by redis-py after a lost reply: the worker tells what was applied.
+            connection.retry = Retry(NoBackoff(), 0)
+            self._transaction_connection = connection
         return self._transaction_connection
 
     def _execute(self, pipe: Pipeline, take_next: bool = False) -> list:
@@ -292,6 +301,7 @@ class Worker(FencingWorker):
             pipe.reset()  # a start is small: always a script call
         self._started_job_id = job.id
         job._tl_running = (running_key(job.id), execution.id)  # type: ignore[attr-defined]  # see owned()
+        job._tl_wait_for_redis = lambda: self.wait_for_redis(f"it records the outcome of job {job.id}")  # type: ignore[attr-defined]
         self.running = (execution, job.started_job_registry, ttl)
         if getattr(job, "_tl_started_written", False):
             # A tasklab task: send the start now, and read its reply only when the task is about
@@ -344,7 +354,7 @@ class Worker(FencingWorker):
 
     def _start_again(self, job: Job, call: list, expected: int) -> list:
         try:
-            return self.riding_out(lambda: self._run(call, expected), f"it starts job {job.id}")
+            return self.riding_out(lambda: self._run(call, expected), f"it starts job {job.id}", stoppable=False)
         except Fenced:
             key, execution_id = job._tl_running  # type: ignore[attr-defined]
             if self.connection.get(key) == execution_id.encode():  # the first one was applied
@@ -376,22 +386,42 @@ class Worker(FencingWorker):
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
     ) -> None:
         """Finish a successful job in one transaction, or by RQ's path when it may have
-        dependents, repeats, or a result that is not kept. While Redis does not answer, the
-        worker holds the outcome and tries again (fenced: it stands only if the job was not
-        settled meanwhile)."""
-        first = [True]
+        dependents, repeats, or a result that is not kept. While Redis does not answer, the worker
+        holds the outcome until it does; the one transaction is then tried again until it is known
+        to be applied, by this worker or (a settled job) by no one (see :meth:`_finish_again`)."""
+        what = f"it records the outcome of job {job.id}"
+        self.wait_for_redis(what)
+        try:
+            self._finish_success(job, queue, started_job_registry, execution, take_next=True)
+        except (redis.ConnectionError, redis.TimeoutError):
+            if not self._fast_finish:  # RQ's path is not tried twice: the lease settles the job
+                raise
+            self.connection_lost()
+            self.riding_out(lambda: self._finish_again(job, queue, started_job_registry, execution), what,
+                            stoppable=False)  # fmt: skip
 
-        def finish() -> None:
-            take_next, first[0] = first[0], False  # tried again, it takes none (see connection_lost)
-            self._finish_success(job, queue, started_job_registry, execution, take_next=take_next)
-
-        self.riding_out(finish, f"it records the outcome of job {job.id}")
+    def _finish_again(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
+    ) -> None:
+        """After the fast path's transaction lost its reply: if the running mark still names this
+        execution, nothing was applied, and it is sent again (fenced, so applied once at most); if
+        the job is finished, it was applied, and what follows the commit is done; else the job was
+        settled meanwhile (see :meth:`_fenced`)."""
+        mark, status = self.connection.get(running_key(job.id)), self.connection.hget(job.key, "status")
+        if mark == execution.id.encode():
+            self._finish_success(job, queue, started_job_registry, execution, take_next=False)
+        elif status == JobStatus.FINISHED.encode():
+            forget_finish_writes(job)
+            self._after_commit(job, queue, dependents=True)
+        else:
+            self._fenced(job, "SUCCESS")
 
     def _finish_success(
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution, take_next: bool
     ) -> None:
         result_ttl = job.get_result_ttl(self.default_result_ttl)
-        if self._fast_job_id != job.id or result_ttl == 0 or (job.repeats_left or 0) > 0:
+        self._fast_finish = not (self._fast_job_id != job.id or result_ttl == 0 or (job.repeats_left or 0) > 0)
+        if not self._fast_finish:
             if not owned(job):  # checked just before RQ's own writes
                 self._fenced(job, "SUCCESS")
                 return
@@ -453,12 +483,16 @@ class Worker(FencingWorker):
         if quick:
             self._stored_state = WorkerStatus.IDLE
             self._not_suspended = not suspended
+        self._after_commit(job, queue, dependents=bool(dependents))
+
+    def _after_commit(self, job: Job, queue: Queue, dependents: bool) -> None:
         if dependents:  # added while the job ran; the commit made it FINISHED for them
             try:
                 queue.enqueue_dependents(job)
             except Exception:
                 self.log.exception("Worker %s: failed to enqueue dependents of job %s", self.name, job.id)
         release_slot(job)
+        assert job.started_at is not None and job.ended_at is not None
         self.log.debug("Worker %s: job %s finished in %s", self.name, job.id, job.ended_at - job.started_at)
 
     def teardown(self) -> None:

@@ -114,7 +114,9 @@ def _ping(socket_path: Path) -> bool:
     )
     try:
         return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
+    except redis.TimeoutError:
+        return True  # it accepted the connection and is busy (loading, or a long command): not dead
+    except (redis.ConnectionError, OSError):
         return False
     finally:
         client.close()
