@@ -18,6 +18,12 @@ DATA_DIR_ENV = "TASKLAB_DATA_DIR"
 #: Environment variable through which a pool tells a worker which process is its parent.
 PARENT_ENV = "TASKLAB_PARENT_PID"
 
+#: Environment variables holding the deployment's key, or naming the file that holds it; the key
+#: file in an embedded server's data directory (see tasklab.core.signing).
+SECRET_ENV = "TASKLAB_SECRET"
+SECRET_FILE_ENV = "TASKLAB_SECRET_FILE"
+SECRET_FILE_NAME = "secret"
+
 #: Data directory of the embedded server, relative to the working directory, so a later
 #: kernel started in the same project finds its history and queued jobs again.
 DATA_DIR = ".tasklab"

@@ -44,6 +44,11 @@ class AuthenticationFailed(RedisUnreachable):
     """Raised when a Redis server refuses the credentials the URL gives (or asks for some it gives none of)."""
 
 
+class SignatureError(TaskLabError):
+    """Raised when data or code read from Redis is unsigned, or signed with another key: it is not
+    unpickled or run. See :mod:`tasklab.core.signing`."""
+
+
 class WorkerError(TaskLabError):
     """Raised when local worker processes cannot be started or managed."""
 

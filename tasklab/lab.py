@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,12 +31,13 @@ from .code.loader import install as install_loader
 from .code.store import CODE_KEY, CodeRegistry
 from .code.version import CellVersion
 from .core import options as opts
+from .core import signing
 from .core.app import App, set_default_app
 from .core.task import Task
 from .engine.queue import TaskQueue
-from .errors import ConfigurationError, RedisUnreachable
+from .errors import ConfigurationError, RedisUnreachable, TaskLabWarning
+from .local.connection import check_url, redact
 from .local.connection import connect as connect_redis
-from .local.connection import redact
 from .local.pool import WorkerPool
 from .local.server import EmbeddedServer
 from .local.status import ServerStatus, read_status
@@ -59,6 +61,11 @@ class Lab:
     (default: the notebook's or script's name). On the embedded server, local workers start
     at the first submit unless ``autostart_workers=False`` or ``workers()`` was called.
     Other keyword arguments are lab-wide task option defaults (``queue="io"``).
+
+    Jobs, code, results and exceptions are signed with the deployment's key and checked before
+    they are run or unpickled (see :mod:`tasklab.core.signing`). The embedded server makes its
+    own; with a ``url``, give the lab and its workers the same one: ``secret=``, ``$TASKLAB_SECRET``
+    or a key file. ``insecure=True`` does without, and warns.
     """
 
     def __init__(
@@ -68,10 +75,16 @@ class Lab:
         data_dir: str | os.PathLike[str] | None = None,
         namespace: str | None = None,
         autostart_workers: bool = True,
+        secret: str | None = None,
+        insecure: bool = False,
         **task_defaults: Any,
     ):
         self.data_dir = Path(data_dir or os.environ.get(defaults.DATA_DIR_ENV) or defaults.DATA_DIR).absolute()
         url = url or os.environ.get(defaults.URL_ENV) or None
+        if url is not None:
+            check_url(url)  # before anything is started, and without the password in its message
+        self.secret = _the_key(url, self.data_dir, secret, insecure)
+        self.insecure = self.secret is None
         self.server: EmbeddedServer | None = None
         if url is None:
             self.server = EmbeddedServer(self.data_dir).start()
@@ -240,8 +253,9 @@ class Lab:
         with self._lock:
             if self._pool is None:
                 self._pool = WorkerPool(
-                    self.url, self.connection, self.data_dir / "logs", queues=queues or [defaults.QUEUE]
-                )
+                    self.url, self.connection, self.data_dir / "logs", queues=queues or [defaults.QUEUE],
+                    secret=self.secret,
+                )  # fmt: skip
                 self._pool.on_unreachable = self.recover
             elif queues is not None and list(queues) != self._pool.queues and len(self._pool) == 0:
                 self._pool.queues = list(queues)
@@ -360,6 +374,30 @@ def default_namespace() -> str:
     if script and "ipykernel" not in sys.modules and "IPython" not in sys.modules:
         return Path(script).stem
     return Path.cwd().name or "default"
+
+
+def _the_key(url: str | None, data_dir: Path, secret: str | None, insecure: bool) -> bytes | None:
+    """The lab's key, now also this process's (see :mod:`tasklab.core.signing`); ``None`` when insecure."""
+    key = None if insecure and secret is None else signing.find_key(secret)
+    if key is None and url is None and not insecure:
+        key = signing.embedded_key(data_dir)
+    if key is None:
+        if not insecure:
+            raise ConfigurationError(
+                f"{redact(url or '')} is a Redis the lab did not start, and no key is set to sign what goes "
+                "through it: anyone who can write to it could run code on your workers and in this kernel. "
+                f"Make a key with `tasklab secret`, then give it to the lab and to every worker: "
+                f"${defaults.SECRET_ENV}, the file {signing.default_key_file()}, or connect(secret=...). "
+                "To go without (a Redis only you can reach), pass insecure=True."
+            )
+        warnings.warn(
+            f"tasklab: the lab on {redact(url or '')} signs nothing (insecure=True): anyone who can write to this "
+            "Redis can run code on its workers and in this kernel.",
+            TaskLabWarning,
+            stacklevel=4,
+        )
+    signing.keyring.use(key, insecure=insecure)
+    return key
 
 
 def connect(

@@ -18,6 +18,10 @@ from tasklab.local.server import EmbeddedServer
 # Never let a developer's environment point the tests at a Redis they did not start.
 os.environ.pop("TASKLAB_REDIS_URL", None)
 os.environ.pop("TASKLAB_DATA_DIR", None)
+# One key for every lab and worker of the run (the embedded server's own would differ per data
+# directory); a developer's key file is never read.
+os.environ["TASKLAB_SECRET"] = "tasklab-tests-" + "k" * 40
+os.environ["TASKLAB_SECRET_FILE"] = "/nonexistent/tasklab-tests/secret"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:

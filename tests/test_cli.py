@@ -55,7 +55,7 @@ def test_worker_command_serves_a_redis_and_stops_cleanly(server, tmp_path):
     connection = redis.Redis.from_url(server.url)
     connection.flushdb()
     proc = subprocess.Popen(
-        [*TASKLAB, "worker", "--url", server.url, "--processes", "2", "--queues", "cli",
+        [*TASKLAB, "worker", "--url", server.url, "--processes", "2", "--queues", "cli", "--allow-rq-jobs",
          "--log-dir", str(tmp_path / "logs"), "--log-level", "DEBUG"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -14,9 +14,10 @@ from rq.utils import import_attribute
 import tasklab
 from tasklab.client import submit
 from tasklab.client.workflow import write
-from tasklab.code.serialization import load_cell_object, load_task, loads
-from tasklab.code.store import CODE_KEY, CodeRegistry
+from tasklab.code.serialization import Serializer, load_cell_object, load_task, loads
+from tasklab.code.store import CODE_KEY, SIGNATURE_FIELD, CodeRegistry, _signed_content
 from tasklab.code.version import TaskSpec
+from tasklab.core.signing import keyring
 from tasklab.engine.execution import execute_task
 from tasklab.engine.workflow import failures_key, join, on_step_failure
 
@@ -83,19 +84,24 @@ OLD_TASK_REFERENCE = (
 )
 
 
-def test_pickles_made_before_the_packages_still_load():
-    # The GLOBAL opcode names an object by module and name, as old pickles in Redis do.
-    assert loads(b"ctasklab.serialization\nload_cell_object\n.") is load_cell_object
-    assert loads(b"ctasklab.registry\nTaskSpec\n.") is TaskSpec
-    assert loads(b"ctasklab.task\n_registered_task\n.") is load_task
-    assert loads(b"ctasklab.result\nAsyncResult\n.") is tasklab.AsyncResult
+def test_pickles_made_before_the_packages_still_load(lab):
+    # The GLOBAL opcode names an object by module and name, as old pickles in Redis do (signed
+    # since: unsigned, they are refused; see test_security).
+    sign = keyring.sign
+    assert loads(sign(b"ctasklab.serialization\nload_cell_object\n.")) is load_cell_object
+    assert loads(sign(b"ctasklab.registry\nTaskSpec\n.")) is TaskSpec
+    assert loads(sign(b"ctasklab.task\n_registered_task\n.")) is load_task
+    assert loads(sign(b"ctasklab.result\nAsyncResult\n.")) is tasklab.AsyncResult
 
 
 def test_code_and_tasks_stored_before_the_packages_still_run(lab):
-    lab.connection.hset(CODE_KEY.format(OLD_VERSION), mapping={k: base64.b64decode(v) for k, v in OLD_CODE.items()})
+    mapping = {k: base64.b64decode(v) for k, v in OLD_CODE.items()}
+    mapping["tasks"] = keyring.sign(mapping["tasks"])  # as if it had been signed when stored
+    mapping[SIGNATURE_FIELD] = keyring.mac(_signed_content(OLD_VERSION, mapping)).encode()
+    lab.connection.hset(CODE_KEY.format(OLD_VERSION), mapping=mapping)
     cell = CodeRegistry(lab.connection).fetch(OLD_VERSION)
     assert cell.tasks["double"] == TaskSpec("double", "function", "double", None, {"max_retries": 2})
-    double = loads(base64.b64decode(OLD_TASK_REFERENCE))  # loads the old code version from Redis
+    double = loads(keyring.sign(base64.b64decode(OLD_TASK_REFERENCE)))  # loads the old code version from Redis
     assert double.name == "double" and double._tl_version == OLD_VERSION
     lab.workers(1)
     assert double.delay(21).get(timeout=20) == 42  # the worker loads the old code version too
@@ -110,7 +116,10 @@ def test_jobs_written_under_the_old_paths_still_run(shell, lab, monkeypatch):
     monkeypatch.setattr(write, "JOIN", "tasklab.canvas.join")
 
     single = add.delay(2, 3)
-    assert Job.fetch(single.id, connection=lab.connection).func_name == "tasklab.runtime.execute_task"
+    assert (
+        Job.fetch(single.id, connection=lab.connection, serializer=Serializer).func_name
+        == "tasklab.runtime.execute_task"
+    )
     assert single.get(timeout=20) == 5
 
     # 40 members: the callback waits for join jobs, which run the old join path.

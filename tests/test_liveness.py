@@ -57,8 +57,9 @@ def freeze_the_worker_of(lab, pool, result) -> int:
 
 
 def final_results(lab, job_id: str) -> list[str]:
-    return [r.type.name for r in Result.all(Job.fetch(job_id, connection=lab.connection, serializer=Serializer))
-            if r.type.name in ("SUCCESSFUL", "FAILED", "STOPPED")]  # fmt: skip
+    job = Job.fetch(job_id, connection=lab.connection, serializer=Serializer)
+    finals = Result.all(job, serializer=Serializer)
+    return [r.type.name for r in finals if r.type.name in ("SUCCESSFUL", "FAILED", "STOPPED")]
 
 
 SLOW = "import time\n\ndef slow(seconds):\n    time.sleep(seconds)  # the task's work\n    return 'done'\n"

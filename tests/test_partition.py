@@ -139,7 +139,11 @@ def run_on_the_host(lab, worker_on, host, shell, task_name: str):
 
 def finals(lab, job_id: str) -> list[str]:
     job = Job.fetch(job_id, connection=lab.connection, serializer=Serializer)
-    return [r.type.name for r in Result.all(job) if r.type.name in ("SUCCESSFUL", "FAILED", "STOPPED")]
+    return [
+        r.type.name
+        for r in Result.all(job, serializer=Serializer)
+        if r.type.name in ("SUCCESSFUL", "FAILED", "STOPPED")
+    ]
 
 
 def test_a_host_cut_off_from_redis_loses_its_job_within_the_lease_and_its_late_result_is_fenced(

@@ -3,22 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from .. import defaults
-from ..errors import TaskLabError
-from ..local.connection import connect, redact
+from ..core.signing import default_key_file, find_key, keyring, new_key
+from ..errors import ConfigurationError, TaskLabError
+from ..local.connection import check_url, connect, redact
 from ..local.pool import WorkerPool
 from ..local.server import EmbeddedServer
 from ..local.status import read_status
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if not args.url:
+        raise ConfigurationError(f"Give the Redis URL: --url redis://host:6379/0, or ${defaults.URL_ENV}.")
+    check_url(args.url)
+    secret = None if args.insecure else find_key(secret_file=args.secret_file)
+    if secret is None and not args.insecure:
+        raise ConfigurationError(
+            "No key to check what this Redis hands the workers: anyone who can write to it could run code here. "
+            f"Give the lab's key: ${defaults.SECRET_ENV}, --secret-file PATH, or the file {default_key_file()} "
+            "(`tasklab secret` makes one). To go without (a Redis only you can reach), pass --insecure."
+        )
+    if args.insecure:
+        print("tasklab worker: --insecure: jobs and code are not checked; anyone who can write to this Redis "
+              "can run code here.", file=sys.stderr)  # fmt: skip
+    if args.allow_rq_jobs:
+        print("tasklab worker: --allow-rq-jobs: unsigned jobs (plain RQ's) run here; anyone who can write to "
+              "this Redis can run code here.", file=sys.stderr)  # fmt: skip
+    keyring.use(secret, insecure=args.insecure)
     connection = connect(args.url)  # fail now, clearly, rather than in every worker's log
     queues = [q for q in args.queues.split(",") if q]
-    pool = WorkerPool(args.url, connection, args.log_dir, queues=queues, log_level=args.log_level)
+    pool = WorkerPool(
+        args.url, connection, Path(args.log_dir), queues=queues, log_level=args.log_level, secret=secret,
+        allow_rq_jobs=args.allow_rq_jobs,
+    )  # fmt: skip
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -28,6 +51,22 @@ def _worker(args: argparse.Namespace) -> int:
     stop.wait()
     print("stopping workers (each finishes its current job)...", flush=True)
     pool.stop()
+    return 0
+
+
+def _secret(args: argparse.Namespace) -> int:
+    key = new_key()
+    print(key)
+    path = default_key_file()
+    print(
+        f"\nA new key. Give the same one to the lab and to every worker of a shared Redis, in one of:\n"
+        f"  - the file {path}, on each machine, readable by you alone:\n"
+        f"      mkdir -p {path.parent} && (umask 077 && tasklab secret > {path})\n"
+        f"  - ${defaults.SECRET_ENV} in the environment of the notebook and of `tasklab worker`\n"
+        f"  - tasklab.connect(url, secret=...) in the notebook, and --secret-file PATH for `tasklab worker`\n"
+        "Keep it secret: whoever has it can run code on your workers.",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -69,7 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     worker = sub.add_parser("worker", help="run worker processes against a Redis (how other machines join)")
-    worker.add_argument("--url", required=True, help="Redis URL, e.g. redis://host:6379/0")
+    worker.add_argument(
+        "--url",
+        default=os.environ.get(defaults.URL_ENV),
+        help=f"Redis URL, e.g. redis://host:6379/0 (or ${defaults.URL_ENV})",
+    )
+    worker.add_argument(
+        "--secret-file", default=None, help=f"the key's file (else ${defaults.SECRET_ENV}, or the default file)"
+    )
+    worker.add_argument("--insecure", action="store_true", help="check no signatures (a Redis only you can reach)")
+    worker.add_argument(
+        "--allow-rq-jobs", action="store_true", help="also run unsigned jobs, such as plain RQ's: a risk"
+    )
     worker.add_argument("--queues", default=defaults.QUEUE, help="comma-separated, in priority order")
     worker.add_argument("--processes", type=int, default=defaults.worker_count(), help="default: one per CPU")
     worker.add_argument("--log-dir", default=f"{defaults.DATA_DIR}/logs", help="where worker logs go")
@@ -80,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"default: {defaults.WORKER_LOG_LEVEL}; DEBUG also logs every job taken and done",
     )
     worker.set_defaults(run=_worker)
+
+    secret = sub.add_parser("secret", help="print a new key, for a lab and its workers on a shared Redis")
+    secret.set_defaults(run=_secret)
 
     server = sub.add_parser("server", help="run the embedded Redis in the foreground and print its URL")
     server.add_argument("--data-dir", default=None, help=f"default: ./{defaults.DATA_DIR}")

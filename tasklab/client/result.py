@@ -26,7 +26,7 @@ from ..core.states import FAILURE, PENDING, RATE_LIMITED, READY_STATES, RETRY, R
 from ..engine import events, keys
 from ..engine.leases import settle_expired
 from ..engine.workflow import META_CAUSE
-from ..errors import ResultMissing, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
+from ..errors import ResultMissing, SignatureError, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
 from .wait import FINAL, ResultStreams, refuse_inside_task
 
 T = TypeVar("T")
@@ -259,7 +259,9 @@ class AsyncResult:
         exc: BaseException | None = None
         if b"pickled" in data:
             try:
-                exc = loads(data[b"pickled"])
+                exc = loads(data[b"pickled"], f"the exception of task {self.id}")
+            except SignatureError as refused:  # not unpickled: someone else wrote it
+                return refused
             except Exception:
                 exc = None
         if not isinstance(exc, BaseException):

@@ -17,6 +17,7 @@ from typing import Any
 
 import cloudpickle
 
+from ..core.signing import keyring
 from ..core.task import Task
 from ..errors import SerializationError
 from . import cells
@@ -58,11 +59,12 @@ _PLAIN = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def dumps(obj: Any) -> bytes:
+    """``obj`` pickled and signed with this process's key (see :mod:`tasklab.core.signing`)."""
     if type(obj) in _PLAIN:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return keyring.sign(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return buffer.getvalue()
+    return keyring.sign(buffer.getvalue())
 
 
 #: Modules whose objects pickles made before tasklab's packages name, and where they are now
@@ -92,16 +94,21 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def loads(data: bytes) -> Any:
-    """Unpickle ``data``; objects pickled before tasklab's packages are found where they are now."""
-    return _Unpickler(io.BytesIO(data)).load()
+def loads(data: bytes, what: str = "data read from Redis") -> Any:
+    """Unpickle ``data`` once its signature is checked (else :class:`~tasklab.errors.SignatureError`
+    naming ``what``); objects pickled before tasklab's packages are found where they are now."""
+    return _Unpickler(io.BytesIO(keyring.unsign(data, what))).load()
 
 
 class Serializer:
-    """The serializer of every tasklab job (RQ's ``serializer=``)."""
+    """The serializer of every tasklab job (RQ's ``serializer=``): job payloads, meta and results
+    are signed, and checked before they are unpickled."""
 
     dumps = staticmethod(dumps)
-    loads = staticmethod(loads)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return loads(data, "a job's payload or result")
 
 
 def describe_unpicklable(args: tuple, kwargs: dict, names: list[str] | None = None) -> str | None:

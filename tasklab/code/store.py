@@ -3,7 +3,9 @@
 ``tasklab:code:<version>`` holds one cell version (see :mod:`tasklab.code.version`). Storing
 it again is harmless, since the version is a hash of its content. ``tasklab:tasks:<namespace>``
 maps each task name of a lab's namespace to its current version; a job carries the version it
-was submitted with. Versions are never deleted by tasklab, so a queued job always finds its code.
+was submitted with. A version is signed (its ``sig`` field) and checked when it is fetched: code that
+someone else put or changed in Redis is never run. Versions are never deleted by tasklab, so a
+queued job always finds its code.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import json
 
 import redis
 
+from ..core.signing import keyring
 from ..errors import NotRegistered
 from . import serialization
 from .version import CellVersion
 
 CODE_KEY = "tasklab:code:{}"
+#: The field holding the HMAC of a code version's other fields (see tasklab.core.signing).
+SIGNATURE_FIELD = "sig"
 TASKS_KEY = "tasklab:tasks:{}"
 
 
@@ -49,6 +54,15 @@ def from_redis(version: str, data: dict[bytes, bytes]) -> CellVersion:
     )
 
 
+def _signed_content(version: str, fields: dict[str, bytes | str]) -> bytes:
+    """The bytes a code version's signature covers: its version and every field, unambiguously."""
+    parts = [version.encode()]
+    for name in sorted(fields):
+        value = fields[name]
+        parts.append(name.encode() + b"=" + (value if isinstance(value, bytes) else value.encode()))
+    return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
+
+
 class CodeRegistry:
     """Stores and fetches cell versions, and each namespace's current task versions."""
 
@@ -58,7 +72,9 @@ class CodeRegistry:
     def push(self, cell: CellVersion, namespace: str, pipeline: redis.client.Pipeline | None = None) -> None:
         """Store ``cell`` and make it current for its task names in ``namespace``."""
         pipe = pipeline if pipeline is not None else self.connection.pipeline()
-        pipe.hset(CODE_KEY.format(cell.version), mapping=to_redis(cell))
+        mapping = to_redis(cell)
+        mapping[SIGNATURE_FIELD] = keyring.mac(_signed_content(cell.version, mapping))
+        pipe.hset(CODE_KEY.format(cell.version), mapping=mapping)
         if cell.tasks:
             pipe.hset(TASKS_KEY.format(namespace), mapping={name: cell.version for name in cell.tasks})
         if pipeline is None:
@@ -71,6 +87,9 @@ class CodeRegistry:
                 f"Task code version {version} is not in this Redis. It was submitted from a lab whose "
                 "cell was never stored here; re-run the cell (or re-import the task) and submit again."
             )
+        signature = data.pop(SIGNATURE_FIELD.encode(), b"").decode()
+        fields = {name.decode(): value for name, value in data.items()}
+        keyring.check_mac(_signed_content(version, fields), signature, f"task code version {version}")
         return from_redis(version, data)
 
     def current(self, namespace: str) -> dict[str, str]:

@@ -36,6 +36,8 @@ from rq.utils import as_text, now
 from rq.worker import WorkerStatus
 
 from .. import defaults
+from ..core.signing import find_key, keyring
+from ..errors import SignatureError
 from .claim import TRANSACTION
 from .execution import defer_finish_writes, finish_writes, forget_finish_writes, start_writes
 from .fence import owned
@@ -43,6 +45,7 @@ from .fencing import FencingWorker
 from .joblog import JobLinesAtDebug
 from .keys import claimed_key, running_key
 from .lost import requeue_claimed
+from .refusal import PlainSerializer, check_signed, foreign_callback, refuse, signed_job
 from .rq_private import handle_success, ordered_queues, state_write
 from .transaction import (
     FENCE,
@@ -88,6 +91,8 @@ class Worker(FencingWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("job_class", WorkerJob)
         super().__init__(*args, **kwargs)
+        if not keyring.ready():  # made directly (rq worker -w …): the key from the environment
+            keyring.use(find_key())
         self.log = JobLinesAtDebug(self.log)  # type: ignore[assignment]
         self._started_job_id: str | None = None  # started by prepare_execution, not yet run
         self._fast_job_id: str | None = None  # had no dependents when it started
@@ -204,8 +209,18 @@ class Worker(FencingWorker):
         if not fields:
             return None  # deleted since it was queued: RQ skips it too
         job = self.job_class(as_text(job_id), connection=self.connection, serializer=self.serializer)
+        hash_fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        if keyring.accept_unsigned and not signed_job(hash_fields):
+            job.serializer = PlainSerializer  # a plain RQ job: its enqueuer reads its result with pickle
+        callback = foreign_callback(hash_fields)
         try:
-            job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+            if callback is not None:
+                raise SignatureError(f"job {job.id} names the callback {callback!r}, which is not tasklab's")
+            check_signed(job.id, hash_fields)  # RQ would unpickle them, and swallow the meta's error
+            job.restore(hash_fields)
+        except SignatureError as exc:  # not run, and the loop goes on: see tasklab.engine.refusal
+            refuse(job.id, queue, self.name, f"job {job.id} was not run: {exc}")
+            return None
         except Exception as exc:
             exc.job_id, exc.queue = job.id, queue  # type: ignore[attr-defined]  # as RQ's dequeue
             raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -31,12 +31,44 @@ _KEEPALIVE = {
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` with any password (``user:password@``, ``?password=``) replaced by ``***``, for
+    messages, reprs and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not even a URL: show its scheme only
+        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = "&".join(
+        f"{key}=***" if key.lower() == "password" else pair
+        for pair in parts.query.split("&")
+        if pair
+        for key in [pair.split("=", 1)[0]]
+    )
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def check_url(url: str) -> None:
+    """A :class:`ConfigurationError` (with the URL redacted) unless ``url`` is a Redis URL redis-py can use."""
+    try:
+        scheme = urlsplit(url).scheme if "://" in url else ""
+    except ValueError as exc:
+        raise ConfigurationError(f"{redact(url)!r} is not a valid Redis URL: {exc}.") from None
+    if scheme not in _SCHEMES:
+        raise ConfigurationError(
+            f"{redact(url)!r} is not a Redis URL. Use redis://host:port/db, rediss://… for TLS, "
+            "or unix:///path/to/socket."
+        )
+    try:
+        redis.connection.parse_url(url)
+        urlsplit(url).port  # noqa: B018 - raises on a port that is not a number, or out of range
+    except ValueError as exc:
+        raise ConfigurationError(f"{redact(url)!r} is not a valid Redis URL: {exc}.") from None
 
 
 def make_client(
@@ -57,12 +89,8 @@ def make_client(
     ``on_connect()`` is called after each new connection is made (the first, and each one made again
     after the server was lost: it may have restarted, and lost data).
     """
+    check_url(url)
     scheme = urlsplit(url).scheme
-    if scheme not in _SCHEMES:
-        raise ConfigurationError(
-            f"{redact(url)!r} is not a Redis URL. Use redis://host:port/db, rediss://… for TLS, "
-            "or unix:///path/to/socket."
-        )
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries) if retries else Retry(NoBackoff(), 0)
     options: dict[str, object] = {}
     if scheme != "unix":

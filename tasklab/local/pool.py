@@ -56,6 +56,12 @@ class WorkerProcess:
         return self.process.poll() is None
 
 
+def private_log_dir(path: Path) -> None:
+    """Make ``path`` for worker logs, which hold whatever tasks print: only its owner may enter it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
 class WorkerPool:
     """Worker subprocesses of this process, serving ``queues`` of the Redis at ``url``."""
 
@@ -66,8 +72,14 @@ class WorkerPool:
         log_dir: Path,
         queues: Sequence[str] = (defaults.QUEUE,),
         log_level: str = defaults.WORKER_LOG_LEVEL,
+        *,
+        secret: bytes | None = None,
+        allow_rq_jobs: bool = False,
     ):
         self.url = url
+        #: The deployment's key, handed to each worker in its environment (``None``: insecure).
+        self.secret = secret
+        self.allow_rq_jobs = allow_rq_jobs
         self.log_level = log_level
         self.connection = connection
         self.log_dir = Path(log_dir)
@@ -149,13 +161,25 @@ class WorkerPool:
 
     def _spawn(self, slot: int) -> WorkerProcess:
         name = f"{self._prefix}.{slot}.{next(self._serial)}"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_log_dir(self.log_dir)
         log_path = self.log_dir / f"worker-{slot}.log"
-        env = {**os.environ, defaults.PARENT_ENV: str(os.getpid())}
-        with open(log_path, "ab") as log_file:
+        # The URL (it may hold a password) and the key go in the environment, which only this user
+        # can read, never on the command line, which every user can (ps).
+        env = {**os.environ, defaults.PARENT_ENV: str(os.getpid()), defaults.URL_ENV: self.url}
+        env.pop(defaults.SECRET_FILE_ENV, None)
+        flags = []
+        if self.secret is not None:
+            env[defaults.SECRET_ENV] = self.secret.decode()
+        else:
+            env.pop(defaults.SECRET_ENV, None)
+            flags.append("--insecure")
+        if self.allow_rq_jobs:
+            flags.append("--allow-rq-jobs")
+        with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log_file:
+            os.fchmod(log_file.fileno(), 0o600)  # made earlier with a looser mode
             process = subprocess.Popen(
-                [sys.executable, "-c", WORKER_ENTRY, "--url", self.url, "--name", name,
-                 "--queues", ",".join(self.queues), "--log-level", self.log_level],
+                [sys.executable, "-c", WORKER_ENTRY, "--name", name,
+                 "--queues", ",".join(self.queues), "--log-level", self.log_level, *flags],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

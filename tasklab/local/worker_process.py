@@ -25,6 +25,7 @@ from ..client.workflow import submit_workflow
 from ..code.loader import install
 from ..code.serialization import Serializer
 from ..code.store import CodeRegistry
+from ..core.signing import find_key, keyring
 from ..core.task import Task
 from ..engine import keys, leases
 from ..engine.lost import settle_jobs_of
@@ -117,16 +118,26 @@ def _die_with_parent(worker: Worker, parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tasklab-worker", description=__doc__)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", default=os.environ.get(defaults.URL_ENV), help=f"default: ${defaults.URL_ENV}")
+    parser.add_argument("--secret-file", default=None, help="the key's file (default: see tasklab.core.signing)")
+    parser.add_argument("--insecure", action="store_true", help="sign and check nothing")
+    parser.add_argument("--allow-rq-jobs", action="store_true", help="also run unsigned (plain RQ) jobs")
     parser.add_argument("--name", default=None)
     parser.add_argument("--queues", default=defaults.QUEUE, help="comma-separated, in priority order")
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     parser.add_argument("--log-level", default=defaults.WORKER_LOG_LEVEL)
     args = parser.parse_args(argv)
+    if not args.url:
+        parser.error(f"give --url or set ${defaults.URL_ENV}")
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
     )
+    key = None if args.insecure else find_key(secret_file=args.secret_file)
+    if key is None and not args.insecure:
+        parser.error(f"no key: set ${defaults.SECRET_ENV}, give --secret-file, or pass --insecure")
+    keyring.use(key, insecure=args.insecure)
+    keyring.accept_unsigned = args.allow_rq_jobs
     connection = make_client(args.url)
     install(CodeRegistry(connection).fetch, WorkerApp(connection))  # task code versions load from this Redis
     worker = Worker(

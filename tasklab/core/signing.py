@@ -1,0 +1,205 @@
+"""The key of a deployment, and HMAC-SHA256 signatures over what is executed or unpickled.
+
+Anyone who can write to a Redis that tasklab uses could otherwise run code on every worker and in
+the notebook's kernel: a job's payload, a code version, a result and an exception are pickles or
+source. Each is signed with the deployment's key, and checked before it is used.
+
+The key is a string of at least :data:`MIN_KEY_CHARS` characters (``tasklab secret`` prints a
+fresh one). Where it comes from, first found wins (see :func:`find_key`):
+
+1. ``connect(secret=…)``, or ``tasklab worker --secret-file PATH``;
+2. ``$TASKLAB_SECRET``;
+3. the file ``$TASKLAB_SECRET_FILE``, else ``~/.config/tasklab/secret`` (``$XDG_CONFIG_HOME``);
+4. on the embedded server, ``secret`` in its data directory, made at its first start (mode 0600).
+
+A process signs with one key and accepts what any key it was given signed (two labs with two keys
+in one kernel). Without a key, it may be *insecure* (``insecure=True`` / ``--insecure``): it then
+signs nothing and accepts unsigned data, and says so once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+from pathlib import Path
+
+from .. import defaults
+from ..errors import ConfigurationError, DataDirError, SignatureError
+
+#: A signed blob: this prefix, the 32-byte MAC of what follows, then the payload. A pickle starts
+#: with 0x80, so an unsigned pickle is never taken for a signed blob.
+MAGIC = b"\x00tl1"
+_MAC_SIZE = hashlib.sha256().digest_size
+#: The shortest key accepted: 32 characters (``tasklab secret`` prints 43).
+MIN_KEY_CHARS = 32
+
+
+def new_key() -> str:
+    """A fresh key: 32 random bytes, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def default_key_file() -> Path:
+    """``$TASKLAB_SECRET_FILE``, else ``secret`` under the user's config directory."""
+    explicit = os.environ.get(defaults.SECRET_FILE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config) / "tasklab" / "secret"
+
+
+def check_key(key: str, where: str) -> bytes:
+    """``key`` as bytes, or a :class:`ConfigurationError` saying why it cannot be one."""
+    key = key.strip()
+    if len(key) < MIN_KEY_CHARS:
+        raise ConfigurationError(
+            f"The key from {where} is {len(key)} characters; a key needs at least {MIN_KEY_CHARS}. "
+            "Make one with `tasklab secret`."
+        )
+    return key.encode()
+
+
+def read_key_file(path: Path) -> bytes:
+    """The key in ``path``, which only its owner may read."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot read the key file {path}: {exc.strerror}.") from exc
+    if mode & 0o077:
+        raise ConfigurationError(
+            f"The key file {path} can be read by other users (mode {mode & 0o777:o}); run `chmod 600 {path}`."
+        )
+    return check_key(text, str(path))
+
+
+def write_key_file(path: Path, key: str) -> None:
+    """Write ``key`` to a new file ``path`` of mode 0600 (its directory made 0700 if new)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(key + "\n")
+
+
+def find_key(secret: str | None = None, secret_file: str | os.PathLike[str] | None = None) -> bytes | None:
+    """The key given (``secret``, ``secret_file``), else ``$TASKLAB_SECRET``, else the default key
+    file if it exists; ``None`` if there is none."""
+    if secret is not None:
+        return check_key(secret, "secret=")
+    if secret_file is not None:
+        return read_key_file(Path(secret_file).expanduser())
+    from_env = os.environ.get(defaults.SECRET_ENV)
+    if from_env:
+        return check_key(from_env, f"${defaults.SECRET_ENV}")
+    path = default_key_file()
+    if path.exists():
+        return read_key_file(path)
+    return None
+
+
+def embedded_key(data_dir: Path) -> bytes:
+    """The key of the embedded server of ``data_dir``: its ``secret`` file, made if missing."""
+    path = data_dir / defaults.SECRET_FILE_NAME
+    try:
+        if not path.exists():
+            with contextlib.suppress(FileExistsError):  # another kernel made it at the same moment
+                write_key_file(path, new_key())
+    except OSError as exc:
+        raise DataDirError(
+            f"The data directory {data_dir} cannot be written ({exc.strerror}). Pass a writable one: "
+            f"tasklab.connect(data_dir='...') or set {defaults.DATA_DIR_ENV}."
+        ) from exc
+    return read_key_file(path)
+
+
+class Keyring:
+    """The keys of this process: one it signs with, all it accepts; or none, and insecure."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.signing_key: bytes | None = None
+        self.accepted: list[bytes] = []
+        self.insecure = False
+        #: Also accept unsigned data (a worker run with ``--allow-rq-jobs``: plain RQ jobs).
+        self.accept_unsigned = False
+
+    def use(self, key: bytes | None, *, insecure: bool = False) -> None:
+        """Sign with ``key`` from now on, and accept what it signed; with no key and ``insecure``,
+        sign nothing and accept what is unsigned. With neither, nothing changes: whatever this
+        process is then asked to sign or check raises a :class:`SignatureError` saying why."""
+        with self._lock:
+            if key is None:
+                self.insecure = self.insecure or insecure
+                return
+            self.signing_key = key
+            if key not in self.accepted:
+                self.accepted.append(key)
+
+    def ready(self) -> bool:
+        """Whether this process was given a key, or told to go without."""
+        return self.signing_key is not None or self.insecure
+
+    def sign(self, payload: bytes) -> bytes:
+        key = self.signing_key
+        if key is None:
+            if self.insecure:
+                return payload
+            raise SignatureError(_NO_KEY)
+        return MAGIC + hmac.new(key, payload, hashlib.sha256).digest() + payload
+
+    def unsign(self, blob: bytes, what: str) -> bytes:
+        """The payload of ``blob`` if a key of this process signed it; else :class:`SignatureError`
+        naming ``what`` (unsigned data passes in an insecure process, or one accepting RQ's jobs)."""
+        blob = bytes(blob)
+        if not blob.startswith(MAGIC):
+            if self.insecure or self.accept_unsigned:
+                return blob
+            raise SignatureError(
+                f"Refused {what}: it carries no tasklab signature, so anyone who can write to this Redis could "
+                "have put it there. It was not unpickled."
+            )
+        mac, payload = blob[len(MAGIC) : len(MAGIC) + _MAC_SIZE], blob[len(MAGIC) + _MAC_SIZE :]
+        if not self.accepted and not self.insecure:
+            raise SignatureError(_NO_KEY)
+        for key in self.accepted:
+            if hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):
+                return payload
+        raise SignatureError(
+            f"Refused {what}: its signature does not match this deployment's key (it was signed with another "
+            "key, or changed). It was not unpickled. Give the lab and every worker the same key."
+        )
+
+    def mac(self, payload: bytes) -> str:
+        """The hex MAC of ``payload`` with the signing key ('' when insecure)."""
+        key = self.signing_key
+        if key is None:
+            if self.insecure:
+                return ""
+            raise SignatureError(_NO_KEY)
+        return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+    def check_mac(self, payload: bytes, mac: str, what: str) -> None:
+        """Raise :class:`SignatureError` unless ``mac`` is the MAC of ``payload`` under an accepted key."""
+        if self.insecure and not mac:
+            return
+        for key in self.accepted:
+            if hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).hexdigest()):
+                return
+        raise SignatureError(
+            f"Refused {what}: "
+            + ("it is unsigned" if not mac else "its signature does not match this deployment's key")
+            + "; it was not run. Give the lab and every worker the same key."
+        )
+
+
+_NO_KEY = (
+    "This process has no tasklab key, so it can neither sign nor check what it sends and reads. Connect a lab "
+    "first (tasklab.connect()), or set $TASKLAB_SECRET."
+)
+
+#: This process's keys: set by the lab when it connects and by a worker when it starts.
+keyring = Keyring()
