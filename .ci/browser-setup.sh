@@ -7,14 +7,8 @@ set -euo pipefail
 if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
     exit 0
 fi
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-    as_root=(sudo)
-else
-    echo "browser-setup: chromium is missing and installing it needs root (apt-get install chromium)" >&2
-    exit 1
-fi
+# shellcheck source=as-root.sh
+source "$(dirname "$0")/as-root.sh" "browser-setup: chromium is missing and installing it needs root (apt-get install chromium)"
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "browser-setup: chromium is missing and there is no apt-get; install chromium by hand" >&2
     exit 1

@@ -4,17 +4,11 @@
 # Does nothing when a redis-server with TLS is already installed; fails when it cannot install it.
 set -euo pipefail
 
-if [ -x /usr/bin/redis-server ] && /usr/bin/redis-server --help 2>&1 | grep -q -- "tls"; then
+if [ -x /usr/bin/redis-server ] && ldd /usr/bin/redis-server 2>/dev/null | grep -q libssl; then
     exit 0
 fi
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-    as_root=(sudo)
-else
-    echo "tls-setup: installing redis-server needs root (apt-get install redis-server)" >&2
-    exit 1
-fi
+# shellcheck source=as-root.sh
+source "$(dirname "$0")/as-root.sh" "tls-setup: installing redis-server needs root (apt-get install redis-server)"
 started=$SECONDS
 export DEBIAN_FRONTEND=noninteractive
 # No service is started by the package: a policy that refuses every start, for the install only.

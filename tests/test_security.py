@@ -15,7 +15,6 @@ import socket
 import stat
 import subprocess
 import sys
-import warnings
 import zlib
 
 import pytest
@@ -177,29 +176,65 @@ def test_a_password_in_a_url_never_appears_in_a_message():
     assert "Xtopsecret" not in str(caught.value)
 
 
-def test_a_redis_at_a_url_needs_a_key_or_an_explicit_insecure(monkeypatch, password_redis):
+def in_a_process_of_its_own(run_python, code: str, **env: str) -> str:
+    """Run ``code`` in a new Python process (one key per process: see tasklab.core.signing), with
+    ``env`` (an empty value removes a variable); its output, once it exited 0."""
+    environment = {**os.environ, **env}
+    environment = {k: v for k, v in environment.items() if v}
+    process = run_python(code, env=environment)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    return out + err
+
+
+def test_a_redis_at_a_url_needs_a_key_or_an_explicit_insecure(password_redis, run_python):
     socket_path, password = password_redis
     url = f"unix://:{password}@{socket_path}"
-    monkeypatch.delenv(defaults.SECRET_ENV)
-    with pytest.raises(tasklab.ConfigurationError, match="tasklab secret"):
-        tasklab.Lab(url, autostart_workers=False)
-    with pytest.raises(tasklab.ConfigurationError, match="at least 32"):
-        tasklab.Lab(url, secret="short", autostart_workers=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        tasklab.Lab(url, insecure=True, autostart_workers=False).shutdown()
-    assert any("signs nothing" in str(w.message) for w in caught)
+    out = in_a_process_of_its_own(
+        run_python,
+        f"""
+import warnings, tasklab
+try:
+    tasklab.Lab({url!r}, autostart_workers=False)
+except tasklab.ConfigurationError as exc:
+    print("no key:", exc)
+try:
+    tasklab.Lab({url!r}, secret="short", autostart_workers=False)
+except tasklab.ConfigurationError as exc:
+    print("short key:", exc)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    tasklab.Lab({url!r}, insecure=True, autostart_workers=False).shutdown()
+print("insecure:", [str(w.message) for w in caught])
+try:
+    tasklab.Lab({url!r}, secret="k" * 40, autostart_workers=False)
+except tasklab.ConfigurationError as exc:
+    print("mixed:", exc)
+""",
+        **{defaults.SECRET_ENV: ""},
+    )
+    assert "no key:" in out and "tasklab secret" in out
+    assert "short key:" in out and "at least 32" in out
+    assert "insecure:" in out and "signs nothing" in out
+    assert "mixed:" in out and "without one" in out, "a keyed lab beside an insecure one is refused"
+    assert password not in out
 
 
-def test_the_embedded_key_is_private(tmp_path, monkeypatch):
-    monkeypatch.delenv(defaults.SECRET_ENV)
-    lab = tasklab.Lab(data_dir=tmp_path / "own", autostart_workers=False)
-    try:
-        key_file = tmp_path / "own" / defaults.SECRET_FILE_NAME
-        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        assert lab.secret == key_file.read_text().strip().encode()
-    finally:
-        lab.shutdown()
+def test_the_embedded_key_is_private(tmp_path, run_python):
+    data = tmp_path / "own"
+    out = in_a_process_of_its_own(
+        run_python,
+        f"""
+import tasklab
+lab = tasklab.Lab(data_dir={str(data)!r}, autostart_workers=False)
+print("key:", lab.secret.decode())
+lab.shutdown()
+""",
+        **{defaults.SECRET_ENV: ""},
+    )
+    key_file = data / defaults.SECRET_FILE_NAME
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert f"key: {key_file.read_text().strip()}" in out
 
 
 def test_tasklab_secret_prints_a_key_and_where_it_goes():
@@ -292,9 +327,58 @@ def _tls_answers(url: str) -> bool:
         client.close()
 
 
-def test_an_unwritable_data_directory_for_the_key_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.delenv(defaults.SECRET_ENV)
+def test_an_unwritable_data_directory_for_the_key_is_a_clear_error(tmp_path, run_python):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(tasklab.DataDirError, match="cannot be written"):
-        tasklab.Lab(data_dir=blocker / "data", autostart_workers=False)
+    out = in_a_process_of_its_own(
+        run_python,
+        f"""
+import tasklab
+try:
+    tasklab.Lab(data_dir={str(blocker / "data")!r}, autostart_workers=False)
+except tasklab.DataDirError as exc:
+    print("refused:", exc)
+""",
+        **{defaults.SECRET_ENV: ""},
+    )
+    assert "refused:" in out and "cannot be written" in out
+
+
+def test_a_signed_result_put_in_as_a_job_is_not_run(shell, lab, tmp_path):
+    """A task's return value is signed, and its shape may come from whatever the task read: signed as
+    a result, it is refused as a job's payload."""
+    sentinel = tmp_path / "result-as-job-ran"
+    lab.workers(1)
+    task_cell(shell, "def shaped(path):\n    return ('os.system', None, (f'touch {path}',), {})\n")
+    done = shell.user_ns["shaped"].delay(str(sentinel))
+    assert done.get(timeout=10)[0] == "os.system"
+    attacker = redis.Redis.from_url(lab.url)
+    ((_, fields),) = attacker.xrevrange(f"rq:results:{done.id}", count=1)
+    signed_value = base64.b64decode(fields[b"return_value"])
+    job = Queue("parked", connection=attacker).enqueue("os.getpid")  # a job hash nobody serves, then
+    attacker.hset(job.key, mapping={"data": zlib.compress(signed_value), "meta": attacker.hget(done_key(done), "meta")})
+    attacker.lpush("rq:queue:default", job.id)  # its payload swapped, it goes where the workers take jobs
+    wait_for(lambda: job.get_status(refresh=True) == "failed", 10, "the job to be refused")
+    assert not sentinel.exists()
+    assert "signed as a result" in job.latest_result().exc_string
+    still = shell.user_ns["shaped"].delay("unused")
+    assert still.get(timeout=10)[0] == "os.system"
+
+
+def done_key(result) -> str:
+    return f"rq:job:{result.id}"
+
+
+def test_rq_calls_no_callback_but_tasklab_s_on_any_path(lab):
+    # RQ resolves a job's callbacks wherever it calls them (its maintenance too): by exact name only,
+    # since a dotted name is resolved through attributes ("tasklab.errors.builtins.exec").
+    from tasklab.engine.worker_job import WorkerJob
+    from tasklab.engine.workflow import FAILURE_CALLBACK, on_step_failure
+
+    job = WorkerJob("forged", connection=lab.connection)
+    for name in ("os.system", "tasklab.errors.builtins.exec"):
+        job._failure_callback_name, job._success_callback_name, job._stopped_callback_name = name, name, name
+        assert (job.failure_callback, job.success_callback, job.stopped_callback) == (None, None, None)
+    ours = WorkerJob("ours", connection=lab.connection)
+    ours._failure_callback_name = FAILURE_CALLBACK
+    assert ours.failure_callback is on_step_failure

@@ -17,7 +17,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..core.signing import keyring
+from ..core.signing import JOB, RESULT, keyring
 from ..core.task import Task
 from ..errors import SerializationError
 from . import cells
@@ -58,13 +58,14 @@ def _reduce_task(task: Task) -> Any:
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes})
 
 
-def dumps(obj: Any) -> bytes:
-    """``obj`` pickled and signed with this process's key (see :mod:`tasklab.core.signing`)."""
+def dumps(obj: Any, context: bytes = JOB) -> bytes:
+    """``obj`` pickled and signed with this process's key for ``context`` (see :mod:`tasklab.core.signing`):
+    :data:`~tasklab.core.signing.JOB` for what is sent to be run, ``RESULT`` for what comes back."""
     if type(obj) in _PLAIN:
-        return keyring.sign(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        return keyring.sign(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), context)
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return keyring.sign(buffer.getvalue())
+    return keyring.sign(buffer.getvalue(), context)
 
 
 #: Modules whose objects pickles made before tasklab's packages name, and where they are now
@@ -104,11 +105,22 @@ class Serializer:
     """The serializer of every tasklab job (RQ's ``serializer=``): job payloads, meta and results
     are signed, and checked before they are unpickled."""
 
-    dumps = staticmethod(dumps)
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        return dumps(obj, JOB)
 
     @staticmethod
     def loads(data: bytes) -> Any:
         return loads(data, "a job's payload or result")
+
+
+class ResultSerializer(Serializer):
+    """The serializer of a job once a worker has read it: what it writes (results, meta) is signed
+    as a result, which no worker runs as a job (see :data:`tasklab.core.signing.RESULT`)."""
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        return dumps(obj, RESULT)
 
 
 def describe_unpicklable(args: tuple, kwargs: dict, names: list[str] | None = None) -> str | None:

@@ -59,7 +59,7 @@ def _signed_content(version: str, fields: dict[str, bytes | str]) -> bytes:
     parts = [version.encode()]
     for name in sorted(fields):
         value = fields[name]
-        parts.append(name.encode() + b"=" + (value if isinstance(value, bytes) else value.encode()))
+        parts += [name.encode(), value if isinstance(value, bytes) else value.encode()]
     return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
 
 
@@ -87,7 +87,7 @@ class CodeRegistry:
                 f"Task code version {version} is not in this Redis. It was submitted from a lab whose "
                 "cell was never stored here; re-run the cell (or re-import the task) and submit again."
             )
-        signature = data.pop(SIGNATURE_FIELD.encode(), b"").decode()
+        signature = data.pop(SIGNATURE_FIELD.encode(), b"").decode("ascii", "replace")
         fields = {name.decode(): value for name, value in data.items()}
         keyring.check_mac(_signed_content(version, fields), signature, f"task code version {version}")
         return from_redis(version, data)

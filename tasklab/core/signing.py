@@ -12,9 +12,10 @@ fresh one). Where it comes from, first found wins (see :func:`find_key`):
 3. the file ``$TASKLAB_SECRET_FILE``, else ``~/.config/tasklab/secret`` (``$XDG_CONFIG_HOME``);
 4. on the embedded server, ``secret`` in its data directory, made at its first start (mode 0600).
 
-A process signs with one key and accepts what any key it was given signed (two labs with two keys
-in one kernel). Without a key, it may be *insecure* (``insecure=True`` / ``--insecure``): it then
-signs nothing and accepts unsigned data, and says so once.
+A process signs with one key; a second lab with another key, or without one, is refused (the
+keyring is the process's, because RQ calls its serializer without saying for which connection).
+Without a key, a process may be *insecure* (``insecure=True`` / ``--insecure``): it then signs
+nothing and accepts unsigned data, and says so once.
 """
 
 from __future__ import annotations
@@ -30,9 +31,15 @@ from pathlib import Path
 from .. import defaults
 from ..errors import ConfigurationError, DataDirError, SignatureError
 
-#: A signed blob: this prefix, the 32-byte MAC of what follows, then the payload. A pickle starts
-#: with 0x80, so an unsigned pickle is never taken for a signed blob.
+#: A signed blob: this prefix, a context byte, the 32-byte MAC of the context and the payload, then
+#: the payload. A pickle starts with 0x80, so an unsigned pickle is never taken for a signed blob.
 MAGIC = b"\x00tl1"
+#: Contexts, signed with the payload: what the kernel sends to be run (jobs, code), and what workers
+#: send back (results, exceptions). A worker runs a payload of the first kind only, so a value a task
+#: returned (shaped by whatever it read) can never be put in as a job to run.
+JOB = b"j"
+RESULT = b"r"
+_HEADER = len(MAGIC) + 1
 _MAC_SIZE = hashlib.sha256().digest_size
 #: The shortest key accepted: 32 characters (``tasklab secret`` prints 43).
 MIN_KEY_CHARS = 32
@@ -132,8 +139,21 @@ class Keyring:
         sign nothing and accept what is unsigned. With neither, nothing changes: whatever this
         process is then asked to sign or check raises a :class:`SignatureError` saying why."""
         with self._lock:
+            if key is None and not insecure:
+                return
+            if (key is None and self.signing_key is not None) or (key is not None and self.insecure):
+                raise ConfigurationError(
+                    "A lab in this process signs with a key, and another would go without one (insecure): "
+                    "the process would then accept unsigned data for both. Give both labs the key, or use "
+                    "another process for the insecure one."
+                )
+            if key is not None and self.signing_key not in (None, key):
+                raise ConfigurationError(
+                    "A lab in this process already signs with another key. One process uses one key: give "
+                    "both Redis deployments the same key, or use another process (kernel) for the other one."
+                )
             if key is None:
-                self.insecure = self.insecure or insecure
+                self.insecure = True
                 return
             self.signing_key = key
             if key not in self.accepted:
@@ -143,17 +163,19 @@ class Keyring:
         """Whether this process was given a key, or told to go without."""
         return self.signing_key is not None or self.insecure
 
-    def sign(self, payload: bytes) -> bytes:
+    def sign(self, payload: bytes, context: bytes = JOB) -> bytes:
+        """``payload`` signed for ``context`` (:data:`JOB` or :data:`RESULT`)."""
         key = self.signing_key
         if key is None:
             if self.insecure:
                 return payload
             raise SignatureError(_NO_KEY)
-        return MAGIC + hmac.new(key, payload, hashlib.sha256).digest() + payload
+        return MAGIC + context + hmac.new(key, context + payload, hashlib.sha256).digest() + payload
 
-    def unsign(self, blob: bytes, what: str) -> bytes:
-        """The payload of ``blob`` if a key of this process signed it; else :class:`SignatureError`
-        naming ``what`` (unsigned data passes in an insecure process, or one accepting RQ's jobs)."""
+    def unsign(self, blob: bytes, what: str, contexts: bytes = JOB + RESULT) -> bytes:
+        """The payload of ``blob`` if a key of this process signed it for one of ``contexts``; else
+        :class:`SignatureError` naming ``what`` (unsigned data passes in an insecure process, or one
+        accepting RQ's jobs)."""
         blob = bytes(blob)
         if not blob.startswith(MAGIC):
             if self.insecure or self.accept_unsigned:
@@ -162,11 +184,20 @@ class Keyring:
                 f"Refused {what}: it carries no tasklab signature, so anyone who can write to this Redis could "
                 "have put it there. It was not unpickled."
             )
-        mac, payload = blob[len(MAGIC) : len(MAGIC) + _MAC_SIZE], blob[len(MAGIC) + _MAC_SIZE :]
+        context, mac, payload = (
+            blob[len(MAGIC) : _HEADER],
+            blob[_HEADER : _HEADER + _MAC_SIZE],
+            blob[_HEADER + _MAC_SIZE :],
+        )
         if not self.accepted and not self.insecure:
             raise SignatureError(_NO_KEY)
         for key in self.accepted:
-            if hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):
+            if hmac.compare_digest(mac, hmac.new(key, context + payload, hashlib.sha256).digest()):
+                if len(context) != 1 or context not in contexts:
+                    raise SignatureError(
+                        f"Refused {what}: it was signed as {'a result' if context == RESULT else 'something else'}, "
+                        "not as what it is used for here (a signed value put where a job goes). It was not unpickled."
+                    )
                 return payload
         raise SignatureError(
             f"Refused {what}: its signature does not match this deployment's key (it was signed with another "
@@ -186,6 +217,7 @@ class Keyring:
         """Raise :class:`SignatureError` unless ``mac`` is the MAC of ``payload`` under an accepted key."""
         if self.insecure and not mac:
             return
+        mac = mac.encode("ascii", "replace").decode("ascii")  # compare_digest wants ASCII
         for key in self.accepted:
             if hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).hexdigest()):
                 return

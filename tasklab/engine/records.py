@@ -14,6 +14,7 @@ from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.job import Job
 
 from ..code.serialization import dumps
+from ..core.signing import RESULT
 from . import keys
 
 log = logging.getLogger("tasklab.runtime")
@@ -27,7 +28,7 @@ def record_exception(job: Job, exc: BaseException, pipe: Any = None) -> None:
         "traceback": user_traceback(exc),
     }
     try:
-        record["pickled"] = dumps(exc)
+        record["pickled"] = dumps(exc, RESULT)
     except Exception:
         log.warning("exception of job %s cannot be pickled; it will come back as TaskError", job.id)
     target = pipe if pipe is not None else job.connection.pipeline(transaction=False)

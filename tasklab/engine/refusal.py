@@ -21,22 +21,34 @@ from rq.results import Result
 from rq.utils import now
 
 from ..code import serialization
-from ..core.signing import MAGIC, keyring
+from ..core.signing import JOB, MAGIC, keyring
 from .keys import claimed_key
+from .workflow import FAILURE_CALLBACK
 
 log = logging.getLogger("tasklab.worker")
 
-#: The hash fields naming functions RQ calls with a job: tasklab's jobs name only its own.
+#: The hash fields naming functions RQ calls with a job, and the only ones tasklab's jobs name, by
+#: exact name (RQ resolves a dotted name through attributes: a prefix would let through
+#: ``tasklab.errors.builtins.exec``).
 CALLBACK_FIELDS = (b"success_callback_name", b"failure_callback_name", b"stopped_callback_name")
-_OURS = "tasklab."
+CALLBACKS = frozenset({FAILURE_CALLBACK, "tasklab.canvas.on_step_failure"})
+
+
+def allowed_callback(name: str | None, job_id: str) -> bool:
+    """Whether RQ may call the callback ``name`` of a job: one of tasklab's, or any in a process that
+    runs plain RQ jobs. Checked where RQ resolves it, so its maintenance is covered too."""
+    if not name or name in CALLBACKS or keyring.accept_unsigned or keyring.insecure:
+        return True
+    log.warning("job %s names the callback %r, which is not tasklab's: it is not called", job_id, name)
+    return False
 
 
 def check_signed(job_id: str, fields: dict[bytes, bytes]) -> None:
     """Raise :class:`~tasklab.errors.SignatureError` unless the payload and meta of a job hash carry
     an accepted signature (or the process accepts unsigned ones), checked before RQ unpickles them."""
-    keyring.unsign(_payload(fields), f"the payload of job {job_id}")
+    keyring.unsign(_payload(fields), f"the payload of job {job_id}", JOB)  # never a signed result
     if fields.get(b"meta"):
-        keyring.unsign(fields[b"meta"], f"the meta of job {job_id}")
+        keyring.unsign(fields[b"meta"], f"the meta of job {job_id}", JOB)
 
 
 def _payload(fields: dict[bytes, bytes]) -> bytes:
@@ -67,7 +79,7 @@ def foreign_callback(fields: dict[bytes, bytes]) -> str | None:
         return None
     for field in CALLBACK_FIELDS:
         name = fields.get(field, b"").decode(errors="replace")
-        if name and not name.startswith(_OURS):
+        if name and name not in CALLBACKS:
             return name
     return None
 

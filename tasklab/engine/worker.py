@@ -36,6 +36,7 @@ from rq.utils import as_text, now
 from rq.worker import WorkerStatus
 
 from .. import defaults
+from ..code.serialization import ResultSerializer, Serializer
 from ..core.signing import find_key, keyring
 from ..errors import SignatureError
 from .claim import TRANSACTION
@@ -212,6 +213,8 @@ class Worker(FencingWorker):
         hash_fields = dict(zip(fields[::2], fields[1::2], strict=True))
         if keyring.accept_unsigned and not signed_job(hash_fields):
             job.serializer = PlainSerializer  # a plain RQ job: its enqueuer reads its result with pickle
+        elif job.serializer is Serializer:
+            job.serializer = ResultSerializer  # what the worker writes back is signed as a result
         callback = foreign_callback(hash_fields)
         try:
             if callback is not None:

@@ -23,6 +23,8 @@ from rq.results import Result
 from rq.serializers import resolve_serializer
 from rq.utils import str_to_date, utcformat
 
+from ..code.serialization import Serializer
+from .refusal import allowed_callback
 from .rq_private import return_value
 from .transaction import HSET_IF_EXISTS
 
@@ -75,6 +77,30 @@ class WorkerJob(Job):
     @property
     def started_job_registry(self) -> StartedJobRegistry:
         return _registry(StartedJobRegistry, self)
+
+    # -- what RQ calls or stores for the job, checked (see tasklab.engine.refusal) --
+
+    @property
+    def success_callback(self) -> Any:
+        return super().success_callback if allowed_callback(self._success_callback_name, self.id) else None
+
+    @property
+    def failure_callback(self) -> Any:
+        return super().failure_callback if allowed_callback(self._failure_callback_name, self.id) else None
+
+    @property
+    def stopped_callback(self) -> Any:
+        return super().stopped_callback if allowed_callback(self._stopped_callback_name, self.id) else None
+
+    def save_meta(self) -> None:
+        """The meta, signed as a job's (what the worker writes back is signed as a result)."""
+        self.connection.hset(self.key, "meta", Serializer.dumps(self.meta))
+
+    def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict:
+        obj = super().to_dict(include_meta=include_meta, include_result=include_result)
+        if include_meta and "meta" in obj:
+            obj["meta"] = Serializer.dumps(self.meta)
+        return obj
 
     @property
     def finished_job_registry(self) -> FinishedJobRegistry:

@@ -57,9 +57,13 @@ class WorkerProcess:
 
 
 def private_log_dir(path: Path) -> None:
-    """Make ``path`` for worker logs, which hold whatever tasks print: only its owner may enter it."""
+    """Make ``path`` for worker logs, which hold whatever tasks print: only its owner may enter it.
+    A directory named ``logs`` (tasklab's own: ``<data dir>/logs``) is made private if it was not;
+    any other existing one (``--log-dir .``) keeps its mode, and the log files are private anyway."""
+    existed = path.is_dir()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
+    if not existed or path.name == "logs":
+        path.chmod(0o700)
 
 
 class WorkerPool:

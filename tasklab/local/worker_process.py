@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no key: set ${defaults.SECRET_ENV}, give --secret-file, or pass --insecure")
     keyring.use(key, insecure=args.insecure)
     keyring.accept_unsigned = args.allow_rq_jobs
+    for secret in (defaults.SECRET_ENV, defaults.URL_ENV):  # not passed on to what tasks start
+        os.environ.pop(secret, None)
     connection = make_client(args.url)
     install(CodeRegistry(connection).fetch, WorkerApp(connection))  # task code versions load from this Redis
     worker = Worker(
