@@ -217,3 +217,7 @@ def worker_count() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cpus)
+
+
+#: Seconds between two checks, at submit, that some worker serves a job's queue (one SCARD).
+UNSERVED_CHECK_INTERVAL = 5.0

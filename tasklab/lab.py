@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -35,6 +37,7 @@ from .core import signing
 from .core.app import App, set_default_app
 from .core.task import Task
 from .engine.queue import TaskQueue
+from .engine.rq_private import workers_of_queue_key
 from .errors import ConfigurationError, RedisUnreachable, TaskLabWarning
 from .local.connection import check_url, redact
 from .local.connection import connect as connect_redis
@@ -106,6 +109,8 @@ class Lab:
         self.registry = CodeRegistry(self.connection)
         self._queues: dict[str, TaskQueue] = {}
         self._published: set[str] = set()
+        self._queues_pinned = False  # the local workers' queues were given: they serve no other
+        self._served_checked: dict[str, float] = {}  # queue -> when it was last checked for a worker
         self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
         self._recover_lock = threading.Lock()
@@ -190,11 +195,36 @@ class Lab:
             self.publish(cells.cell(version))  # type: ignore[arg-type]
         self._published.add(version)
 
-    def ensure_workers(self) -> None:
-        """On the embedded server, start the local workers at the first submit."""
+    def ensure_workers(self, queue: str | None = None) -> None:
+        """On the embedded server, start the local workers at the first submit. Local workers serve
+        every queue the lab's jobs go to, unless their queues were given (``workers(n, queues=...)``);
+        a job sent to a queue no live worker serves is warned about."""
         if self._pool is None and self.embedded and self.autostart_workers:
-            pool = self.workers()
-            print(f"tasklab: Redis at {redact(self.url)}, {len(pool)} local workers (logs: lab.worker_logs())")
+            started = self.workers()
+            print(f"tasklab: Redis at {redact(self.url)}, {len(started)} local workers (logs: lab.worker_logs())")
+        if queue is None:
+            return
+        pool = self._pool
+        if pool is not None and not self._queues_pinned and len(pool) and queue not in pool.queues:
+            with self._lock:
+                if queue not in pool.queues:
+                    pool.serve([*pool.queues, queue])
+                    print(f"tasklab: the local workers now serve the queues {', '.join(pool.queues)}")
+        self._warn_if_unserved(queue)
+
+    def _warn_if_unserved(self, queue: str) -> None:
+        """Warn, at most once every few seconds per queue, when no worker serves ``queue``."""
+        now = time.monotonic()
+        if now - self._served_checked.get(queue, -math.inf) < defaults.UNSERVED_CHECK_INTERVAL:
+            return
+        self._served_checked[queue] = now
+        if self.connection.scard(workers_of_queue_key(queue)) == 0:
+            warnings.warn(
+                f"No worker serves the queue {queue!r}: its jobs wait, PENDING, until one does. Start one: "
+                f"lab.workers(n, queues=[..., {queue!r}]) here, or `tasklab worker --queues {queue}` elsewhere.",
+                TaskLabWarning,
+                stacklevel=2,
+            )
 
     def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> ResultSet:
         """Submit ``calls`` (``(args, kwargs)`` pairs) of ``task``; used by ``delay`` and friends."""
@@ -257,6 +287,7 @@ class Lab:
                     secret=self.secret,
                 )  # fmt: skip
                 self._pool.on_unreachable = self.recover
+                self._queues_pinned = queues is not None
             elif queues is not None and list(queues) != self._pool.queues and len(self._pool) == 0:
                 self._pool.queues = list(queues)
             elif queues is not None and list(queues) != self._pool.queues:
@@ -479,8 +510,8 @@ class CurrentLab:
     def ensure_code(self, task: Task) -> None:
         current_lab().ensure_code(task)
 
-    def ensure_workers(self) -> None:
-        current_lab().ensure_workers()
+    def ensure_workers(self, queue: str | None = None) -> None:
+        current_lab().ensure_workers(queue)
 
     def reaching_redis(self, action: Callable[[], T], what: str) -> T:
         return current_lab().reaching_redis(action, what)

@@ -151,11 +151,35 @@ def test_undefined_names_are_reported_with_the_fix(shell):
     assert not isinstance(shell.user_ns.get("f"), tasklab.Task)
 
 
-def test_syntax_error_is_shown_like_a_cell(shell, capfd):
-    task_cell(shell, "def broken(:\n    pass\n")
+def test_a_syntax_error_fails_the_cell(shell, capfd):
+    result = shell.run_cell("%%task\ndef broken(:\n    pass\n")
+    assert not result.success and isinstance(result.error_in_exec, SyntaxError), "Run All stops here"
     captured = capfd.readouterr()
     assert "SyntaxError" in captured.out + captured.err
     assert "broken" not in shell.user_ns
+
+
+def test_a_comment_after_a_magic_is_left_out(shell, lab, capsys):
+    assert shell.run_cell("%tasklab status   # the server, its queues and workers").success
+    assert "Redis" in capsys.readouterr().out
+    assert shell.run_cell("%%task --queue io  # where its jobs go\ndef routed():\n    return 1\n").success
+    assert shell.user_ns["routed"].queue == "io"
+    unclosed = shell.run_cell('%%task --name "half\ndef f():\n    return 1\n')
+    assert not unclosed.success and "Close the quote" in str(unclosed.error_in_exec)
+
+
+def test_a_tasklab_error_in_a_cell_is_one_short_message(shell, lab, capsys):
+    task_cell(shell, "def takes(x):\n    return x\n")
+    capsys.readouterr()
+    result = shell.run_cell("import threading\nlock = threading.Lock()\nr = takes.delay(lock)\n")
+    assert isinstance(result.error_in_exec, tasklab.SerializationError), "the cell failed"
+    shown = capsys.readouterr().out
+    assert shown.startswith("SerializationError: Cannot submit takes")
+    assert "line 3: r = takes.delay(lock)" in shown and "%tb" in shown
+    assert len(shown.strip().splitlines()) == 3, shown
+    assert "Traceback" not in shown and "cloudpickle" not in shown
+    shell.run_line_magic("tb", "")
+    assert "Traceback" in capsys.readouterr().out, "%tb shows the whole traceback"
 
 
 def test_code_is_stored_by_content_and_current_version_moves(shell, lab):
@@ -214,3 +238,18 @@ def test_plots_display_as_images_once_loaded(shell):
     empty = pd.DataFrame(columns=["submitted_at", "started_at", "finished_at"])
     data, _ = shell.display_formatter.format(throughput(empty))
     assert data["image/png"][:4] == b"\x89PNG"
+
+
+def test_local_workers_serve_every_queue_the_lab_s_tasks_use(shell, lab, capsys):
+    pool = lab.workers(1)
+    task_cell(shell, "def custom():\n    return 'served'\n", "--queue custom_queue")
+    assert shell.user_ns["custom"].delay().get(timeout=20) == "served"
+    assert "custom_queue" in pool.queues and "now serve" in capsys.readouterr().out
+    assert len(pool) == 1
+
+
+def test_a_job_for_a_queue_no_worker_serves_is_warned_about(shell, lab):
+    lab.workers(1, queues=["default"])  # pinned: the local workers serve these only
+    task_cell(shell, "def elsewhere():\n    return 1\n", "--queue gpu")
+    with pytest.warns(tasklab.TaskLabWarning, match="No worker serves the queue 'gpu'.*--queues gpu"):
+        shell.user_ns["elsewhere"].delay()

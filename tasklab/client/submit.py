@@ -170,7 +170,7 @@ def prepare(
 def enqueue(prepared: Prepared) -> None:
     """Write prepared jobs to Redis: queued, or scheduled for their start, in pipelined batches."""
     prepared.app.ensure_code(prepared.task)
-    prepared.app.ensure_workers()
+    prepared.app.ensure_workers(prepared.queue.name)
     queue, jobs, starts = prepared.queue, prepared.jobs, prepared.starts
     if prepared.one_at_a_time:
         for job, start in zip(jobs, starts, strict=True):

@@ -60,8 +60,9 @@ class App(Protocol):
         """Make sure the code of ``task`` is stored where workers load it from."""
         ...
 
-    def ensure_workers(self) -> None:
-        """Start workers if this app starts its own and none run yet."""
+    def ensure_workers(self, queue: str | None = None) -> None:
+        """Start workers if this app starts its own and none run yet; make sure ``queue`` is served
+        (or warn that no worker serves it)."""
         ...
 
     def reaching_redis(self, action: Callable[[], T], what: str) -> T:

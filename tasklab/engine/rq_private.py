@@ -16,6 +16,7 @@ from typing import Any
 
 import rq
 from redis.client import Pipeline
+from rq import worker_registration
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, ExecutionRegistry
 from rq.job import Job
 from rq.scheduler import RQScheduler
@@ -145,3 +146,8 @@ def take_queued_commands(pipe: Pipeline) -> list[tuple[tuple, dict]]:
 def is_watching(pipe: Pipeline) -> bool:
     """Whether ``pipe`` WATCHes keys (then only redis-py's MULTI/EXEC on its connection honours them)."""
     return bool(pipe.watching)
+
+
+def workers_of_queue_key(queue_name: str) -> str:
+    """RQ's set of the names of the workers that serve ``queue_name``."""
+    return worker_registration.WORKERS_BY_QUEUE_KEY % queue_name

@@ -141,6 +141,23 @@ class WorkerPool:
         self._ensure_supervisor()
         return self
 
+    def serve(self, queues: Sequence[str], timeout: float = defaults.WORKER_START_TIMEOUT) -> WorkerPool:
+        """Serve ``queues`` from now on: as many new workers start on them, and the old ones stop
+        after their current job (without waiting for it here); return once the new ones are ready."""
+        with self._lock:
+            if self._closing:
+                raise WorkerError("This worker pool has been shut down; connect again for new workers.")
+            self.queues = list(queues)
+            old = [self._workers.pop(slot) for slot in sorted(self._workers)]
+            started = [self._spawn(w.slot) for w in old]
+        for w in old:
+            with contextlib.suppress(ProcessLookupError):
+                w.process.send_signal(signal.SIGTERM)  # a warm stop: after its current job
+        threading.Thread(target=self._stop, args=(old,), name="tasklab-retire", daemon=True).start()
+        self._wait_ready(started, timeout)
+        self._ensure_supervisor()
+        return self
+
     def stop(self, timeout: float = defaults.WORKER_STOP_TIMEOUT) -> None:
         """Stop every worker: each finishes its current job, or is killed after ``timeout``."""
         with self._lock:

@@ -71,7 +71,7 @@ class WorkerApp:
     def ensure_code(self, task: Task) -> None:
         """Code a worker loaded is in Redis already."""
 
-    def ensure_workers(self) -> None:
+    def ensure_workers(self, queue: str | None = None) -> None:
         """A worker does not start workers."""
 
     def reaching_redis(self, action: Callable[[], T], what: str) -> T:

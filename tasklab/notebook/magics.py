@@ -43,6 +43,14 @@ def _backoff(text: str) -> bool | float:
     return float(text)
 
 
+def _words(line: str) -> list[str]:
+    """The words of a magic's line, quotes honoured and a ``# comment`` left out."""
+    try:
+        return shlex.split(line, comments=True)
+    except ValueError as exc:  # an unclosed quote
+        raise UsageError(f"Cannot read the magic's line ({exc}): {line!r}. Close the quote.") from None
+
+
 @magics_class
 class TaskLabMagics(Magics):
     @magic_arguments()
@@ -69,15 +77,14 @@ class TaskLabMagics(Magics):
         The cell's source is stored in Redis, versioned by content; workers load it from
         there, so it must define or import every name it uses.
         """
-        args = parse_argstring(self.task, line)
+        args = parse_argstring(self.task, shlex.join(_words(line)))
         options = self._options(args)
         shell = self._ip()
         source = shell.transform_cell(cell)
         try:
             tasks = register_cell(source, shell.user_ns, options, app=current_app)
         except SyntaxError:
-            shell.showsyntaxerror()
-            return
+            raise  # IPython shows it as a syntax error of the cell, and the cell fails ("Run All" stops)
         except TaskLabError as exc:
             raise UsageError(str(exc)) from None
         made = cells.local_cells()[-1] if cells.local_cells() else None
@@ -125,7 +132,7 @@ class TaskLabMagics(Magics):
     @line_magic
     def tasklab(self, line: str) -> None:
         """Control tasklab: start, status, monitor, workers N, connect URL, stop."""
-        words = shlex.split(line)
+        words = _words(line)
         command, rest = (words[0], words[1:]) if words else ("", [])
         try:
             if command == "start" and not rest:

@@ -113,6 +113,8 @@ def _write(plan: Plan) -> None:
     prepared = {step.id: _prepare_step(plan, step) for step in plan.steps}
     for task in {id(p.task): p.task for p in prepared.values()}.values():
         plan.app.ensure_code(task)
+    for queue_name in sorted({p.queue.name for p in prepared.values()}):
+        plan.app.ensure_workers(queue_name)
     writes = [(prepared[s.id].jobs[0], prepared[s.id].queue, s.sig.task, bool(s.depends_on)) for s in plan.steps]
     writes += [(job, queue, None, True) for job, queue in _join_jobs(plan, prepared)]
     connection = plan.connection
