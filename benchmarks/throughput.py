@@ -14,20 +14,26 @@ each warmed up first, then
 * latency: ``--latency-samples`` round trips, one job at a time, from submit to its result read.
 
 It prints a table, tasklab's ratios to both RQ workers, and whether tasklab's targets are met.
-A missed target is reported, not an error: this is a measurement, not a test.
+A missed target is reported, not an error: this is a measurement, not a test. With ``--signing N``
+it also measures tasklab signed and unsigned (``insecure=True``), N turns each, each in a process of
+its own on the same Redis, and prints what signing costs.
 
     python benchmarks/throughput.py [--jobs 3000] [--fork-jobs 500] [--latency-samples 300] [--workers 1,2]
+                                    [--signing 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
+import json
 import os
 import platform
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +50,7 @@ from rq.results import Result
 from rq_pool import RQWorkerPool
 
 import tasklab
+from tasklab import defaults
 
 #: Jobs enqueued per pipeline round trip by plain RQ (tasklab's own batch is the same).
 BATCH = 1000
@@ -60,6 +67,7 @@ TARGET_P50_MS = 2.0
 KEEP_PREFIXES = (b"tasklab:code:", b"tasklab:tasks:")
 
 SIMPLE, FORK, TASKLAB = "rq SimpleWorker", "rq Worker (fork)", "tasklab"
+UNSIGNED = "tasklab unsigned"  # insecure=True: nothing signed or checked, to show what signing costs
 
 
 def noop(x: object = None) -> None:
@@ -334,6 +342,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--latency-samples", type=int, default=300, help="round trips per latency run (default 300)")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker process counts (default 1,2)")
+    parser.add_argument(
+        "--signing", type=int, default=0, metavar="N",
+        help="also measure tasklab signed and unsigned (insecure=True), N turns each, to show what signing costs",
+    )  # fmt: skip
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-url", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         args.workers = [int(n) for n in args.workers.split(",") if n.strip()]
@@ -344,6 +358,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(args.jobs, args.fork_jobs) < 1 or args.latency_samples < 2:
         parser.error("--jobs and --fork-jobs must be at least 1, --latency-samples at least 2")
     return args
+
+
+class TaskLabProcess:
+    """tasklab measured in a process of its own (a process signs with one key, or none): signed,
+    with the lab's key, or unsigned (``insecure=True``), on the same Redis as the rest of the run."""
+
+    def __init__(self, label: str, url: str, secret: bytes | None, data_dir: Path):
+        self.label, self.url, self.secret, self.data_dir = label, url, secret, data_dir
+
+    def measure(self, workers: int, jobs: int, samples: int) -> Measurement:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        env.pop(defaults.SECRET_ENV, None)
+        if self.secret is not None:
+            env[defaults.SECRET_ENV] = self.secret.decode()
+        child = [sys.executable, __file__, "--child", self.label, "--child-url", self.url, "--workers", str(workers),
+                 "--jobs", str(jobs), "--latency-samples", str(samples)]  # fmt: skip
+        out = subprocess.run(child, env=env, capture_output=True, text=True, check=True, cwd=self.data_dir).stdout
+        return Measurement(**json.loads(out.strip().splitlines()[-1]))
+
+
+def child(args: argparse.Namespace) -> int:
+    """``--child LABEL``: measure tasklab alone on ``--child-url`` and print the measurement as JSON."""
+    insecure = args.child == UNSIGNED
+    lab = tasklab.Lab(args.child_url, namespace=f"benchmark-{len(args.child)}", autostart_workers=False,
+                      data_dir=Path.cwd() / "child", insecure=insecure)  # fmt: skip
+    connection = redis.Redis.from_url(args.child_url)
+    try:
+        system = TaskLab(lab)
+        system.label = args.child
+        flush = functools.partial(flush_job_data, connection)
+        m = measure(system, connection, args.workers[0], args.jobs, args.latency_samples, flush)
+    finally:
+        connection.close()
+        lab.shutdown()
+    print(json.dumps(dataclasses.asdict(m)))
+    return 0
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> tuple[str, list[Measurement]]:
@@ -365,14 +415,40 @@ def run(args: argparse.Namespace, data_dir: Path) -> tuple[str, list[Measurement
             m = measure(system, connection, workers, jobs, args.latency_samples, flush)
             print(f"  {m.jobs_per_s:.0f} jobs/s, p50 {m.p50_ms:.2f} ms", file=sys.stderr, flush=True)
             results.append(m)
+        if args.signing:
+            # What signing costs: tasklab again, each in a process of its own, signed and unsigned, in
+            # turns (the machine's drift falls on both), on the same Redis.
+            for workers, _ in itertools.product(args.workers, range(args.signing)):
+                for label, secret in ((TASKLAB + " signed", lab.secret), (UNSIGNED, None)):
+                    print(f"measuring {label} with {workers} worker(s)...", file=sys.stderr, flush=True)
+                    m = TaskLabProcess(label, lab.url, secret, data_dir).measure(
+                        workers, args.jobs, args.latency_samples
+                    )
+                    print(f"  {m.jobs_per_s:.0f} jobs/s, p50 {m.p50_ms:.2f} ms", file=sys.stderr, flush=True)
+                    results.append(m)
         return setup, results
     finally:
         connection.close()
         lab.shutdown()
 
 
+def format_signing(results: list[Measurement]) -> Iterator[str]:
+    """Signed against unsigned tasklab, in the same run: the medians of their turns."""
+    for workers in sorted({m.workers for m in results if m.label == UNSIGNED}):
+        signed = [m.jobs_per_s for m in results if m.label == TASKLAB + " signed" and m.workers == workers]
+        unsigned = [m.jobs_per_s for m in results if m.label == UNSIGNED and m.workers == workers]
+        a, b = statistics.median(signed), statistics.median(unsigned)
+        yield (
+            f"signing, {workers} worker(s): signed {a:.0f} jobs/s, unsigned {b:.0f} jobs/s (medians of "
+            f"{len(signed)} turns each): signing costs {(1 - a / b) * 100:+.1f}% of throughput "
+            f"(target under 5%: {verdict(a / b >= 0.95)})"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.child:
+        return child(args)
     # A SIGTERM unwinds like Ctrl-C, so the finally blocks stop every worker started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with tempfile.TemporaryDirectory(prefix="tasklab-bench-", ignore_cleanup_errors=True) as tmp:
@@ -382,7 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(results))
     print()
-    print("\n".join(format_ratios(results)))
+    print("\n".join(format_ratios([m for m in results if m.label in (SIMPLE, FORK, TASKLAB)])))
+    if args.signing:
+        print()
+        print("\n".join(format_signing(results)))
     return 0
 
 

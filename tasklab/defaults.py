@@ -221,3 +221,11 @@ def worker_count() -> int:
 
 #: Seconds between two checks, at submit, that some worker serves a job's queue (one SCARD).
 UNSERVED_CHECK_INTERVAL = 5.0
+
+#: The longest delay or limit tasklab accepts, in seconds (a year): a countdown, an eta this far
+#: ahead, a time limit, or the interval a rate limit leaves between two starts. Longer ones are
+#: mistakes (``countdown=1e12``), and would overflow the clocks that carry them.
+LONGEST_SECONDS = 366 * 24 * 3600
+
+#: A task id given by the user (``apply_async(task_id=...)``): RQ's job id characters, and a length.
+TASK_ID_PATTERN = r"[A-Za-z0-9_-]{1,128}"

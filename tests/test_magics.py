@@ -120,7 +120,7 @@ def test_unload_removes_the_magics(shell):
         ("--max-retries -5", "whole number"),
         ("--rate-limit 10/x", "a rate such as '10/m'"),
         ("--time-limit 0", r"number of seconds > 0"),
-        ("--queue 'two words'", "without spaces"),
+        ("--queue 'two words'", "a queue name of letters"),
         ("--result-ttl -5", "whole number"),
         ("--autoretry-for NoSuchError", "not an exception class"),
     ],

@@ -6,6 +6,7 @@ written, so a bad call in a ``map`` submits nothing and says which item and argu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -40,16 +41,35 @@ def describe(name: str, args: tuple, kwargs: dict) -> str:
     return text if len(text) <= defaults.DESCRIPTION_MAX else text[: defaults.DESCRIPTION_MAX - 4] + "...)"
 
 
+_WITHIN_A_YEAR = "give a datetime within a year from now (one in the past runs at once)."
+
+
 def _due(countdown: float | None, eta: Any) -> datetime | None:
     if countdown is not None:
-        if not isinstance(countdown, int | float) or countdown < 0:
-            raise ConfigurationError(f"countdown={countdown!r}: expected a number of seconds >= 0.")
-        return datetime.now(timezone.utc) + timedelta(seconds=countdown)
+        return datetime.now(timezone.utc) + timedelta(seconds=opts.seconds("countdown", countdown, inclusive=True))
     if eta is not None:
         if not isinstance(eta, datetime):
             raise ConfigurationError(f"eta={eta!r}: expected a datetime.")
-        return eta if eta.tzinfo else eta.astimezone(timezone.utc)
+        try:
+            due = eta if eta.tzinfo else eta.astimezone(timezone.utc)
+            ahead = (due - datetime.now(timezone.utc)).total_seconds()
+        except (OverflowError, ValueError, OSError) as exc:
+            raise ConfigurationError(
+                f"eta={eta!r} is invalid ({exc}): give a datetime within a year from now."
+            ) from None
+        if ahead > defaults.LONGEST_SECONDS:
+            raise ConfigurationError(f"eta={eta!r} is more than a year ahead: give a datetime within a year from now.")
+        return due
     return None
+
+
+def _task_id(task_id: Any) -> str:
+    if not isinstance(task_id, str) or not re.fullmatch(defaults.TASK_ID_PATTERN, task_id):
+        raise ConfigurationError(
+            f"task_id={task_id!r} is invalid: expected a string of 1 to 128 letters, digits, '_' and '-' "
+            "(RQ's job ids), such as str(uuid.uuid4())."
+        )
+    return task_id
 
 
 @dataclass
@@ -119,7 +139,7 @@ def prepare(
     if task_id is not None:
         if len(calls) != 1:
             raise ConfigurationError("task_id names one job; it cannot be used with map or starmap.")
-        job_ids = [task_id]
+        job_ids = [_task_id(task_id)]
     ignore = opts.resolve("ignore_result", call, task_options, lab_options)
     result_ttl = 0 if ignore else opts.resolve("result_ttl", call, task_options, lab_options)
     queue: TaskQueue = app.queue(opts.resolve("queue", call, task_options, lab_options))

@@ -6,6 +6,7 @@ argument or class attribute), then the lab, then :data:`DEFAULTS`. ``None`` mean
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ FOREVER = -1
 #: Options that a single call may override (``apply_async(**options)``).
 CALL_OPTIONS = frozenset({"queue", "result_ttl", "ignore_result", "time_limit", "soft_time_limit"})
 
+_QUEUE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -41,26 +43,49 @@ def rate_interval(rate: str) -> float:
         raise ConfigurationError(
             f"rate_limit={rate!r} lets no task start; give a positive rate such as '1/h', or no rate_limit."
         )
-    return _RATE_UNITS[match.group(2) or "s"] / count
+    interval = _RATE_UNITS[match.group(2) or "s"] / count
+    if interval > defaults.LONGEST_SECONDS:
+        raise ConfigurationError(
+            f"rate_limit={rate!r} lets one task start every {interval:.3g} s, more than a year apart; "
+            "give a rate such as '1/h', or no rate_limit."
+        )
+    return interval
+
+
+def seconds(name: str, value: Any, *, lowest: float = 0.0, inclusive: bool = False) -> float:
+    """``value`` as a number of seconds for option ``name``: a real, finite number above ``lowest``
+    (or equal to it, ``inclusive``) and at most :data:`~tasklab.defaults.LONGEST_SECONDS`; else a
+    :class:`ConfigurationError` that says so."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= lowest if inclusive else value > lowest) and value <= defaults.LONGEST_SECONDS
+    if not ok:
+        bound = ">=" if inclusive else ">"
+        raise ConfigurationError(
+            f"{name}={value!r} is invalid: expected a number of seconds {bound} {lowest:g} and at most a year "
+            f"({defaults.LONGEST_SECONDS})."
+        )
+    return float(value)
 
 
 def _check_type(name: str, value: Any) -> Any:
     def fail(expected: str) -> ConfigurationError:
         return ConfigurationError(f"Task option {name}={value!r} is invalid: expected {expected}.")
 
-    if name in ("name", "queue"):
+    if name == "name":
         if not isinstance(value, str) or not value or any(c.isspace() for c in value):
             raise fail("a non-empty string without spaces")
+    elif name == "queue":
+        if not isinstance(value, str) or not _QUEUE.fullmatch(value):
+            raise fail("a queue name of letters, digits, '_', '-' and '.' (no ':', which RQ's own keys use)")
     elif name in ("bind", "ignore_result", "retry_jitter", "acks_late"):
         if not isinstance(value, bool):
             raise fail("True or False")
     elif name in ("result_ttl", "max_retries", "retry_backoff_max", "concurrency_limit", "default_retry_delay"):
-        lowest = -1 if name in ("result_ttl", "max_retries") else 0
+        lowest = -1 if name in ("result_ttl", "max_retries") else 1 if name == "concurrency_limit" else 0
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
-            raise fail("a whole number" + (" (-1 keeps results forever)" if name == "result_ttl" else " >= 0"))
+            raise fail("a whole number" + (" (-1 keeps results forever)" if name == "result_ttl" else f" >= {lowest}"))
     elif name in ("time_limit", "soft_time_limit"):
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise fail("a number of seconds > 0")
+        seconds(name, value)
     elif name == "retry_backoff":
         if not isinstance(value, bool | int | float) or value < 0:
             raise fail("True, False or a number of seconds")

@@ -408,7 +408,8 @@ class Worker(FencingWorker):
         holds the outcome until it does; the one transaction is then tried again until it is known
         to be applied, by this worker or (a settled job) by no one (see :meth:`_finish_again`)."""
         what = f"it records the outcome of job {job.id}"
-        self.wait_for_redis(what)
+        if not self._fast(job):  # RQ's path runs once, and only once Redis answers (a PING first)
+            self.wait_for_redis(what)
         try:
             self._finish_success(job, queue, started_job_registry, execution, take_next=True)
         except (redis.ConnectionError, redis.TimeoutError):
@@ -417,6 +418,12 @@ class Worker(FencingWorker):
             self.connection_lost()
             self.riding_out(lambda: self._finish_again(job, queue, started_job_registry, execution), what,
                             stoppable=False)  # fmt: skip
+
+    def _fast(self, job: Job) -> bool:
+        """Whether ``job`` finishes by the one-transaction path: it had no dependents when it started,
+        keeps its result, and does not repeat."""
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        return not (self._fast_job_id != job.id or result_ttl == 0 or (job.repeats_left or 0) > 0)
 
     def _finish_again(
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution
@@ -438,7 +445,7 @@ class Worker(FencingWorker):
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution, take_next: bool
     ) -> None:
         result_ttl = job.get_result_ttl(self.default_result_ttl)
-        self._fast_finish = not (self._fast_job_id != job.id or result_ttl == 0 or (job.repeats_left or 0) > 0)
+        self._fast_finish = self._fast(job)
         if not self._fast_finish:
             if not owned(job):  # checked just before RQ's own writes
                 self._fenced(job, "SUCCESS")
