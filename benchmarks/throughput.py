@@ -197,6 +197,8 @@ class Measurement:
     submit_seconds: float
     latencies_ms: list[float]
     get_seconds: float | None = None  # tasklab only: the same jobs waited for with ResultSet.get
+    worker_cpu_us: float | None = None  # --signing only: the workers' CPU time per job, in µs
+    client_cpu_us: float | None = None  # --signing only: the submitting process's CPU time per job
 
     @property
     def jobs_per_s(self) -> float:
@@ -384,16 +386,41 @@ def child(args: argparse.Namespace) -> int:
     lab = tasklab.Lab(args.child_url, namespace=f"benchmark-{len(args.child)}", autostart_workers=False,
                       data_dir=Path.cwd() / "child", insecure=insecure)  # fmt: skip
     connection = redis.Redis.from_url(args.child_url)
+    cpu: dict[str, float] = {}
     try:
         system = TaskLab(lab)
         system.label = args.child
+        start, stop = system.start, system.stop
+
+        def workers_cpu() -> float:
+            return sum(process_cpu_seconds(w.pid) for w in lab.pool.processes) if lab.pool else 0.0
+
+        def start_counting_cpu(n: int) -> None:  # from once the workers are ready: not their start-up
+            start(n)
+            cpu["workers"], cpu["client"] = -workers_cpu(), -sum(os.times()[:2])
+
+        def stop_counting_cpu() -> None:  # read before they stop
+            cpu["workers"] += workers_cpu()
+            cpu["client"] += sum(os.times()[:2])
+            stop()
+
+        system.start, system.stop = start_counting_cpu, stop_counting_cpu  # type: ignore[method-assign]
         flush = functools.partial(flush_job_data, connection)
         m = measure(system, connection, args.workers[0], args.jobs, args.latency_samples, flush)
     finally:
         connection.close()
         lab.shutdown()
+    jobs = WARMUP_JOBS + WARMUP_ROUND_TRIPS + 2 * args.jobs + args.latency_samples  # all the workers ran
+    m.worker_cpu_us = cpu["workers"] / jobs * 1e6
+    m.client_cpu_us = cpu["client"] / jobs * 1e6
     print(json.dumps(dataclasses.asdict(m)))
     return 0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> tuple[str, list[Measurement]]:
@@ -443,6 +470,18 @@ def format_signing(results: list[Measurement]) -> Iterator[str]:
             f"{len(signed)} turns each): signing costs {(1 - a / b) * 100:+.1f}% of throughput "
             f"(target under 5%: {verdict(a / b >= 0.95)})"
         )
+        for side in ("worker", "client"):
+            cpu = {
+                label: statistics.median(
+                    getattr(m, f"{side}_cpu_us") for m in results if m.label == label and m.workers == workers
+                )
+                for label in (TASKLAB + " signed", UNSIGNED)
+            }
+            s_cpu, u_cpu = cpu[TASKLAB + " signed"], cpu[UNSIGNED]
+            yield (
+                f"  {side} CPU per job: signed {s_cpu:.0f} µs, unsigned {u_cpu:.0f} µs: signing costs "
+                f"{(s_cpu / u_cpu - 1) * 100:+.1f}% of it"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
