@@ -20,6 +20,7 @@ import zlib
 import pytest
 import redis
 from rq import Queue
+from rq.job import Job
 
 import tasklab
 from tasklab import defaults
@@ -356,17 +357,15 @@ def test_a_signed_result_put_in_as_a_job_is_not_run(shell, lab, tmp_path):
     ((_, fields),) = attacker.xrevrange(f"rq:results:{done.id}", count=1)
     signed_value = base64.b64decode(fields[b"return_value"])
     job = Queue("parked", connection=attacker).enqueue("os.getpid")  # a job hash nobody serves, then
-    attacker.hset(job.key, mapping={"data": zlib.compress(signed_value), "meta": attacker.hget(done_key(done), "meta")})
+    attacker.hset(
+        job.key, mapping={"data": zlib.compress(signed_value), "meta": attacker.hget(Job.key_for(done.id), "meta")}
+    )
     attacker.lpush("rq:queue:default", job.id)  # its payload swapped, it goes where the workers take jobs
     wait_for(lambda: job.get_status(refresh=True) == "failed", 10, "the job to be refused")
     assert not sentinel.exists()
     assert "signed as a result" in job.latest_result().exc_string
     still = shell.user_ns["shaped"].delay("unused")
     assert still.get(timeout=10)[0] == "os.system"
-
-
-def done_key(result) -> str:
-    return f"rq:job:{result.id}"
 
 
 def test_rq_calls_no_callback_but_tasklab_s_on_any_path(lab):

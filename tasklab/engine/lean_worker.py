@@ -71,17 +71,24 @@ class LeanWorker(SimpleWorker):
             try:
                 result = action()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self.connection_lost()
-                if self._outage_since is None:
-                    self._outage_since = time.monotonic()
-                    self.log.warning("Worker %s: Redis is unreachable (%s); %s once it answers", self.name, exc, what)
                 if stoppable and (self._stopping or self._stop_requested):
+                    self.connection_lost()
                     raise StopRequested() from exc
-                backoff = min(max(backoff * 2, 0.1), defaults.RECONNECT_BACKOFF_MAX)
-                time.sleep(backoff)  # the backoff between two tries
+                backoff = self.unreachable(exc, what, backoff)
                 continue
             self.connection_back()
             return result
+
+    def unreachable(self, exc: Exception, what: str, backoff: float) -> float:
+        """After a call Redis did not answer: drop half-used connections, log the outage's start
+        once, and sleep the next backoff, which is returned (pass 0.0 first)."""
+        self.connection_lost()
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            self.log.warning("Worker %s: Redis is unreachable (%s); %s once it answers", self.name, exc, what)
+        backoff = min(max(backoff * 2, 0.1), defaults.RECONNECT_BACKOFF_MAX)
+        time.sleep(backoff)  # the backoff between two tries
+        return backoff
 
     def wait_for_redis(self, what: str) -> None:
         """Return once Redis answers (at once, mostly), for a write that must be made once: the

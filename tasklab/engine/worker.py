@@ -161,13 +161,7 @@ class Worker(FencingWorker):
                 else:
                     result = self._pop_waiting_job(raise_unreachable=True)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self.connection_lost()
-                if self._outage_since is None:
-                    self._outage_since = time.monotonic()
-                    self.log.warning("Worker %s: Redis is unreachable (%s); it waits for jobs once it answers",
-                                     self.name, exc)  # fmt: skip
-                backoff = min(max(backoff * 2, 0.1), defaults.RECONNECT_BACKOFF_MAX)
-                time.sleep(backoff)  # the backoff between two tries
+                backoff = self.unreachable(exc, "it waits for jobs", backoff)
                 continue
             self.connection_back()
             backoff = 0.0
