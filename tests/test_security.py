@@ -8,6 +8,7 @@ and must execute nothing: the sentinel file it would create never appears.
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 import pickle
 import shutil
@@ -381,3 +382,30 @@ def test_rq_calls_no_callback_but_tasklab_s_on_any_path(lab):
     ours = WorkerJob("ours", connection=lab.connection)
     ours._failure_callback_name = FAILURE_CALLBACK
     assert ours.failure_callback is on_step_failure
+
+
+def test_signatures_are_hmac_sha256_and_remembering_them_lets_nothing_forged_through():
+    from tasklab.core.signing import JOB, MAGIC, RESULT, Keyring, Mac
+    from tasklab.errors import SignatureError
+
+    for key in (b"k" * 32, os.urandom(64), os.urandom(100)):  # shorter, as long as and longer than a block
+        for data in (b"", b"meta", os.urandom(5000)):
+            assert Mac(key).digest(data[:2], data[2:]) == hmac.digest(key, data, "sha256")
+    ring = Keyring()
+    ring.use(b"a" * 43)
+    for payload in (b"meta" * 3, os.urandom(5000)):  # remembered, and too large to be remembered
+        blob = ring.sign(payload)
+        assert blob == MAGIC + JOB + hmac.digest(b"a" * 43, JOB + payload, "sha256") + payload
+        assert ring.sign(payload) == blob
+        for _ in range(2):  # checked, then recalled
+            assert ring.unsign(blob, "x", JOB) == payload
+        forged = blob[:-1] + bytes([blob[-1] ^ 1])
+        with pytest.raises(SignatureError, match="does not match"):
+            ring.unsign(forged, "x", JOB)
+        as_result = ring.sign(payload, RESULT)
+        assert ring.unsign(as_result, "x", RESULT) == payload
+        with pytest.raises(SignatureError, match="signed as a result"):
+            ring.unsign(as_result, "x", JOB)  # remembered as a result, still not taken as a job
+    for i in range(100):  # what is remembered stays bounded
+        ring.unsign(ring.sign(b"%d" % i), "x")
+    assert len(ring._signed) <= 16 and len(ring._checked) <= 16

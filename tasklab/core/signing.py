@@ -26,7 +26,9 @@ import hmac
 import os
 import secrets
 import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 from .. import defaults
 from ..errors import ConfigurationError, DataDirError, SignatureError
@@ -123,6 +125,41 @@ def embedded_key(data_dir: Path) -> bytes:
     return read_key_file(path)
 
 
+class Mac:
+    """HMAC-SHA256 under one key, its two padded key blocks hashed once (RFC 2104).
+
+    The MACs are :func:`hmac.digest`'s; each costs two copies of a hash state and no key set-up,
+    about half the time for the short blobs a job carries (~2 µs instead of ~4 µs here).
+    """
+
+    _BLOCK = hashlib.sha256().block_size
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > self._BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(self._BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_XOR_36))
+        self._outer = hashlib.sha256(key.translate(_XOR_5C))
+
+    def digest(self, *parts: bytes) -> bytes:
+        """The MAC of the concatenation of ``parts``."""
+        inner = self._inner.copy()
+        for part in parts:
+            inner.update(part)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_XOR_36 = bytes(b ^ 0x36 for b in range(256))
+_XOR_5C = bytes(b ^ 0x5C for b in range(256))
+#: Blobs of at most this many bytes are remembered once signed or checked: a job's meta is the same
+#: for every job of a ``map``, and RQ unpickles a payload the worker has just checked.
+_REMEMBER_BYTES = 4096
+#: How many signed and checked blobs are remembered (each side, most recently used kept).
+_REMEMBERED = 16
+
+
 class Keyring:
     """The keys of this process: one it signs with, all it accepts; or none, and insecure."""
 
@@ -133,9 +170,14 @@ class Keyring:
         self.insecure = False
         #: Also accept unsigned data (a worker run with ``--allow-rq-jobs``: plain RQ jobs).
         self.accept_unsigned = False
-        #: Blobs checked last, with their context and payload: a worker checks a job's payload and
-        #: meta before RQ unpickles them, and RQ's unpickling asks again for the same bytes.
-        self._checked: dict[bytes, tuple[bytes, bytes]] = {}
+        self._macs: list[Mac] = []  # one per accepted key, the signing key's first
+        #: Blobs signed lately, by context and payload (see :data:`_REMEMBER_BYTES`).
+        self._signed: OrderedDict[tuple[bytes, bytes], bytes] = OrderedDict()
+        #: Blobs checked lately, with their context and payload: a worker checks a job's payload and
+        #: meta before RQ unpickles them, and RQ's unpickling asks again for the same bytes. The last
+        #: large blob is remembered on its own, so that a big argument is not kept for long.
+        self._checked: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
+        self._checked_large: tuple[bytes, bytes, bytes] | None = None
 
     def use(self, key: bytes | None, *, insecure: bool = False) -> None:
         """Sign with ``key`` from now on, and accept what it signed; with no key and ``insecure``,
@@ -161,6 +203,7 @@ class Keyring:
             self.signing_key = key
             if key not in self.accepted:
                 self.accepted.append(key)
+                self._macs.append(Mac(key))
 
     def ready(self) -> bool:
         """Whether this process was given a key, or told to go without."""
@@ -168,12 +211,19 @@ class Keyring:
 
     def sign(self, payload: bytes, context: bytes = JOB) -> bytes:
         """``payload`` signed for ``context`` (:data:`JOB` or :data:`RESULT`)."""
-        key = self.signing_key
-        if key is None:
+        if self.signing_key is None:
             if self.insecure:
                 return payload
             raise SignatureError(_NO_KEY)
-        return b"".join((MAGIC, context, hmac.digest(key, context + payload, "sha256"), payload))
+        small = len(payload) <= _REMEMBER_BYTES
+        if small:
+            blob = _recall(self._signed, (context, payload))
+            if blob is not None:
+                return blob
+        blob = b"".join((MAGIC, context, self._macs[0].digest(context, payload), payload))
+        if small:
+            _remember(self._signed, (context, payload), blob)
+        return blob
 
     def unsign(self, blob: bytes, what: str, contexts: bytes = JOB + RESULT) -> bytes:
         """The payload of ``blob`` if a key of this process signed it for one of ``contexts``; else
@@ -187,7 +237,8 @@ class Keyring:
                 f"Refused {what}: it carries no tasklab signature, so anyone who can write to this Redis could "
                 "have put it there. It was not unpickled."
             )
-        checked = self._checked.get(blob)
+        small = len(blob) <= _REMEMBER_BYTES
+        checked = _recall(self._checked, blob) if small else self._checked_large_of(blob)
         if checked is not None and checked[0] in contexts:
             return checked[1]
         context, mac, payload = (
@@ -195,23 +246,28 @@ class Keyring:
             blob[_HEADER : _HEADER + _MAC_SIZE],
             blob[_HEADER + _MAC_SIZE :],
         )
-        if not self.accepted and not self.insecure:
+        if not self._macs and not self.insecure:
             raise SignatureError(_NO_KEY)
-        for key in self.accepted:
-            if hmac.compare_digest(mac, hmac.digest(key, context + payload, "sha256")):
+        for key in self._macs:
+            if hmac.compare_digest(mac, key.digest(context, payload)):
                 if len(context) != 1 or context not in contexts:
                     raise SignatureError(
                         f"Refused {what}: it was signed as {'a result' if context == RESULT else 'something else'}, "
                         "not as what it is used for here (a signed value put where a job goes). It was not unpickled."
                     )
-                if len(self._checked) >= 4:
-                    self._checked.clear()
-                self._checked[blob] = (context, payload)
+                if small:
+                    _remember(self._checked, blob, (context, payload))
+                else:
+                    self._checked_large = (blob, context, payload)
                 return payload
         raise SignatureError(
             f"Refused {what}: its signature does not match this deployment's key (it was signed with another "
             "key, or changed). It was not unpickled. Give the lab and every worker the same key."
         )
+
+    def _checked_large_of(self, blob: bytes) -> tuple[bytes, bytes] | None:
+        last = self._checked_large
+        return (last[1], last[2]) if last is not None and last[0] == blob else None
 
     def mac(self, payload: bytes) -> str:
         """The hex MAC of ``payload`` with the signing key ('' when insecure)."""
@@ -220,21 +276,39 @@ class Keyring:
             if self.insecure:
                 return ""
             raise SignatureError(_NO_KEY)
-        return hmac.new(key, payload, hashlib.sha256).hexdigest()
+        return self._macs[0].digest(payload).hex()
 
     def check_mac(self, payload: bytes, mac: str, what: str) -> None:
         """Raise :class:`SignatureError` unless ``mac`` is the MAC of ``payload`` under an accepted key."""
         if self.insecure and not mac:
             return
         mac = mac.encode("ascii", "replace").decode("ascii")  # compare_digest wants ASCII
-        for key in self.accepted:
-            if hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).hexdigest()):
+        for key in self._macs:
+            if hmac.compare_digest(mac, key.digest(payload).hex()):
                 return
         raise SignatureError(
             f"Refused {what}: "
             + ("it is unsigned" if not mac else "its signature does not match this deployment's key")
             + "; it was not run. Give the lab and every worker the same key."
         )
+
+
+def _recall(cache: OrderedDict[Any, Any], key: Any) -> Any:
+    """``cache[key]``, now the most recently used; ``None`` if it is not there."""
+    value = cache.pop(key, None)
+    if value is not None:
+        cache[key] = value  # at the end again
+    return value
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    """Put ``key`` in ``cache``, dropping the least recently used entries past :data:`_REMEMBERED`."""
+    cache[key] = value
+    if len(cache) > _REMEMBERED:
+        try:  # noqa: SIM105  (contextlib.suppress costs about a µs, on each job)
+            cache.popitem(last=False)
+        except KeyError:  # emptied by another thread meanwhile
+            pass
 
 
 _NO_KEY = (
