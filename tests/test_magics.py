@@ -139,15 +139,14 @@ def test_name_option_needs_one_function(shell, lab):
     assert lab.registry.current(lab.namespace)["renamed"] == shell.user_ns["a"]._tl_version
 
 
-def test_undefined_names_are_reported_with_the_fix(shell):
+def test_names_the_notebook_lacks_are_reported_with_the_fix(shell):
     run_cell(shell, "import json as js\nfrom os.path import join\ndef helper(x):\n    return x\n")
     with pytest.raises(UsageError) as info:
-        task_cell(shell, "def f(x):\n    return js.dumps(join('a', x)) + helper(x) + nowhere\n")
+        task_cell(shell, "def f(x):\n    return js.dumps(join('a', x)) + helper(x) + nowhere + elsewhere\n")
     message = str(info.value)
-    assert "`js` is used in `f` but not defined in this cell: add `import json as js` to the cell" in message
-    assert "add `from posixpath import join` to the cell" in message or "from os.path" in message
-    assert "`helper` is used in `f`" in message and "define `helper` in this cell" in message
-    assert "`nowhere` is used in `f`" in message
+    assert "`nowhere` is used in `f` but not defined in this cell or the notebook: define `nowhere`" in message
+    assert "`elsewhere` is used in `f`" in message
+    assert "`js`" not in message and "`helper`" not in message, "what the notebook has travels with the cell"
     assert not isinstance(shell.user_ns.get("f"), tasklab.Task)
 
 

@@ -49,6 +49,25 @@ def reference(obj: Any) -> tuple[str, str] | None:
         return None
 
 
+def defining(obj: Any) -> tuple[str, str] | None:
+    """``(version, name)`` if ``obj`` is a class or function defined by a cell version made or
+    loaded here (a worker loads that version to get it)."""
+    ref = reference(obj)
+    if ref is not None:
+        return ref
+    code = getattr(obj, "__code__", None)
+    filename = getattr(code, "co_filename", None)
+    if filename is None:
+        return None
+    with _lock:
+        for version, made in _cells.items():
+            if made.filename == filename:
+                for name, candidate in _objects.get(version, {}).items():
+                    if candidate is obj:
+                        return version, name
+    return None
+
+
 def cell(version: str) -> CellVersion | None:
     """The code of ``version``, if this process made or loaded it."""
     return _cells.get(version)

@@ -9,6 +9,7 @@ and its ``Task`` subclasses with a ``run`` into tasks. The code becomes a conten
 from __future__ import annotations
 
 import linecache
+from collections.abc import Callable
 from typing import Any
 
 from ..core import options as opts
@@ -18,16 +19,10 @@ from ..errors import CellError, TaskLabError
 from . import cells
 from .analysis import analyze, suggest_fix
 from .build import build_tasks
+from .carry import carry
+from .serialization import dumps
+from .shipping import shipped
 from .version import CellVersion, TaskSpec
-
-_MISSING = object()
-
-
-def _dependency(value: Any) -> tuple[str, str] | None:
-    """``(version, name)`` if ``value`` is a task or class from an already registered cell."""
-    if isinstance(value, Task) and value._tl_version and value._tl_attr:
-        return value._tl_version, value._tl_attr
-    return cells.reference(value)
 
 
 def _has_run(cls: type[Task]) -> bool:
@@ -46,13 +41,17 @@ def register_cell(
     options: dict[str, Any] | None = None,
     *,
     app: App | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Task]:
     """Run ``source`` in ``user_ns`` and register its tasks; return them by name.
 
     ``options`` are task options for every task of the cell (``base`` names a Task subclass
-    in ``user_ns``). Raises ``SyntaxError`` or :class:`CellError` before running anything if
-    the cell cannot work on a worker; nothing is registered then. The tasks submit to ``app``
-    (which also stores the cell now, if it is connected), else to the default app.
+    in ``user_ns``). What the cell reads from ``user_ns`` without defining it (imports, helper
+    functions and classes, values) travels with its code (see :mod:`tasklab.code.carry`), and
+    ``report`` is told what was carried, in one line. Raises ``SyntaxError`` or :class:`CellError`
+    before running anything if the cell cannot work on a worker; nothing is registered then. The
+    tasks submit to ``app`` (which also stores the cell now, if it is connected), else to the
+    default app.
     """
     options = dict(options or {})
     base_name = options.pop("base", None)
@@ -67,33 +66,34 @@ def register_cell(
             f"({', '.join(functions) or 'none'}). Put the task in a cell of its own, or drop --name."
         )
 
-    deps: dict[str, tuple[str, str]] = {}
-    problems = []
     needed = dict(analysis.undefined)
     if base_name is not None and base_name not in analysis.defined:
         needed.setdefault(base_name, ["--base"])
-    for used, places in needed.items():
-        value = user_ns.get(used, _MISSING)
-        ref = _dependency(value)
-        if ref is not None:
-            deps[used] = ref
-            continue
-        where = _describe_places(places)
-        problems.append(
-            f"`{used}` is used in {where} but not defined in this cell: {suggest_fix(used, value, value is _MISSING)}."
-        )
+    found = carry(needed, user_ns, dependency=shipped)
+    problems = [
+        f"`{used}` is used in {_describe_places(places)} but not defined in this cell or the notebook: "
+        f"{suggest_fix(used, None, missing=True)}."
+        for used, places in found.missing.items()
+    ] + [
+        f"`{used}` is used in {_describe_places(found.places[used])} but cannot be sent to the workers: {why}."
+        for used, why in found.unfit.items()
+    ]
     if problems:
         raise CellError(
-            "This cell runs on workers that see only its own code, so nothing was registered:\n  - "
-            + "\n  - ".join(problems)
+            "This cell runs on workers, which get its code and what it uses from the notebook; nothing was "
+            "registered:\n  - " + "\n  - ".join(problems)
         )
+    deps = found.deps
     if base_name is not None and base_name in user_ns and base_name not in analysis.defined:
         base = user_ns[base_name]
         if not (isinstance(base, type) and issubclass(base, Task)):
             raise CellError(f"--base {base_name}: {base_name} is not a tasklab.Task subclass.")
 
     spec_options = dict(task_options)
-    version = CellVersion.compute_version(source, deps, {**spec_options, "base": base_name, "name": name})
+    prelude = found.prelude()
+    blob = dumps(found.values) if found.values else None
+    carried = prelude.encode() + b"\0" + blob if blob is not None else prelude.encode()  # b"" if none
+    version = CellVersion.compute_version(source, deps, {**spec_options, "base": base_name, "name": name}, carried)
     label = ",".join(functions + analysis.classes)[:40] or "cell"
     filename = f"<task {label} v{version[:7]}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
@@ -127,6 +127,8 @@ def register_cell(
         defines=tuple(analysis.functions + analysis.classes),
         bases=tuple(bases),
         deps=deps,
+        globals_blob=blob,
+        prelude=prelude,
     )
     tasks = build_tasks(specs, user_ns, version)
     for task in tasks.values():
@@ -135,6 +137,9 @@ def register_cell(
     cells.remember(version, {n: user_ns[n] for n in cell.defines if n in user_ns}, cell, local=True)
     if app is not None:
         app.publish(cell)
+    summary = found.summary()
+    if summary and report is not None:
+        report(f"carried from the notebook: {summary}")
     return tasks
 
 

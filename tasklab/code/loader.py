@@ -45,12 +45,14 @@ class CodeLoader:
         for name, (dep_version, attr) in cell.deps.items():
             namespace[name] = cells.objects(dep_version)[attr]
         if cell.globals_blob is not None:
-            namespace.update(loads(cell.globals_blob))
-        lines = cell.source.splitlines(keepends=True)
-        linecache.cache[cell.filename] = (len(cell.source), None, lines, cell.filename)
+            namespace.update(loads(cell.globals_blob, f"the values carried by task code version {version}"))
         sys.modules[module.__name__] = module
         cloudpickle.register_pickle_by_value(module)  # functions it returns pickle by value
-        exec(compile(cell.source, cell.filename, "exec"), namespace)
+        for source, filename in ((cell.prelude, cell.prelude_filename), (cell.source, cell.filename)):
+            if source:
+                lines = source.splitlines(keepends=True)
+                linecache.cache[filename] = (len(source), None, lines, filename)
+                exec(compile(source, filename, "exec"), namespace)
         tasks = build_tasks(cell.tasks, namespace, version)
         for task in tasks.values():
             type(task)._tl_app = self.app

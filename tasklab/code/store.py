@@ -37,6 +37,8 @@ def to_redis(cell: CellVersion) -> dict[str, bytes | str]:
     }
     if cell.globals_blob is not None:
         mapping["globals"] = cell.globals_blob
+    if cell.prelude:
+        mapping["prelude"] = cell.prelude
     return mapping
 
 
@@ -51,6 +53,7 @@ def from_redis(version: str, data: dict[bytes, bytes]) -> CellVersion:
         bases=tuple(json.loads(data[b"bases"])),
         deps={name: tuple(ref) for name, ref in json.loads(data[b"deps"]).items()},
         globals_blob=data.get(b"globals"),
+        prelude=data.get(b"prelude", b"").decode(),
     )
 
 

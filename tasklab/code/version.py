@@ -1,8 +1,8 @@
 """A cell version: the content-addressed unit of code tasklab ships to workers.
 
 A ``%%task`` cell, or the source assembled for a task of a script, with the tasks it defines
-and their options, the other versions it depends on, and for a script's function the
-module-level values it needs. The version is a hash of all of that.
+and their options, the other versions it depends on, and what it carries from the notebook
+or module it was written in: imports, helpers and values. The version is a hash of all of that.
 """
 
 from __future__ import annotations
@@ -35,7 +35,14 @@ class CellVersion:
     defines: tuple[str, ...] = ()  # names the cell binds with def/class: what other cells may use
     bases: tuple[str, ...] = ()  # Task subclasses without ``run`` that later cells may use
     deps: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (version, name there)
-    globals_blob: bytes | None = None  # pickled module-level values (script functions)
+    globals_blob: bytes | None = None  # pickled values the code reads (see tasklab.code.carry)
+    #: Imports and definitions carried from the notebook, run before ``source`` (see tasklab.code.carry).
+    prelude: str = ""
+
+    @property
+    def prelude_filename(self) -> str:
+        """Where tracebacks place a line of :attr:`prelude`."""
+        return self.filename[:-1] + ", carried from the notebook>"
 
     @staticmethod
     def compute_version(

@@ -75,14 +75,15 @@ class TaskLabMagics(Magics):
         """Run the cell and register its public functions and Task subclasses as tasks.
 
         The cell's source is stored in Redis, versioned by content; workers load it from
-        there, so it must define or import every name it uses.
+        there. What it uses from earlier cells (imports, helpers, values) travels with it,
+        and one line says what was carried.
         """
         args = parse_argstring(self.task, shlex.join(_words(line)))
         options = self._options(args)
         shell = self._ip()
         source = shell.transform_cell(cell)
         try:
-            tasks = register_cell(source, shell.user_ns, options, app=current_app)
+            tasks = register_cell(source, shell.user_ns, options, app=current_app, report=print)
         except SyntaxError:
             raise  # IPython shows it as a syntax error of the cell, and the cell fails ("Run All" stops)
         except TaskLabError as exc:
