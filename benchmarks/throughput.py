@@ -15,17 +15,17 @@ each warmed up first, then
 
 It prints a table, tasklab's ratios to both RQ workers, and whether tasklab's targets are met.
 A missed target is reported, not an error: this is a measurement, not a test. With ``--signing N``
-it also measures tasklab signed and unsigned (``insecure=True``), N turns each, each in a process of
-its own on the same Redis, and prints what signing costs.
+it also measures tasklab signed and unsigned (``insecure=True``), each in a process of its own kept
+running with its workers, on the same Redis: N bursts of jobs each, in turns, so that both see the
+machine at about the same moment; and prints what signing costs.
 
     python benchmarks/throughput.py [--jobs 3000] [--fork-jobs 500] [--latency-samples 300] [--workers 1,2]
-                                    [--signing 3]
+                                    [--signing 20]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import itertools
 import json
@@ -129,9 +129,9 @@ class TaskLab:
 
     label = TASKLAB
 
-    def __init__(self, lab: tasklab.Lab):
+    def __init__(self, lab: tasklab.Lab, queue: str = "bench-tasklab"):
         self.lab = lab
-        self.queue = "bench-tasklab"
+        self.queue = queue
         self.task = lab.task(noop, queue=self.queue)
 
     def start(self, n: int) -> None:
@@ -199,8 +199,6 @@ class Measurement:
     submit_seconds: float
     latencies_ms: list[float]
     get_seconds: float | None = None  # tasklab only: the same jobs waited for with ResultSet.get
-    worker_cpu_us: float | None = None  # --signing only: the workers' CPU time per job, in µs
-    client_cpu_us: float | None = None  # --signing only: the submitting process's CPU time per job
 
     @property
     def jobs_per_s(self) -> float:
@@ -348,7 +346,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker process counts (default 1,2)")
     parser.add_argument(
         "--signing", type=int, default=0, metavar="N",
-        help="also measure tasklab signed and unsigned (insecure=True), N turns each, to show what signing costs",
+        help="also measure tasklab signed and unsigned (insecure=True), N bursts each in turns, to show what "
+        "signing costs (20 is a good N)",
     )  # fmt: skip
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-url", default=None, help=argparse.SUPPRESS)
@@ -364,59 +363,101 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-class TaskLabProcess:
-    """tasklab measured in a process of its own (a process signs with one key, or none): signed,
-    with the lab's key, or unsigned (``insecure=True``), on the same Redis as the rest of the run."""
+#: Jobs per burst when signed and unsigned tasklab take turns (see :class:`SigningSide`).
+SIGNING_BURST = 1000
 
-    def __init__(self, label: str, url: str, secret: bytes | None, data_dir: Path):
-        self.label, self.url, self.secret, self.data_dir = label, url, secret, data_dir
 
-    def measure(self, workers: int, jobs: int, samples: int) -> Measurement:
+@dataclass
+class Burst:
+    """One burst of ``--signing``: ``jobs`` no-op jobs submitted and waited for by one side."""
+
+    label: str
+    workers: int
+    jobs: int
+    seconds: float
+    worker_cpu_s: float  # the side's workers' CPU time during the burst
+    client_cpu_s: float  # the side's submitting process's
+
+
+class SigningSide:
+    """tasklab signed (the lab's key) or unsigned (``insecure=True``) in a process of its own (a process
+    signs with one key, or none), kept running with its workers, which runs a burst of jobs when asked.
+
+    The two sides take turns with short bursts, so both see the machine as it is at about the same
+    moment: on a shared machine, turns of one configuration a minute apart differ by 20-30%."""
+
+    def __init__(self, label: str, url: str, secret: bytes | None, data_dir: Path, workers: int):
+        self.label, self.workers = label, workers
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         env.pop(defaults.SECRET_ENV, None)
-        if self.secret is not None:
-            env[defaults.SECRET_ENV] = self.secret.decode()
-        child = [sys.executable, __file__, "--child", self.label, "--child-url", self.url, "--workers", str(workers),
-                 "--jobs", str(jobs), "--latency-samples", str(samples)]  # fmt: skip
-        out = subprocess.run(child, env=env, capture_output=True, text=True, check=True, cwd=self.data_dir).stdout
-        return Measurement(**json.loads(out.strip().splitlines()[-1]))
+        if secret is not None:
+            env[defaults.SECRET_ENV] = secret.decode()
+        command = [sys.executable, __file__, "--child", label, "--child-url", url, "--workers", str(workers)]
+        self.process = subprocess.Popen(command, env=env, cwd=data_dir, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self._reply()  # ready: workers started, warmed up
+
+    def burst(self, jobs: int) -> Burst:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{jobs}\n")
+        self.process.stdin.flush()
+        return Burst(self.label, self.workers, jobs, **self._reply())
+
+    def _reply(self) -> dict:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.label}: the benchmark's child process ended (exit code {self.process.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()  # the child stops its workers and exits
+        self.process.wait(timeout=60)
 
 
 def child(args: argparse.Namespace) -> int:
-    """``--child LABEL``: measure tasklab alone on ``--child-url`` and print the measurement as JSON."""
-    insecure = args.child == UNSIGNED
+    """``--child LABEL``: tasklab on ``--child-url`` with its workers, warmed up; then, for each number N
+    read from stdin, N jobs submitted and waited for, and the seconds and CPU time printed as JSON."""
     lab = tasklab.Lab(args.child_url, namespace=f"benchmark-{len(args.child)}", autostart_workers=False,
-                      data_dir=Path.cwd() / "child", insecure=insecure)  # fmt: skip
+                      data_dir=Path.cwd() / "child", insecure=args.child == UNSIGNED)  # fmt: skip
     connection = redis.Redis.from_url(args.child_url)
-    cpu: dict[str, float] = {}
     try:
-        system = TaskLab(lab)
-        system.label = args.child
-        start, stop = system.start, system.stop
-
-        def workers_cpu() -> float:
-            return sum(process_cpu_seconds(w.pid) for w in lab.pool.processes) if lab.pool else 0.0
-
-        def start_counting_cpu(n: int) -> None:  # from once the workers are ready: not their start-up
-            start(n)
-            cpu["workers"], cpu["client"] = -workers_cpu(), -sum(os.times()[:2])
-
-        def stop_counting_cpu() -> None:  # read before they stop
-            cpu["workers"] += workers_cpu()
-            cpu["client"] += sum(os.times()[:2])
-            stop()
-
-        system.start, system.stop = start_counting_cpu, stop_counting_cpu  # type: ignore[method-assign]
-        flush = functools.partial(flush_job_data, connection)
-        m = measure(system, connection, args.workers[0], args.jobs, args.latency_samples, flush)
+        system = TaskLab(lab, queue=f"bench-{args.child.replace(' ', '-')}")  # each side its own workers
+        system.start(args.workers[0])
+        assert lab.pool is not None
+        pids = [w.pid for w in lab.pool.processes]
+        wait_for_results(connection, system.submit(WARMUP_JOBS), timeout_for(WARMUP_JOBS))
+        for _ in range(WARMUP_ROUND_TRIPS):
+            system.round_trip()
+        print(json.dumps({}), flush=True)
+        for line in sys.stdin:
+            jobs = int(line)
+            workers_before, client_before = sum(map(process_cpu_seconds, pids)), sum(os.times()[:2])
+            seconds, _ = measure_throughput(system, connection, jobs)
+            worker_cpu_s = sum(map(process_cpu_seconds, pids)) - workers_before
+            client_cpu_s = sum(os.times()[:2]) - client_before
+            print(json.dumps({"seconds": seconds, "worker_cpu_s": worker_cpu_s, "client_cpu_s": client_cpu_s}),
+                  flush=True)  # fmt: skip
     finally:
         connection.close()
         lab.shutdown()
-    jobs = WARMUP_JOBS + WARMUP_ROUND_TRIPS + 2 * args.jobs + args.latency_samples  # all the workers ran
-    m.worker_cpu_us = cpu["workers"] / jobs * 1e6
-    m.client_cpu_us = cpu["client"] / jobs * 1e6
-    print(json.dumps(dataclasses.asdict(m)))
     return 0
+
+
+def measure_signing(url: str, secret: bytes, data_dir: Path, workers: int, rounds: int) -> list[Burst]:
+    """``rounds`` bursts of each side, in turns, which side goes first alternating."""
+    sides = [SigningSide(TASKLAB + " signed", url, secret, data_dir, workers),
+             SigningSide(UNSIGNED, url, None, data_dir, workers)]  # fmt: skip
+    bursts = []
+    try:
+        for turn in range(rounds):
+            for side in sides if turn % 2 == 0 else reversed(sides):
+                bursts.append(side.burst(SIGNING_BURST))
+    finally:
+        for side in sides:
+            side.close()
+    return bursts
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -425,7 +466,7 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(args: argparse.Namespace, data_dir: Path) -> tuple[str, list[Measurement]]:
+def run(args: argparse.Namespace, data_dir: Path) -> tuple[str, list[Measurement], list[Burst]]:
     """Measure every configuration on one embedded Redis; stop every worker, whatever happens."""
     lab = tasklab.connect(data_dir=data_dir, namespace="benchmark", autostart_workers=False)
     connection = redis.Redis.from_url(lab.url)
@@ -439,25 +480,19 @@ def run(args: argparse.Namespace, data_dir: Path) -> tuple[str, list[Measurement
         ]
         flush = functools.partial(flush_job_data, connection)
         results = []
+        bursts: list[Burst] = []
         for workers, (system, jobs) in itertools.product(args.workers, systems):
             print(f"measuring {system.label} with {workers} worker(s)...", file=sys.stderr, flush=True)
             m = measure(system, connection, workers, jobs, args.latency_samples, flush)
             print(f"  {m.jobs_per_s:.0f} jobs/s, p50 {m.p50_ms:.2f} ms", file=sys.stderr, flush=True)
             results.append(m)
         if args.signing:
-            # What signing costs: tasklab again, each in a process of its own, signed and unsigned, in
-            # turns (the machine's drift falls on both), which of the two goes first alternating, on the
-            # same Redis.
-            for workers, turn in itertools.product(args.workers, range(args.signing)):
-                pair = [(TASKLAB + " signed", lab.secret), (UNSIGNED, None)]
-                for label, secret in pair if turn % 2 == 0 else reversed(pair):
-                    print(f"measuring {label} with {workers} worker(s)...", file=sys.stderr, flush=True)
-                    m = TaskLabProcess(label, lab.url, secret, data_dir).measure(
-                        workers, args.jobs, args.latency_samples
-                    )
-                    print(f"  {m.jobs_per_s:.0f} jobs/s, p50 {m.p50_ms:.2f} ms", file=sys.stderr, flush=True)
-                    results.append(m)
-        return setup, results
+            for workers in args.workers:
+                print(f"measuring tasklab signed and unsigned, {workers} worker(s), {args.signing} bursts of "
+                      f"{SIGNING_BURST} jobs each...", file=sys.stderr, flush=True)  # fmt: skip
+                assert lab.secret is not None
+                bursts += measure_signing(lab.url, lab.secret, data_dir, workers, args.signing)
+        return setup, results, bursts
     finally:
         connection.close()
         lab.shutdown()
@@ -467,7 +502,8 @@ def signing_work_us(key: bytes, jobs: int = 20_000) -> float:
     """µs of signing work per no-op job, net of the unsigned path: what the kernel and a worker do
     for each job in turns, with a real key, on blobs shaped like a job's. The kernel signs the payload
     and the meta (the same for every job of a ``map``), the worker checks both before RQ unpickles
-    them (RQ's unpickling then asks again) and signs the result, and the kernel checks the result."""
+    them (RQ's unpickling then asks again) and signs the result, and the kernel checks the result.
+    Best of three runs each, signed and unsigned."""
     meta = pickle.dumps({"tl_ns": "benchmark", "tl_task": "noop", "tl_v": "0123456789ab"})
     payloads = [pickle.dumps(("tasklab.engine.execution.execute_task", None, (i,), {})) for i in range(jobs)]
     result = pickle.dumps(None)
@@ -475,7 +511,7 @@ def signing_work_us(key: bytes, jobs: int = 20_000) -> float:
     def one_run(ring: Keyring) -> float:
         started = time.perf_counter()
         for payload in payloads:
-            job, job_meta = ring.sign(payload), ring.sign(meta)  # the kernel
+            job, job_meta = ring.sign(payload), ring.sign(meta)  # the kernel; stored as they are (small)
             for _ in range(2):  # the worker's check, then RQ's unpickling
                 ring.unsign(job, "job", JOB), ring.unsign(job_meta, "meta", JOB)
             ring.unsign(ring.sign(result, RESULT), "result", RESULT)  # the worker, then the kernel
@@ -487,37 +523,37 @@ def signing_work_us(key: bytes, jobs: int = 20_000) -> float:
     return min(one_run(signed) for _ in range(3)) - min(one_run(unsigned) for _ in range(3))
 
 
-def format_signing(results: list[Measurement], work_us: float) -> Iterator[str]:
-    """Signed against unsigned tasklab in the same run, and what signing's own work costs a job."""
-    for workers in sorted({m.workers for m in results if m.label == UNSIGNED}):
-        turns = [m for m in results if m.label in (TASKLAB + " signed", UNSIGNED) and m.workers == workers]
-        signed = [m.jobs_per_s for m in turns if m.label != UNSIGNED]
-        unsigned = [m.jobs_per_s for m in turns if m.label == UNSIGNED]
-        a, b = statistics.median(signed), statistics.median(unsigned)
-        spread = (max(signed + unsigned) - min(signed + unsigned)) / b * 100
+def format_signing(bursts: list[Burst], work_us: float) -> Iterator[str]:
+    """Signed against unsigned tasklab, burst by burst, and what signing's own work costs a job."""
+    for workers in sorted({b.workers for b in bursts}):
+        mine = [b for b in bursts if b.workers == workers]
+        side = {label: [b for b in mine if b.label == label] for label in (TASKLAB + " signed", UNSIGNED)}
+        signed, unsigned = side[TASKLAB + " signed"], side[UNSIGNED]
+
+        def rate(of: list[Burst]) -> float:
+            return sum(b.jobs for b in of) / sum(b.seconds for b in of)
+
+        def cpu_us(of: list[Burst], kind: str) -> float:
+            return sum(getattr(b, f"{kind}_cpu_s") for b in of) / sum(b.jobs for b in of) * 1e6
+
+        # Each burst against the other side's burst next to it in time: the machine's drift cancels.
+        ratios = sorted((a.jobs / a.seconds) / (b.jobs / b.seconds) for a, b in zip(signed, unsigned, strict=True))
+        low, high = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+        cost = 1 - rate(signed) / rate(unsigned)
         yield (
-            f"signing, {workers} worker(s): signed {a:.0f} jobs/s, unsigned {b:.0f} jobs/s (medians of "
-            f"{len(signed)} turns each): {(1 - a / b) * 100:+.1f}% of throughput; turns here spread over "
-            f"{spread:.0f}% of the unsigned median, which this comparison cannot see through"
+            f"signing, {workers} worker(s): signed {rate(signed):.0f} jobs/s, unsigned {rate(unsigned):.0f} jobs/s, "
+            f"over {len(signed)} bursts of {SIGNING_BURST} jobs each, in turns: signing costs {cost * 100:+.1f}% of "
+            f"throughput (target under 5%: {verdict(cost < 0.05)}); burst by burst, quartiles "
+            f"{(1 - high) * 100:+.1f}% to {(1 - low) * 100:+.1f}%"
         )
-        cpu = {
-            (side, label): statistics.median(
-                getattr(m, f"{side}_cpu_us") for m in results if m.label == label and m.workers == workers
-            )
-            for side in ("worker", "client")
-            for label in (TASKLAB + " signed", UNSIGNED)
-        }
-        for side in ("worker", "client"):
-            s_cpu, u_cpu = cpu[side, TASKLAB + " signed"], cpu[side, UNSIGNED]
-            yield (
-                f"  {side} CPU per job: signed {s_cpu:.0f} µs, unsigned {u_cpu:.0f} µs "
-                f"({(s_cpu / u_cpu - 1) * 100:+.1f}%)"
-            )
-        job_cpu = cpu["worker", TASKLAB + " signed"] + cpu["client", TASKLAB + " signed"]
-        share = work_us / job_cpu * 100
+        for kind in ("worker", "client"):
+            s_cpu, u_cpu = cpu_us(signed, kind), cpu_us(unsigned, kind)
+            change = (s_cpu / u_cpu - 1) * 100
+            yield f"  {kind} CPU per job: signed {s_cpu:.0f} µs, unsigned {u_cpu:.0f} µs ({change:+.1f}%)"
+        job_cpu = cpu_us(signed, "worker") + cpu_us(signed, "client")
         yield (
-            f"  signing's own work: {work_us:.1f} µs per job, {share:.1f}% of the {job_cpu:.0f} µs of CPU a signed "
-            f"job costs (workers and submitter): target under 5%: {verdict(share < 5)}"
+            f"  signing's own work: {work_us:.1f} µs per job, {work_us / job_cpu * 100:.1f}% of the {job_cpu:.0f} µs "
+            "of CPU a signed job costs (workers and submitter)"
         )
 
 
@@ -528,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     # A SIGTERM unwinds like Ctrl-C, so the finally blocks stop every worker started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with tempfile.TemporaryDirectory(prefix="tasklab-bench-", ignore_cleanup_errors=True) as tmp:
-        setup, results = run(args, Path(tmp))
+        setup, results, bursts = run(args, Path(tmp))
     print()
     print(setup)
     print()
@@ -537,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(format_ratios([m for m in results if m.label in (SIMPLE, FORK, TASKLAB)])))
     if args.signing:
         print()
-        print("\n".join(format_signing(results, signing_work_us(new_key().encode()))))
+        print("\n".join(format_signing(bursts, signing_work_us(new_key().encode()))))
     return 0
 
 

@@ -76,6 +76,11 @@ TASK_OPTIONS: dict[str, Any] = {
     "acks_late": False,
 }
 
+#: A job's payload (its arguments, pickled and signed) and exception text of fewer bytes than this are
+#: stored in Redis as they are; longer ones compressed, as RQ does with all. Compressing costs more
+#: time than it saves space below a few kilobytes (see tasklab.engine.rq_private).
+COMPRESS_FROM = 4096
+
 #: Jobs written per pipelined round trip when a batch is submitted (map, workflows): large enough
 #: to amortise the round trip, small enough that one reply stays a few hundred kilobytes.
 SUBMIT_BATCH = 1000

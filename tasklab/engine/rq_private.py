@@ -12,10 +12,12 @@ and ``tests/test_rq_private.py`` pins the range.
 from __future__ import annotations
 
 import re
+import zlib
 from typing import Any
 
 import rq
 from redis.client import Pipeline
+from rq import job as rq_job
 from rq import worker_registration
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, ExecutionRegistry
 from rq.job import Job
@@ -23,6 +25,7 @@ from rq.scheduler import RQScheduler
 from rq.utils import parse_composite_key
 from rq.worker import BaseWorker
 
+from .. import defaults
 from ..errors import ConfigurationError
 
 #: RQ releases whose internals this module was read against.
@@ -46,6 +49,27 @@ check_rq_version()
 
 
 # -- workers ------------------------------------------------------------------------------
+
+
+class _SmallStaysPlain:
+    """What ``rq.job`` calls ``zlib``: RQ compresses every job's payload and exception text when it
+    writes a job's hash, and reads back either form (it falls back to the bytes as stored when they
+    are no zlib stream). A payload of a few hundred bytes compresses to about its own size, at
+    about 10 µs a job, the most expensive step of a submit; twice that with a signature's 32 random
+    bytes. Below :data:`~tasklab.defaults.COMPRESS_FROM` bytes, they are stored as they are. No
+    public setting exists (RQ 3.0's ``Job.to_dict`` calls ``zlib.compress`` directly)."""
+
+    error = zlib.error
+    decompress = staticmethod(zlib.decompress)
+
+    @staticmethod
+    def compress(data: bytes, /, level: int = -1) -> bytes:
+        return data if len(data) < defaults.COMPRESS_FROM else zlib.compress(data, level)
+
+
+def store_small_payloads_plainly() -> None:
+    """Make RQ store small job payloads as they are (see :class:`_SmallStaysPlain`); done at import."""
+    rq_job.zlib = _SmallStaysPlain  # type: ignore[assignment]
 
 
 def set_state_locally(worker: BaseWorker, state: str) -> None:
@@ -151,3 +175,6 @@ def is_watching(pipe: Pipeline) -> bool:
 def workers_of_queue_key(queue_name: str) -> str:
     """RQ's set of the names of the workers that serve ``queue_name``."""
     return worker_registration.WORKERS_BY_QUEUE_KEY % queue_name
+
+
+store_small_payloads_plainly()
