@@ -108,3 +108,75 @@ def test_a_notebook_value_that_stays_in_the_notebook_is_not_carried(shell, lab, 
     assert "carried" not in capsys.readouterr().out
     assert shell.user_ns["plain"]._tl_cell.prelude == "" and shell.user_ns["plain"]._tl_cell.globals_blob is None
     assert isinstance(shell.user_ns["plain"], tasklab.Task)
+
+
+def test_what_a_worker_needs_comes_in_the_order_it_needs_it(shell, lab):
+    lab.workers(1)
+    run_cell(
+        shell,
+        "import dataclasses, functools\n"
+        "class Base:\n"
+        "    kind = 'base'\n"
+        "class Child(Base):\n"
+        "    pass\n"
+        "@dataclasses.dataclass\n"
+        "class Point:\n"
+        "    x: int = 1\n"
+        "@functools.lru_cache\n"
+        "def tripled(x):\n"
+        "    return 3 * x\n"
+        "def make():\n"
+        "    k = 7\n"
+        "    def closed():\n"
+        "        return k\n"
+        "    return closed\n"
+        "closed = make()\n"
+        "k = 99\n"
+        "def scaled(x):\n"
+        "    return x * scale\n",
+    )
+    task_cell(
+        shell,
+        "scale = 2\ndef uses(x):\n    return [Child.kind, Base.kind, Point().x, tripled(x), closed(), scaled(x)]\n",
+    )
+    # The subclass before its base in the cell, a dataclass with fields only, a decorated helper, a
+    # closure (its own k, not the notebook's), and a helper reading a name the cell itself defines.
+    assert shell.user_ns["uses"].delay(5).get(timeout=10) == ["base", "base", 1, 15, 7, 10]
+
+
+def test_a_submodule_read_through_its_package_is_imported(shell, lab):
+    lab.workers(1)
+    run_cell(shell, "import xml.etree.ElementTree\n")
+    task_cell(shell, "def tag(text):\n    return xml.etree.ElementTree.fromstring(text).tag\n")
+    assert shell.user_ns["tag"].delay("<root/>").get(timeout=10) == "root"
+
+
+def test_ipython_s_own_names_are_refused_with_the_reason(shell, lab):
+    with pytest.raises(
+        UsageError, match="`display` is used in `shows` but cannot be sent to the workers: it is IPython's"
+    ):
+        task_cell(shell, "def shows(x):\n    display(x)\n    return x\n")
+
+
+def test_values_are_carried_before_any_lab_is_connected(run_python):
+    # No key anywhere yet: registering copies the values, and signing waits for the lab.
+    script = (
+        "import os, tasklab\n"
+        "from tasklab.code.define import register_cell\n"
+        "namespace = {'CHUNK': 3}\n"
+        "tasks = register_cell('def chunk():\\n    return CHUNK\\n', namespace, report=print)\n"
+        "print(sorted(tasks))\n"
+    )
+    done = run_python(script, env={**os.environ, "TASKLAB_SECRET": ""})
+    out, err = done.communicate(timeout=60)
+    assert done.returncode == 0, err
+    assert "carried from the notebook: CHUNK (value)" in out and "['chunk']" in out
+
+
+def test_a_subclass_of_a_registered_task_runs_its_own_code(shell, lab):
+    lab.workers(1)
+    run_cell(shell, "import tasklab")
+    task_cell(shell, "class Fetch(tasklab.Task):\n    def run(self):\n        return 'fetch'\n")
+    run_cell(shell, "class Fetch2(Fetch):\n    def run(self):\n        return 'fetch2'\n")
+    assert run_cell(shell, "Fetch2.delay().get(timeout=10)") == "fetch2"
+    assert run_cell(shell, "Fetch.delay().get(timeout=10)") == "fetch"

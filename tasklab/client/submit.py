@@ -89,8 +89,9 @@ class Prepared:
 
 def shipped(task: Task) -> Task:
     """``task``, given a code version if it has none yet: a task defined outside a ``%%task`` cell
-    is shipped (by import path or by source) at its first submit."""
-    if task._tl_version is None:
+    is shipped (by import path or by source) at its first submit; so is a subclass of a registered
+    task, which inherits its parent's version."""
+    if type(task).__dict__.get("_tl_version") is None:
         ship(type(task))
     return task
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _MODULE_NAMES = {"__name__", "__doc__", "__file__", "__builtins__", "__spec__", "__loader__", "__package__"}
-_BUILTINS = set(dir(builtins)) | _MODULE_NAMES
+#: Python's builtins, without those IPython adds while a cell runs (``display``, ``get_ipython``), which
+#: a worker does not have.
+_BUILTINS = (set(dir(builtins)) - {"display", "get_ipython", "__IPYTHON__"}) | _MODULE_NAMES
 
 
 @dataclass

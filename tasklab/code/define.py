@@ -20,7 +20,7 @@ from . import cells
 from .analysis import analyze, suggest_fix
 from .build import build_tasks
 from .carry import carry
-from .serialization import dumps
+from .serialization import pickled
 from .shipping import shipped
 from .version import CellVersion, TaskSpec
 
@@ -69,7 +69,7 @@ def register_cell(
     needed = dict(analysis.undefined)
     if base_name is not None and base_name not in analysis.defined:
         needed.setdefault(base_name, ["--base"])
-    found = carry(needed, user_ns, dependency=shipped)
+    found = carry(needed, user_ns, dependency=shipped, defined=analysis.defined, reading=[source])
     problems = [
         f"`{used}` is used in {_describe_places(places)} but not defined in this cell or the notebook: "
         f"{suggest_fix(used, None, missing=True)}."
@@ -91,7 +91,7 @@ def register_cell(
 
     spec_options = dict(task_options)
     prelude = found.prelude()
-    blob = dumps(found.values) if found.values else None
+    blob = pickled(found.values) if found.values else None
     carried = prelude.encode() + b"\0" + blob if blob is not None else prelude.encode()  # b"" if none
     version = CellVersion.compute_version(source, deps, {**spec_options, "base": base_name, "name": name}, carried)
     label = ",".join(functions + analysis.classes)[:40] or "cell"

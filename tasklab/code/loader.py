@@ -18,11 +18,12 @@ from typing import Any
 import cloudpickle
 
 from ..core.app import App
+from ..core.signing import MAGIC
 from ..core.task import Task
 from ..errors import NotRegistered
 from . import cells
 from .build import build_tasks
-from .serialization import loads
+from .serialization import loads, unpickled
 from .version import CellVersion
 
 
@@ -44,8 +45,11 @@ class CodeLoader:
         namespace = module.__dict__
         for name, (dep_version, attr) in cell.deps.items():
             namespace[name] = cells.objects(dep_version)[attr]
-        if cell.globals_blob is not None:
-            namespace.update(loads(cell.globals_blob, f"the values carried by task code version {version}"))
+        if cell.globals_blob is not None:  # covered by the version's signature, checked by fetch
+            blob = cell.globals_blob
+            namespace.update(
+                loads(blob, f"the values of code version {version}") if blob.startswith(MAGIC) else unpickled(blob)
+            )
         sys.modules[module.__name__] = module
         cloudpickle.register_pickle_by_value(module)  # functions it returns pickle by value
         for source, filename in ((cell.prelude, cell.prelude_filename), (cell.source, cell.filename)):

@@ -61,11 +61,17 @@ _PLAIN = frozenset({type(None), bool, int, float, str, bytes})
 def dumps(obj: Any, context: bytes = JOB) -> bytes:
     """``obj`` pickled and signed with this process's key for ``context`` (see :mod:`tasklab.core.signing`):
     :data:`~tasklab.core.signing.JOB` for what is sent to be run, ``RESULT`` for what comes back."""
+    return keyring.sign(pickled(obj), context)
+
+
+def pickled(obj: Any) -> bytes:
+    """``obj`` pickled as :func:`dumps` does, unsigned: for what is signed as a part of a whole (the
+    values a code version carries, covered by the version's signature)."""
     if type(obj) in _PLAIN:
-        return keyring.sign(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), context)
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return keyring.sign(buffer.getvalue(), context)
+    return buffer.getvalue()
 
 
 #: Modules whose objects pickles made before tasklab's packages name, and where they are now
@@ -99,6 +105,12 @@ def loads(data: bytes, what: str = "data read from Redis") -> Any:
     """Unpickle ``data`` once its signature is checked (else :class:`~tasklab.errors.SignatureError`
     naming ``what``); objects pickled before tasklab's packages are found where they are now."""
     return _Unpickler(io.BytesIO(keyring.unsign(data, what))).load()
+
+
+def unpickled(data: bytes) -> Any:
+    """Unpickle ``data`` made by :func:`pickled`, once the signature of the whole it came in was
+    checked (a code version's, see :meth:`tasklab.code.store.CodeRegistry.fetch`)."""
+    return _Unpickler(io.BytesIO(data)).load()
 
 
 class Serializer:

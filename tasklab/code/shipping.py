@@ -18,19 +18,20 @@ from ..core.task import Task
 from ..errors import CellError
 from . import cells
 from .carry import carry, definition, importable_path
-from .serialization import dumps
+from .serialization import pickled
 from .version import CellVersion, TaskSpec
 
 
 def ship(task_cls: type[Task]) -> None:
-    """Give ``task_cls`` (registered lazily) a version: import path or shipped source."""
-    if task_cls._tl_version is not None:
+    """Give ``task_cls`` (registered lazily) a version: import path or shipped source. A subclass of
+    a registered task gets its own (the attribute it inherits names its parent's)."""
+    if task_cls.__dict__.get("_tl_version") is not None:
         return
     opts.validate(task_cls.task_options(), where=f"{task_cls.__name__} class")
     wrapped = task_cls.__dict__.get("__wrapped__")
     fn = wrapped.__func__ if isinstance(wrapped, staticmethod) else wrapped
     subject = fn if fn is not None else task_cls
-    if task_cls.name is None:
+    if task_cls.__dict__.get("name") is None:  # not the name a registered parent was given
         task_cls.name = subject.__name__
     path = importable_path(subject)
     if path is not None:
@@ -66,7 +67,7 @@ def source_cell(task_cls: type[Task], subject: Any) -> CellVersion:
     for name, why in found.unfit.items():
         raise CellError(f"`{name}`, which {subject.__name__} uses, cannot be sent to the workers: {why}.")
     source = found.prelude()
-    blob = dumps(found.values) if found.values else None
+    blob = pickled(found.values) if found.values else None
     spec_options = {k: v for k, v in task_cls.task_options().items() if "__wrapped__" in task_cls.__dict__}
     version = CellVersion.compute_version(source, found.deps, {**spec_options, "base": base_name}, blob or b"")
     filename = f"<task {task_cls.name or subject.__name__} v{version[:7]}>"
@@ -94,7 +95,7 @@ def shipped(value: Any) -> tuple[str, str] | None:
     if isinstance(value, Task) or (isinstance(value, type) and issubclass(value, Task) and value is not Task):
         cls = value if isinstance(value, type) else type(value)
         if (
-            cls._tl_version is None
+            cls.__dict__.get("_tl_version") is None
             and cls.__module__ == "__main__"
             and not ("run" in cls.__dict__ or "__wrapped__" in cls.__dict__)
         ):
