@@ -252,3 +252,18 @@ def test_a_job_for_a_queue_no_worker_serves_is_warned_about(shell, lab):
     task_cell(shell, "def elsewhere():\n    return 1\n", "--queue gpu")
     with pytest.warns(tasklab.TaskLabWarning, match="No worker serves the queue 'gpu'.*--queues gpu"):
         shell.user_ns["elsewhere"].delay()
+
+
+def test_task_help_lists_every_option_with_its_default(shell):
+    from tasklab.core import options as opts
+
+    help_text = shell.find_cell_magic("task").__doc__
+    words = " ".join(help_text.split())
+    assert words.startswith(":: %%task ") or "%%task [" in words, help_text[:200]
+    assert "<" not in help_text, "metavars as written, not wrapped in <…>"
+    for name, option in opts.HELP.items():
+        flag = ("--no-" if opts.DEFAULTS[name] is True and option.metavar is None else "--") + name.replace("_", "-")
+        assert flag in words, flag
+        assert " ".join(f"{option.text} (default: {opts.default_text(name)})".split()) in words, name
+    assert "--retry-backoff [SECONDS]" in words and "--rate-limit RATE" in words
+    assert set(opts.HELP) == set(opts.DEFAULTS), "one table: every option has its help and its flag"

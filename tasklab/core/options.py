@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import defaults
@@ -21,6 +22,66 @@ DEFAULTS: dict[str, Any] = defaults.TASK_OPTIONS
 #: accepts where it is written explicitly (decorator argument, class attribute), since elsewhere
 #: ``None`` means "inherit".
 FOREVER = -1
+
+
+@dataclass(frozen=True)
+class OptionHelp:
+    """How a task option reads in ``%%task?``, whose arguments are made from :data:`HELP`."""
+
+    text: str
+    #: What its value looks like; ``None`` for a switch (given: on).
+    metavar: str | None = None
+    #: How the value is read from the magic's line: "str", "int", "float", "backoff", "classes".
+    kind: str = "str"
+    #: The default in words, where :data:`DEFAULTS` alone would not say it.
+    default: str | None = None
+
+
+#: Every task option, in the order ``%%task?`` lists them (see :class:`OptionHelp`).
+HELP: dict[str, OptionHelp] = {
+    "name": OptionHelp("task name (a cell with one public function only)", "NAME", default="the function's name"),
+    "queue": OptionHelp("the queue its jobs go to", "QUEUE"),
+    "base": OptionHelp(
+        "a tasklab.Task subclass the tasks build on, from an earlier cell", "CLASS", default="tasklab.Task"
+    ),
+    "bind": OptionHelp("pass the task instance as the first argument, `self`"),
+    "max_retries": OptionHelp("retries before a failure is final (-1: forever)", "N", "int"),
+    "autoretry_for": OptionHelp(
+        "exception classes that retry the task, comma-separated", "EXC[,EXC...]", "classes", default="none"
+    ),
+    "retry_backoff": OptionHelp(
+        "exponential backoff between retries; its first delay in seconds",
+        "[SECONDS]",
+        "backoff",
+        default="off; alone: 1 s",
+    ),
+    "retry_backoff_max": OptionHelp("the longest backoff delay, in seconds", "SECONDS", "int"),
+    "retry_jitter": OptionHelp("no random jitter on backoff delays", default="jitter on"),
+    "default_retry_delay": OptionHelp("seconds before a retry without backoff or countdown", "SECONDS", "int"),
+    "time_limit": OptionHelp(
+        "hard time limit: the task is stopped after this many seconds", "SECONDS", "float", default="none"
+    ),
+    "soft_time_limit": OptionHelp(
+        "soft time limit: SoftTimeLimitExceeded is raised in the task", "SECONDS", "float", default="none"
+    ),
+    "rate_limit": OptionHelp("starts across all workers, such as 10/m, 2/s or 100/h", "RATE", default="none"),
+    "concurrency_limit": OptionHelp(
+        "at most this many running at once, across all workers", "N", "int", default="none"
+    ),
+    "acks_late": OptionHelp("queue the task again if its worker dies while running it"),
+    "ignore_result": OptionHelp("store no return value"),
+    "result_ttl": OptionHelp("seconds a result is kept (-1: forever)", "SECONDS", "int", default="86400, a day"),
+}
+
+
+def default_text(name: str) -> str:
+    """The default of option ``name``, in words."""
+    written = HELP[name].default
+    if written is not None:
+        return written
+    value = DEFAULTS[name]
+    return "off" if value is False else "on" if value is True else str(value)
+
 
 #: Options that a single call may override (``apply_async(**options)``).
 CALL_OPTIONS = frozenset({"queue", "result_ttl", "ignore_result", "time_limit", "soft_time_limit"})

@@ -10,17 +10,20 @@ shows as a one-line message, with nothing registered.
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import MagicHelpFormatter, argument, kwds, magic_arguments, parse_argstring
 
 from ..code import cells
 from ..code.define import register_cell
+from ..core import options as opts
 from ..errors import TaskLabError
 from ..lab import connect, current_app, current_lab, current_lab_or_none
 from ..local.connection import redact
@@ -43,6 +46,37 @@ def _backoff(text: str) -> bool | float:
     return float(text)
 
 
+_READ_AS: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "classes": str}
+
+
+def _option_arguments(func: Any) -> Any:
+    """The magic's arguments, one per task option of :data:`tasklab.core.options.HELP`, in its order."""
+    for name, help in reversed(opts.HELP.items()):
+        text = f"{help.text} (default: {opts.default_text(name)})"
+        flag = "--" + name.replace("_", "-")
+        if help.metavar is None and opts.DEFAULTS[name] is True:  # a switch that turns a default off
+            func = argument(f"--no-{name.replace('_', '-')}", dest=name, action="store_false", default=None,
+                            help=text)(func)  # fmt: skip
+        elif help.metavar is None:
+            func = argument(flag, action="store_true", default=None, help=text)(func)
+        elif help.kind == "backoff":
+            metavar = help.metavar.strip("[]")  # argparse adds the brackets of an optional value
+            func = argument(flag, nargs="?", const=True, type=_backoff, metavar=metavar, help=text)(func)
+        else:
+            func = argument(flag, type=_READ_AS[help.kind], metavar=help.metavar, help=text)(func)
+    return func
+
+
+class _HelpFormatter(MagicHelpFormatter):
+    """IPython's help of a magic, with metavars as they are written (``--retry-backoff [SECONDS]``),
+    not wrapped in ``<…>``."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        return ", ".join(f"{flag} {self._format_args(action, action.dest.upper())}" for flag in action.option_strings)
+
+
 def _words(line: str) -> list[str]:
     """The words of a magic's line, quotes honoured and a ``# comment`` left out."""
     try:
@@ -53,23 +87,9 @@ def _words(line: str) -> list[str]:
 
 @magics_class
 class TaskLabMagics(Magics):
-    @magic_arguments()
-    @argument("--name", help="task name (a cell with one public function only)")
-    @argument("--queue", help="queue the tasks go to (default: default)")
-    @argument("--base", help="a tasklab.Task subclass the tasks build on, defined in an earlier cell")
-    @argument("--bind", action="store_true", default=None, help="pass the task instance as `self`")
-    @argument("--max-retries", type=int, help="retries before a failure is final")
-    @argument("--autoretry-for", help="comma-separated exception class names to retry on")
-    @argument("--retry-backoff", nargs="?", const=True, type=_backoff, help="exponential backoff (base s)")
-    @argument("--retry-backoff-max", type=int, help="cap of the backoff delay, in seconds")
-    @argument("--no-retry-jitter", action="store_true", default=None, help="no random jitter on backoff")
-    @argument("--time-limit", type=float, help="hard time limit, in seconds")
-    @argument("--soft-time-limit", type=float, help="soft time limit, in seconds")
-    @argument("--rate-limit", help="e.g. 10/m, 2/s, 100/h: starts across all workers")
-    @argument("--concurrency-limit", type=int, help="at most this many running at once")
-    @argument("--acks-late", action="store_true", default=None, help="requeue if the worker dies")
-    @argument("--ignore-result", action="store_true", default=None, help="store no return value")
-    @argument("--result-ttl", type=int, help="seconds a result is kept (-1: forever)")
+    @magic_arguments("%task")  # IPython puts one % before it: the help shows %%task
+    @kwds(formatter_class=_HelpFormatter)
+    @_option_arguments
     @cell_magic
     def task(self, line: str, cell: str) -> None:
         """Run the cell and register its public functions and Task subclasses as tasks.
@@ -102,26 +122,11 @@ class TaskLabMagics(Magics):
         return self.shell
 
     def _options(self, args: Any) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "name": args.name,
-            "queue": args.queue,
-            "base": args.base,
-            "bind": args.bind,
-            "max_retries": args.max_retries,
-            "retry_backoff": args.retry_backoff,
-            "retry_backoff_max": args.retry_backoff_max,
-            "retry_jitter": False if args.no_retry_jitter else None,
-            "time_limit": args.time_limit,
-            "soft_time_limit": args.soft_time_limit,
-            "rate_limit": args.rate_limit,
-            "concurrency_limit": args.concurrency_limit,
-            "acks_late": args.acks_late,
-            "ignore_result": args.ignore_result,
-            "result_ttl": args.result_ttl,
-        }
-        if args.autoretry_for:
+        """The task options of the magic's line, by their names in :data:`tasklab.core.options.HELP`."""
+        options = {name: getattr(args, name) for name in opts.HELP}
+        if options["autoretry_for"]:
             classes = []
-            for name in args.autoretry_for.split(","):
+            for name in options["autoretry_for"].split(","):
                 name = name.strip()
                 cls = self._ip().user_ns.get(name, getattr(builtins, name, None))
                 if not (isinstance(cls, type) and issubclass(cls, BaseException)):
