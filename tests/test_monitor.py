@@ -43,10 +43,8 @@ def ran(shell, lab):
 
 def test_history_has_one_row_per_attempt(ran, lab):
     frame = tasklab.history()
-    assert list(frame.columns[:12]) == [
-        "task_id", "name", "version", "state", "attempt", "worker", "submitted_at", "started_at", "finished_at",
-        "wait_s", "run_s", "error",
-    ]  # fmt: skip
+    assert {"task_id", "name", "version", "state", "attempt", "worker", "submitted_at", "started_at", "finished_at",
+            "wait_s", "run_s", "error"} <= set(frame.columns)  # fmt: skip
     assert len(frame) == 6
     ok = frame[frame["name"] == "ok"]
     assert set(ok["state"]) == {"SUCCESS"} and (ok["attempt"] == 0).all()

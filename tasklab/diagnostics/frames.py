@@ -17,10 +17,19 @@ import redis
 from .. import defaults
 from ..engine import events
 
+#: The columns of :func:`history`, those a reader wants first: a short id, the task, how it went,
+#: durations in milliseconds. The rest are for analysis: full ids, timestamps, seconds.
 COLUMNS = [
-    "task_id", "name", "version", "state", "attempt", "worker", "submitted_at", "started_at", "finished_at",
-    "wait_s", "run_s", "error", "queue", "namespace", "workflow",
+    "id", "name", "state", "attempt", "run_ms", "wait_ms", "worker", "error",
+    "started_at", "finished_at", "submitted_at", "task_id", "version", "queue", "namespace", "workflow",
+    "wait_s", "run_s",
 ]  # fmt: skip
+#: How many of :data:`COLUMNS` a history frame shows when it is displayed (all are in the frame).
+SHOWN = 8
+#: Characters of an error a displayed history shows.
+SHOWN_ERROR = 60
+#: Characters of a task id in the ``id`` column: enough to tell a run's tasks apart.
+SHORT_ID = 8
 _STATE = {
     events.SUCCEEDED: "SUCCESS",
     events.FAILED: "FAILURE",
@@ -113,11 +122,60 @@ def attempts(rows: list[dict[str, str]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(table.values()), columns=COLUMNS)
     for column in ("submitted_at", "started_at", "finished_at"):
         seconds = pd.to_numeric(frame[column], errors="coerce")
-        frame[column] = pd.to_datetime(seconds, unit="s", utc=True)
+        frame[column] = pd.to_datetime(seconds, unit="s", utc=True).astype("datetime64[ms, UTC]")
     frame["wait_s"] = (frame["started_at"] - frame["submitted_at"]).dt.total_seconds().clip(lower=0)
     frame["run_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
+    frame["wait_ms"] = (frame["wait_s"] * 1000).round(1)
+    frame["run_ms"] = (frame["run_s"] * 1000).round(1)
+    frame["id"] = frame["task_id"].str[:SHORT_ID]
     frame["attempt"] = frame["attempt"].astype(int)
-    return frame.sort_values(["submitted_at", "attempt"], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["submitted_at", "attempt"], kind="stable").reset_index(drop=True)
+    return History(frame)
+
+
+class History(pd.DataFrame):
+    """:func:`history`'s frame: every column, for analysis, shown with the first :data:`SHOWN` of
+    :data:`COLUMNS` (short ids, durations in ms, errors cut short) and a line naming the others, so
+    that a row fits on one line of a notebook. Selections of it keep this display while they have
+    those columns."""
+
+    _metadata: list[str] = []
+
+    @property
+    def _constructor(self) -> type[History]:
+        return History
+
+    def for_reading(self) -> pd.DataFrame:
+        """What is displayed: the first columns, errors cut short (a plain DataFrame)."""
+        shown = [c for c in COLUMNS[:SHOWN] if c in self.columns]
+        view = pd.DataFrame(self[shown])
+        if "error" in view.columns:
+            view["error"] = view["error"].map(_short_error).fillna("")
+        return view
+
+    def _hidden(self) -> list[str]:
+        return [c for c in self.columns if c not in COLUMNS[:SHOWN]]
+
+    def _note(self) -> str:
+        hidden = self._hidden()
+        return f"{len(self)} attempts; also in the frame: {', '.join(hidden)}" if hidden else ""
+
+    def __repr__(self) -> str:
+        note = self._note()
+        rows = pd.get_option("display.max_rows")
+        text = self.for_reading().to_string(max_rows=rows, min_rows=pd.get_option("display.min_rows"))
+        return text + (f"\n({note})" if note else "")
+
+    def _repr_html_(self) -> str:
+        html = self.for_reading().to_html(notebook=True, max_rows=pd.get_option("display.max_rows"))
+        note = self._note()
+        return f"{html}<p style='font-size: 85%'>{note}</p>" if note else html
+
+
+def _short_error(error: Any) -> Any:
+    if not isinstance(error, str) or len(error) <= SHOWN_ERROR:
+        return error
+    return error[: SHOWN_ERROR - 1] + "…"
 
 
 def history(
@@ -128,14 +186,15 @@ def history(
     name: str | list[str] | None = None,
     namespace: str | None = None,
 ) -> pd.DataFrame:
-    """One row per attempt: task_id, name, version, state, attempt, worker, submitted_at,
-    started_at, finished_at, wait_s, run_s, error (and queue, namespace, workflow)."""
+    """One row per attempt (see :data:`COLUMNS`): id (short), name, state, attempt, run_ms, wait_ms,
+    worker, error; then started_at, finished_at, submitted_at (UTC, to the millisecond), task_id,
+    version, queue, namespace, workflow, wait_s, run_s. Displayed, it shows the first eight."""
     frame = attempts(read_events(connection, since, until))
     if name is not None:
         frame = frame[frame["name"].isin([name] if isinstance(name, str) else name)]
     if namespace is not None:
         frame = frame[frame["namespace"] == namespace]
-    return frame.reset_index(drop=True)
+    return History(frame.reset_index(drop=True))
 
 
 def stats(frame: pd.DataFrame) -> pd.DataFrame:
