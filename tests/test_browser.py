@@ -47,7 +47,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-SETUP_HINT = "run .ci/browser-setup.sh (apt-get install chromium) and pip install -e '.[dev]'"
+SETUP_HINT = "the README's test command installs it (.ci/test-deps.sh: apt-get install chromium)"
 
 
 def require(found: object, what: str) -> None:
