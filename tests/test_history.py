@@ -36,4 +36,6 @@ def test_history_reads_well_and_keeps_the_raw_columns(shell, lab):
     assert isinstance(frame[frame["state"] == "SUCCESS"], pd.DataFrame)
     assert len(frame[frame["state"] == "SUCCESS"]) == 3
     assert frame.groupby("name")["run_s"].count().to_dict() == {"bad": 1, "ok": 3}
-    assert repr(frame[["task_id", "run_s"]]).count("\n") >= 3, "a selection without the shown columns displays"
+    chosen = repr(frame[["task_id", "run_s"]])
+    assert "task_id" in chosen.splitlines()[0] and "also in the frame" not in chosen, "a choice of columns shows them"
+    assert "also in the frame" in repr(frame[frame["name"] == "ok"]), "rows of it show as history does"

@@ -136,8 +136,8 @@ def attempts(rows: list[dict[str, str]]) -> pd.DataFrame:
 class History(pd.DataFrame):
     """:func:`history`'s frame: every column, for analysis, shown with the first :data:`SHOWN` of
     :data:`COLUMNS` (short ids, durations in ms, errors cut short) and a line naming the others, so
-    that a row fits on one line of a notebook. Selections of it keep this display while they have
-    those columns."""
+    that a row fits on one line of a notebook. Rows selected from it show the same way; a choice of
+    columns shows as those columns."""
 
     _metadata: list[str] = []
 
@@ -150,7 +150,7 @@ class History(pd.DataFrame):
         shown = [c for c in COLUMNS[:SHOWN] if c in self.columns]
         view = pd.DataFrame(self[shown])
         if "error" in view.columns:
-            view["error"] = view["error"].map(_short_error).fillna("")
+            view["error"] = [_short_error(error) if isinstance(error, str) else "" for error in view["error"]]
         return view
 
     def _hidden(self) -> list[str]:
@@ -160,20 +160,28 @@ class History(pd.DataFrame):
         hidden = self._hidden()
         return f"{len(self)} attempts; also in the frame: {', '.join(hidden)}" if hidden else ""
 
+    def _whole(self) -> bool:
+        """Whether this frame has history's columns (rows may be left out), not a choice of them."""
+        return list(self.columns) == COLUMNS
+
     def __repr__(self) -> str:
+        if not self._whole():
+            return pd.DataFrame.__repr__(self)
         note = self._note()
         rows = pd.get_option("display.max_rows")
         text = self.for_reading().to_string(max_rows=rows, min_rows=pd.get_option("display.min_rows"))
         return text + (f"\n({note})" if note else "")
 
     def _repr_html_(self) -> str:
+        if not self._whole():
+            return pd.DataFrame(self).to_html(notebook=True, max_rows=pd.get_option("display.max_rows"))
         html = self.for_reading().to_html(notebook=True, max_rows=pd.get_option("display.max_rows"))
         note = self._note()
         return f"{html}<p style='font-size: 85%'>{note}</p>" if note else html
 
 
-def _short_error(error: Any) -> Any:
-    if not isinstance(error, str) or len(error) <= SHOWN_ERROR:
+def _short_error(error: str) -> str:
+    if len(error) <= SHOWN_ERROR:
         return error
     return error[: SHOWN_ERROR - 1] + "…"
 
