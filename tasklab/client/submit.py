@@ -7,6 +7,7 @@ written, so a bad call in a ``map`` submits nothing and says which item and argu
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -34,9 +35,20 @@ _SUBMIT_KEYS = {"countdown", "eta", "queue", "task_id"}
 _PARENT_VALUE = object()  # stands for a parent's result when checking a step's arguments
 
 
+#: Arguments as a job's description shows them: bounded in length and depth, whatever their size (a
+#: deeply nested list would raise RecursionError in repr()), and a failing ``__repr__`` shown as its type.
+_ARGUMENT_REPR = reprlib.Repr()
+_ARGUMENT_REPR.maxlevel = 4
+_ARGUMENT_REPR.maxstring = _ARGUMENT_REPR.maxother = 80
+
+
+#: The types a per-call option can have; others are refused before a message shows them whole.
+_SCALARS = (str, int, float, datetime)
+
+
 def describe(name: str, args: tuple, kwargs: dict) -> str:
     """``name(arg, key=value)`` for RQ's job description, shortened."""
-    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    parts = [_ARGUMENT_REPR.repr(a) for a in args] + [f"{k}={_ARGUMENT_REPR.repr(v)}" for k, v in kwargs.items()]
     text = f"{name}({', '.join(parts)})"
     return text if len(text) <= defaults.DESCRIPTION_MAX else text[: defaults.DESCRIPTION_MAX - 4] + "...)"
 
@@ -129,6 +141,11 @@ def prepare(
             f"{', '.join(sorted(not_per_call))} cannot be set per call; set it on the task. "
             f"Per call: {', '.join(sorted(_SUBMIT_KEYS | opts.CALL_OPTIONS))}."
         )
+    for option, value in given.items():
+        if not isinstance(value, _SCALARS):  # the checks below show the value whole, with repr()
+            raise ConfigurationError(
+                f"{option}={_ARGUMENT_REPR.repr(value)} is invalid: a {type(value).__name__} is no {option} value."
+            )
     call = opts.validate({k: v for k, v in given.items() if k in opts.CALL_OPTIONS}, where="call")
     if "queue" in given:
         call["queue"] = opts.validate({"queue": given["queue"]})["queue"]
@@ -172,11 +189,13 @@ def prepare(
         except Exception as exc:
             detail = describe_unpicklable(args, kwargs, arg_names) or f"the arguments cannot be serialised: {exc}"
             where = f" (item {index})" if len(calls) > 1 else ""
-            raise SerializationError(
-                f"Cannot submit {task.name}{where}: {detail}. Pass plain data (numbers, strings, lists, dicts, "
-                "arrays, objects of classes defined in a %%task cell or an importable module) and open "
-                "files, connections and locks inside the task."
-            ) from exc
+            advice = (
+                ""  # tasklab's own refusal (an open file, nesting too deep) says what to do
+                if isinstance(exc, SerializationError)
+                else " Pass plain data (numbers, strings, lists, dicts, arrays, objects of classes defined in a "
+                "%%task cell or an importable module) and open files, connections and locks inside the task."
+            )
+            raise SerializationError(f"Cannot submit {task.name}{where}: {detail}.{advice}") from exc
         jobs.append(job)
     rate = opts.resolve("rate_limit", task_options, lab_options)
     starts = [due] * len(jobs)

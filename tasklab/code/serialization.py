@@ -10,9 +10,11 @@ the kernel to the one it executed, a worker to the one it loaded from Redis.
 
 from __future__ import annotations
 
+import _io
 import importlib
 import io
 import pickle
+import sys
 from typing import Any
 
 import cloudpickle
@@ -34,10 +36,32 @@ def load_task(version: str, attr: str) -> Any:
     return obj.instance() if isinstance(obj, type) and issubclass(obj, Task) else obj
 
 
+#: In-memory streams: their data is their state, so a copy is what the other side should get.
+_IN_MEMORY = (io.BytesIO, io.StringIO)
+
+
+def _open_file(obj: Any) -> bool:
+    """Whether ``obj`` is a stream on a file, pipe or socket: not one in memory, nor this process's
+    stdout or stderr (which cloudpickle sends as "the other process's own")."""
+    # _io._IOBase, the C base of every stream, is a cheaper check than the ABC io.IOBase: this runs
+    # for every object that is not a plain one.
+    return (
+        isinstance(obj, _io._IOBase)
+        and not isinstance(obj, _IN_MEMORY)
+        and obj is not sys.stdout
+        and obj is not sys.stderr
+    )
+
+
 class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, Task):
             return _reduce_task(obj)
+        if _open_file(obj):  # cloudpickle would send a copy of what is left to read, or fail on a pipe
+            raise SerializationError(
+                f"it is an open file ({getattr(obj, 'name', '?')!r}), which another process cannot use: pass its "
+                "path and open the file inside the task"
+            )
         ref = cells.reference(obj)
         if ref is not None:
             return load_cell_object, ref
@@ -70,7 +94,17 @@ def pickled(obj: Any) -> bytes:
     if type(obj) in _PLAIN:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    try:
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    except (RecursionError, pickle.PicklingError) as exc:
+        # cloudpickle turns the RecursionError into a PicklingError that names no object.
+        if not isinstance(exc, RecursionError) and not isinstance(exc.__cause__, RecursionError):
+            raise
+        raise SerializationError(
+            f"it is nested too deeply to be serialised (Python stops at about {sys.getrecursionlimit()} levels of "
+            "lists, dicts or objects inside one another): pass it flatter, such as a list of rows, or build it "
+            "inside the task"
+        ) from None
     return buffer.getvalue()
 
 

@@ -14,7 +14,7 @@ import importlib
 from typing import Any
 
 from ..core import options as opts
-from ..core.task import Task
+from ..core.task import Task, check_task_class, check_task_name
 from ..errors import CellError
 from . import cells
 from .carry import carry, definition, importable_path
@@ -28,10 +28,13 @@ def ship(task_cls: type[Task]) -> None:
     if task_cls.__dict__.get("_tl_version") is not None:
         return
     opts.validate(task_cls.task_options(), where=f"{task_cls.__name__} class")
+    check_task_class(task_cls)
     wrapped = task_cls.__dict__.get("__wrapped__")
     fn = wrapped.__func__ if isinstance(wrapped, staticmethod) else wrapped
     subject = fn if fn is not None else task_cls
-    if task_cls.__dict__.get("name") is None:  # not the name a registered parent was given
+    own_name = task_cls.__dict__.get("name")
+    check_task_name(own_name or subject.__name__, f"{task_cls.__name__}.name" if own_name else "The task name")
+    if own_name is None:  # not the name a registered parent was given
         task_cls.name = subject.__name__
     path = importable_path(subject)
     if path is not None:
@@ -67,6 +70,14 @@ def source_cell(task_cls: type[Task], subject: Any) -> CellVersion:
     for name, why in found.unfit.items():
         raise CellError(f"`{name}`, which {subject.__name__} uses, cannot be sent to the workers: {why}.")
     source = found.prelude()
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CellError(
+            f"The code of {subject.__name__} holds a lone surrogate character, {source[exc.start]!a}, which cannot "
+            "be stored as text, so the workers could not get it: write it as that escape inside a string literal, "
+            "or remove it."
+        ) from None
     blob = pickled(found.values) if found.values else None
     spec_options = {k: v for k, v in task_cls.task_options().items() if "__wrapped__" in task_cls.__dict__}
     version = CellVersion.compute_version(source, found.deps, {**spec_options, "base": base_name}, blob or b"")

@@ -11,8 +11,10 @@ The same classes serve the kernel and the workers: the kernel submits, a worker 
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import logging
+import reprlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -120,6 +122,7 @@ class Task:
         """The task object of this class: the one registered, or one made on first use."""
         inst = cls.__dict__.get("_tl_instance")
         if inst is None:
+            check_task_class(cls)
             inst = cls()
             cls._tl_instance = inst
         return inst
@@ -220,6 +223,61 @@ class Task:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
             raise ArgumentsError(f"{self.name}{sig}: {exc}") from None
+
+
+#: Names no task may have: Python's builtins, and the names IPython gives a notebook. A task bound to
+#: one in the notebook would hide it there (one called ``get_ipython`` breaks every later magic).
+RESERVED_NAMES = frozenset(name for name in dir(builtins) if not name.startswith("_")) | {
+    "get_ipython", "display", "In", "Out", "exit", "quit",
+}  # fmt: skip
+
+
+def check_task_name(name: Any, what: str = "The task name") -> str:
+    """``name`` if a task may be called so; else :class:`ConfigurationError` saying why and what to do.
+
+    A name is stored in Redis as UTF-8, so a lone surrogate cannot be in it (``repr`` shows one
+    escaped, so messages can carry it); nor may it be one of :data:`RESERVED_NAMES`. ``what`` names
+    where it was given, for the message.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"{what} {reprlib.repr(name)} is invalid: expected a non-empty string.")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(
+            f"{what} {name!r} holds a lone surrogate character, which cannot be stored: use another name."
+        ) from None
+    if name in RESERVED_NAMES:
+        hidden = "IPython's" if name in ("get_ipython", "display", "In", "Out", "exit", "quit") else "Python's builtin"
+        raise ConfigurationError(
+            f"{what} {name!r} is taken by {hidden} {name}, which a task of that name would hide in the "
+            f"notebook: rename it (such as {name}_task), or start a helper's name with _ so that it is not a task."
+        )
+    return name
+
+
+def check_task_class(cls: type[Task]) -> None:
+    """:class:`ConfigurationError` unless tasklab can make ``cls``'s task object and call its ``run``:
+    the worker makes it itself, with no arguments, once per process."""
+    run = getattr(cls, "run", None)
+    if not callable(run):
+        raise ConfigurationError(
+            f"{cls.__name__}.run is {type(run).__name__} {reprlib.repr(run)}, not a method: define the task's body as "
+            "`def run(self, ...):` (or leave run out to make a base class)."
+        )
+    if cls.__init__ is object.__init__:
+        return
+    try:  # not inspect.signature(cls): a function task's class has the function's signature
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    except (TypeError, ValueError):  # a signature Python cannot tell: found out when it is made
+        return
+    needed = [p.name for p in parameters if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if needed:
+        raise ConfigurationError(
+            f"{cls.__name__}() needs {', '.join(needed)}, but a task object is made by tasklab, with no "
+            "arguments, once per worker process: give them defaults, set them in run(), or make what "
+            "they hold lazily on first use (an attribute that starts as None)."
+        )
 
 
 def get_task_logger(name: str) -> logging.Logger:

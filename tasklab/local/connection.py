@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import re
 import socket
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -53,22 +55,70 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
+#: How a Redis URL is written, for messages about one that is not.
+_URL_FORM = (
+    "Write it as redis://[[user]:password@]host[:port][/db], with a port from 1 to 65535 and a whole-number db "
+    "(rediss://… for TLS), or unix:///path/to/socket[?db=N]."
+)
+#: Query arguments redis-py reads as numbers, and the least each may be: a socket takes no timeout
+#: of 0 or below, nor one that is not finite.
+_POSITIVE = {"socket_timeout": 0.0, "socket_connect_timeout": 0.0, "timeout": 0.0, "health_check_interval": -1.0,
+             "socket_read_size": 0.0, "max_connections": 0.0}  # fmt: skip
+
+
 def check_url(url: str) -> None:
-    """A :class:`ConfigurationError` (with the URL redacted) unless ``url`` is a Redis URL redis-py can use."""
+    """A :class:`ConfigurationError` (with the URL redacted) unless ``url`` is a Redis URL redis-py can use.
+
+    Everything that can be told without the server is checked here, before anything starts: the
+    scheme, port, host name, db and the query's options (redis-py would raise ``ValueError`` or
+    ``TypeError`` for them at the first command, or quietly use db 0 for a path that is no number).
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"url= is a {type(url).__name__}, not a string such as 'redis://host:6379/0'.")
+
+    def invalid(reason: str) -> ConfigurationError:
+        return ConfigurationError(f"{redact(url)!r} is not a valid Redis URL: {reason.rstrip('.')}. {_URL_FORM}")
+
     try:
-        scheme = urlsplit(url).scheme if "://" in url else ""
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid("it holds a lone surrogate character (such as '\\ud800'), which no URL can hold") from None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number, or out of range
     except ValueError as exc:
-        raise ConfigurationError(f"{redact(url)!r} is not a valid Redis URL: {exc}.") from None
+        raise invalid(str(exc)) from None
+    scheme = parts.scheme if "://" in url else ""
     if scheme not in _SCHEMES:
         raise ConfigurationError(
             f"{redact(url)!r} is not a Redis URL. Use redis://host:port/db, rediss://… for TLS, "
             "or unix:///path/to/socket."
         )
     try:
-        redis.connection.parse_url(url)
-        urlsplit(url).port  # noqa: B018 - raises on a port that is not a number, or out of range
-    except ValueError as exc:
-        raise ConfigurationError(f"{redact(url)!r} is not a valid Redis URL: {exc}.") from None
+        options = redis.connection.parse_url(url)
+        # Made, not connected: an unknown option or a bad TLS flag is refused now.
+        redis.ConnectionPool.from_url(url).make_connection()
+    except TypeError as exc:  # an option no connection takes
+        unknown = re.search(r"keyword argument '(\w+)'", str(exc))
+        raise invalid(f"redis-py has no option {unknown.group(1) if unknown else exc!r}") from None
+    except (ValueError, redis.RedisError) as exc:
+        raise invalid(str(exc)) from None
+    if scheme != "unix":
+        if parts.hostname:
+            try:
+                parts.hostname.encode("idna")
+            except UnicodeError:
+                raise invalid(f"{parts.hostname!r} is not a host name") from None
+        db_path = unquote(parts.path).strip("/")
+        if db_path and not (db_path.isascii() and db_path.isdigit()):
+            raise invalid(f"its path {parts.path!r} is not a database number")
+    db = options.get("db", 0)
+    if db < 0:
+        raise invalid(f"db {db} is below 0")
+    for option, least in _POSITIVE.items():
+        value = options.get(option)
+        if value is not None and not (math.isfinite(value) and value > least):
+            raise invalid(f"{option}={value!r} is not a number above {least:g}")
 
 
 def make_client(
@@ -118,11 +168,12 @@ def _notifying(callback: Callable[[], None]) -> Callable[[redis.connection.Abstr
 
 def connect(url: str, *, name: str | None = None, on_connect: Callable[[], None] | None = None) -> redis.Redis:
     """A client for ``url`` that has answered PING; else :class:`RedisUnreachable`, or its subclass
-    :class:`AuthenticationFailed` when the server refused the credentials. See :func:`make_client`
-    for ``on_connect``."""
+    :class:`AuthenticationFailed` when the server refused the credentials, or :class:`ConfigurationError`
+    when it has no database of the URL's number. See :func:`make_client` for ``on_connect``."""
     client = make_client(url, name=name, on_connect=on_connect)
     # Asked with a deadline: a server that accepts but never answers fails within CONNECT_TIMEOUT.
     probe = make_client(url, retries=0, socket_timeout=defaults.CONNECT_TIMEOUT)
+    shown = redact(url)
     try:
         probe.ping()
         client.ping()  # its connection opens now, named (a server lease is a named connection)
@@ -130,15 +181,33 @@ def connect(url: str, *, name: str | None = None, on_connect: Callable[[], None]
         # Before ConnectionError: redis-py's AuthenticationError is one.
         client.close()
         raise AuthenticationFailed(
-            f"Redis at {redact(url)} refused the credentials ({exc}). Check the password (and user name) in the "
+            f"Redis at {shown} refused the credentials ({exc}). Check the password (and user name) in the "
             "URL: redis://:PASSWORD@host:port/db or redis://USER:PASSWORD@host:port/db."
         ) from exc
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         client.close()
         raise RedisUnreachable(
-            f"Cannot reach Redis at {redact(url)} ({exc}). Check that the server is running and the "
+            f"Cannot reach Redis at {shown} ({exc}). Check that the server is running and the "
             "URL is right, or call tasklab.connect() with no URL to use the embedded server."
         ) from exc
+    except redis.ResponseError as exc:  # connecting selects the URL's db: the server may not have it
+        client.close()
+        db = redis.connection.parse_url(url).get("db", 0)
+        if db:
+            raise ConfigurationError(
+                f"Redis at {shown} has no database {db} ({exc}). A server has databases 0 to 15 unless its "
+                "`databases` setting gives more: use one of those in the URL (redis://host:port/0)."
+            ) from None
+        raise RedisUnreachable(
+            f"Redis at {shown} answered with an error ({exc}). Check that the URL names a Redis server that "
+            "lets this client in."
+        ) from None
+    except redis.RedisError as exc:  # an answer that is not Redis's protocol: another service listens there
+        client.close()
+        raise RedisUnreachable(
+            f"The server at {shown} does not speak Redis's protocol ({exc}): another service (a web server?) "
+            "listens there. Check the URL's host and port (Redis listens on 6379 unless set otherwise)."
+        ) from None
     finally:
         probe.close()
     return client

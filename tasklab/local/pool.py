@@ -170,13 +170,24 @@ class WorkerPool:
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join(timeout=2)
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to the worker called ``name`` (for tests and demonstrations of loss)."""
+    def kill(self, worker: str | WorkerProcess, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to ``worker``, one of :attr:`processes` or its name (for tests and demonstrations
+        of loss)."""
+        if isinstance(worker, WorkerProcess):
+            name = worker.name
+        elif isinstance(worker, str):
+            name = worker
+        else:
+            raise WorkerError(
+                f"kill() takes a worker of this pool (one of pool.processes) or its name, not {type(worker).__name__} "
+                f"{worker!r}."
+            )
         for w in self.processes:
             if w.name == name:
                 os.kill(w.pid, sig)
                 return
-        raise WorkerError(f"No worker called {name!r} in this pool; it has {self.names}.")
+        gone = " (it was replaced or stopped)" if isinstance(worker, WorkerProcess) else ""
+        raise WorkerError(f"No worker called {name!r} in this pool{gone}; it has {self.names}.")
 
     # -- internals ---------------------------------------------------------------------
 
