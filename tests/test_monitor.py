@@ -162,7 +162,36 @@ def test_monitor_controls(ran, lab):
     monitor.recent.options = [("queued", queued.id)]
     monitor.recent.value = queued.id
     monitor.revoke_button.click()
-    assert queued.state == "REVOKED"
+    assert queued.state == "REVOKED" and monitor.message.value == f"revoked {queued.id}"
+
+
+def test_the_monitors_revoke_of_a_finished_task_says_it_did_nothing(ran, lab):
+    monitor = Monitor(lab, plots=False)
+    monitor.refresh()
+    failed_id = next(value for label, value in monitor.recent.options if "FAILURE" in label)
+    monitor.recent.value = failed_id
+    monitor.revoke_button.click()
+    message = monitor.message.value
+    assert f"{failed_id} already finished (FAILURE): nothing to revoke" in message, message
+    assert not message.startswith("revoked") and "Warning" not in message
+    assert tasklab.AsyncResult(failed_id, lab).state == "FAILURE"
+
+
+def test_the_monitor_marks_queues_no_worker_serves(shell, lab):
+    lab.workers(1, queues=["default"])
+    task_cell(shell, TASKS)
+    stuck = shell.user_ns["ok"].apply_async((1,), queue="io")
+    shell.user_ns["ok"].delay(2).get(timeout=10)
+    monitor = Monitor(lab, plots=False)
+    monitor.refresh()
+    rows = {q["name"]: q for q in monitor.data["queues"]}
+    assert rows["io"]["served"] is False and rows["io"]["waiting"] == 1
+    assert rows["default"]["served"] is True and rows["default"]["waiting"] == 0
+    hint = "no worker serves queue &#x27;io&#x27;: start one with lab.workers(n, queues=[..., &#x27;io&#x27;])"
+    io_row, default_row = (row for row in monitor.queues.value.split("<tr>") if "io" in row or "default" in row)
+    assert hint in io_row and "served" in default_row and "no worker" not in default_row
+    assert hint in monitor.snapshot_html()
+    assert stuck.state == "PENDING"
 
 
 def test_monitor_updates_live_and_stops(ran, lab):

@@ -2,7 +2,9 @@
 
 RQ appends each attempt's outcome to the job's result stream (``rq:results:<id>``);
 :meth:`AsyncResult.get` blocks on that stream with ``XREAD`` rather than polling, and a
-:class:`ResultSet` waits for many jobs with one ``XREAD`` over all their streams.
+:class:`ResultSet` waits for many jobs with one ``XREAD`` over all their streams. States are
+read from three fields of each job's hash, for a whole set in one pipelined round trip
+(:func:`read_states`), since live views poll them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import html
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -27,6 +31,7 @@ from ..engine import events, keys
 from ..engine.leases import settle_expired
 from ..engine.workflow import META_CAUSE
 from ..errors import ResultMissing, SignatureError, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
+from .progress import COLOURS, WAITING_STATES, Progress, read_states, unserved_hint, unserved_queues
 from .wait import FINAL, ResultStreams, refuse_inside_task
 
 T = TypeVar("T")
@@ -58,6 +63,18 @@ def _reaching_redis(method: Callable[..., T]) -> Callable[..., T]:
         return results[0].app.reaching_redis(lambda: method(self, *args, **kwargs), _KEPT)
 
     return reading
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _warn_caller(message: str) -> None:
+    """A :class:`TaskLabWarning` pointing at the first line outside tasklab (the wrappers between
+    a result's method and its caller vary in depth)."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, TaskLabWarning, stacklevel=level)
 
 
 class AsyncResult:
@@ -99,19 +116,19 @@ class AsyncResult:
     @_reaching_redis
     def state(self) -> str:
         """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED. Unknown ids are PENDING, as in Celery."""
-        if self._final is not None:
-            return self._state_of(self._final)
-        job = self._job()
-        if job is None:
-            return PENDING
-        status = job.get_status(refresh=False)
-        if status in (JobStatus.SCHEDULED, JobStatus.QUEUED) and job.meta.get(keys.META_RETRIES):
+        ((state, _),) = read_states([self])
+        return state
+
+    def _state_from(self, status: JobStatus | None, meta: dict[str, Any]) -> str:
+        """The state of this result's job, from its RQ status (``None``: no such job) and its meta
+        (read only for the statuses of :data:`_META_STATUSES`, else empty)."""
+        if status in (JobStatus.SCHEDULED, JobStatus.QUEUED) and meta.get(keys.META_RETRIES):
             return RETRY
         if status == JobStatus.RATE_LIMITED or (
-            status == JobStatus.SCHEDULED and job.meta.get(keys.META_HELD) == "rate_limit"
+            status == JobStatus.SCHEDULED and meta.get(keys.META_HELD) == "rate_limit"
         ):
             return RATE_LIMITED
-        return _STATES.get(status, PENDING)
+        return PENDING if status is None else _STATES.get(status, PENDING)
 
     status = state
 
@@ -281,31 +298,43 @@ class AsyncResult:
 
         With ``terminate``, a running job is stopped too: the process running it is killed by
         its supervisor (within about 0.2 s) and restarted, and the job becomes REVOKED.
-        Revoking a finished job does nothing and warns.
+        Revoking a finished job (or a running one without ``terminate``) does nothing, and
+        warns with a :class:`~tasklab.errors.TaskLabWarning` saying why.
         """
+        refused = self._revoke(terminate)
+        if refused is not None:
+            _warn_caller(refused)
+
+    def _revoke(self, terminate: bool) -> str | None:
+        """Revoke as :meth:`revoke` does; why nothing was done, or ``None`` if it was."""
         job = self._job()
         if job is None:
-            warnings.warn(f"Task {self.id} does not exist; nothing to revoke.", TaskLabWarning, stacklevel=2)
-            return
+            return f"Task {self.id} does not exist; nothing to revoke."
         status = job.get_status(refresh=False)
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.RATE_LIMITED):
             job.cancel()
             with self.connection.pipeline(transaction=False) as pipe:
                 events.emit_for(pipe, events.REVOKED, job, n=job.meta.get(keys.META_RETRIES, 0))
                 pipe.execute()
-            return
+            return None
         if status == JobStatus.STARTED and terminate:
             with self.connection.pipeline() as pipe:
                 pipe.sadd(keys.TERMINATE_KEY, self.id)
                 pipe.expire(keys.TERMINATE_KEY, 3600)
                 pipe.execute()
-            return
-        warnings.warn(
-            f"Task {self.id} is {_STATES.get(status, status)}; only a job that has not finished can be revoked"
-            + ("." if terminate else " (a running one with terminate=True)."),
-            TaskLabWarning,
-            stacklevel=2,
-        )
+            return None
+        if status == JobStatus.STARTED:
+            return (
+                f"Task {self.id} is running (STARTED): nothing was revoked. revoke() cancels a job that has not "
+                "started; revoke(terminate=True) stops a running one."
+            )
+        state = self._state_from(status, job.meta)
+        if status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            return (
+                f"Task {self.id} already finished ({state}): nothing to revoke, and it stays {state}; "
+                "only a job that has not finished can be revoked."
+            )
+        return f"Task {self.id} is {state} (RQ status {status.value}): it cannot be revoked now; try again shortly."
 
     @_reaching_redis
     def forget(self) -> None:
@@ -320,17 +349,27 @@ class AsyncResult:
         return {"text/plain": repr(self), "text/html": self._repr_html_()}
 
     def _repr_html_(self) -> str:
-        state = self.state
-        colour = {SUCCESS: "#2e7d32", FAILURE: "#c62828", REVOKED: "#6d4c41", STARTED: "#1565c0"}.get(state, "#757575")
+        return self._badge()[1]
+
+    @_reaching_redis
+    def _badge(self) -> tuple[str, str]:
+        """This result's state and its badge's HTML (which says so when no worker serves its queue)."""
+        ((state, queue),) = read_states([self])
+        unserved = unserved_queues(self.app, [queue]) if queue and state in WAITING_STATES else []
         name = f"{html.escape(self.task_name)} " if self.task_name else ""
-        return (
+        note = f" &mdash; {html.escape(unserved_hint(unserved[0]))}" if unserved else ""
+        return state, (
             f'<span style="font-family:monospace">{name}<code>{html.escape(self.id)}</code> '
-            f'<b style="color:{colour}">{state}</b></span>'
+            f'<b style="color:{COLOURS.get(state, "#757575")}">{state}</b>{note}</span>'
         )
 
 
 class ResultSet(list):
-    """A list of :class:`AsyncResult`, waited for together."""
+    """A list of :class:`AsyncResult`, waited for together.
+
+    A notebook shows it as its progress: a count per state and a bar (live in a kernel with
+    ``%load_ext tasklab``), not as a list of ids.
+    """
 
     def __init__(self, results: Iterable[AsyncResult] = ()):
         super().__init__(results)
@@ -358,21 +397,72 @@ class ResultSet(list):
 
     join = get
 
+    @_reaching_redis
+    def states(self) -> list[str]:
+        """Each member's state, in order, read in one round trip."""
+        return [state for state, _ in read_states(self)]
+
     def ready(self) -> bool:
-        return all(r.ready() for r in self)
+        return all(state in READY_STATES for state in self.states())
 
     def completed_count(self) -> int:
-        return sum(r.successful() for r in self)
+        return self.states().count(SUCCESS)
 
     def successful(self) -> bool:
-        return all(r.successful() for r in self)
+        return all(state == SUCCESS for state in self.states())
 
     def failed(self) -> bool:
-        return any(r.failed() for r in self)
+        return FAILURE in self.states()
 
-    def revoke(self) -> None:
-        for r in self:
-            r.revoke()
+    @_reaching_redis
+    def revoke(self, terminate: bool = False) -> None:
+        """Revoke every member that has not finished (see :meth:`AsyncResult.revoke`); warns once,
+        saying how many were left as they were and why."""
+        refused = [reason for reason in (r._revoke(terminate) for r in self) if reason is not None]
+        if len(refused) == 1:
+            _warn_caller(refused[0])
+        elif refused:
+            _warn_caller(f"{len(refused)} of {len(self)} tasks were not revoked; the first: {refused[0]}")
+
+    @_reaching_redis
+    def progress(self, since: Progress | None = None) -> Progress:
+        """Where the members are: each one's state, read in one round trip, and the queues of the
+        waiting ones that no live worker serves. Given an earlier ``progress`` of this set, only the
+        members that had not finished then are read again."""
+        if since is not None and len(since.states) != len(self):
+            since = None
+        states = list(since.states) if since is not None else [PENDING] * len(self)
+        queues: list[str | None] = list(since.queues) if since is not None else [None] * len(self)
+        todo = [i for i, state in enumerate(states) if since is None or state not in READY_STATES]
+        for i, (state, queue) in zip(todo, read_states([self[i] for i in todo]), strict=True):
+            states[i], queues[i] = state, queue or queues[i]
+        waiting = {queue for state, queue in zip(states, queues, strict=True) if queue and state in WAITING_STATES}
+        unserved = frozenset(unserved_queues(self[0].app, waiting)) if waiting else frozenset()
+        return Progress(tuple(states), tuple(queues), unserved)
+
+    def _title(self) -> str:
+        return type(self).__name__
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """Counts per state, as text and as static HTML; with ``%load_ext tasklab``, a kernel shows a
+        live view instead."""
+        return self._bundle(self.progress())
+
+    def _repr_html_(self) -> str:
+        return self._bundle(self.progress())["text/html"]
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain text (it would print a list's items, whatever the bundle says)."""
+        printer.text(self._bundle(self.progress())["text/plain"])
+
+    def _bundle(self, progress: Progress) -> dict[str, Any]:
+        title = html.escape(self._title())
+        static = (
+            f'<div style="font-family:monospace"><b>{title}</b>: {progress.done} of {progress.total} finished<br>'
+            f'<progress value="{progress.done}" max="{max(progress.total, 1)}" style="width:300px"></progress>'
+            f"{progress.lines_html()}</div>"
+        )
+        return {"text/plain": f"<{self._title()}: {progress.summary()}>", "text/html": static}
 
 
 def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Result | None]:

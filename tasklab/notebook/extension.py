@@ -10,7 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..client.result import AsyncResult
+from ..client.result import AsyncResult, ResultSet
 from ..diagnostics.plots import to_png
 from ..errors import TaskError, TaskLabError
 from ..lab import current_lab_or_none
@@ -76,7 +76,8 @@ def unload_ipython_extension(ipython: Any) -> None:
     manager.magics["cell"].pop("task", None)
     manager.magics["line"].pop("tasklab", None)
     manager.registry.pop("TaskLabMagics", None)
-    ipython.display_formatter.mimebundle_formatter.pop(AsyncResult, None)
+    for shown_live in (AsyncResult, ResultSet):
+        ipython.display_formatter.mimebundle_formatter.pop(shown_live, None)
     if TaskLabError in ipython.custom_exceptions:
         ipython.set_custom_exc((), None)
     lab = current_lab_or_none()

@@ -1,4 +1,5 @@
-"""The live monitor: one ipywidgets widget with states, tasks, recent attempts, workers, plots.
+"""The live monitor: one ipywidgets widget with states, tasks, recent attempts, workers, queues
+(marking those no live worker serves), plots.
 
 It is built once and displayed once; a background thread then only sets trait values, about
 twice a second, and renders the plots to PNG bytes for ``Image`` widgets at a slower pace
@@ -23,6 +24,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.worker import Worker as RQWorker
 
 from .. import defaults
+from ..client.progress import unserved_hint, unserved_queues
 from ..client.result import AsyncResult
 from ..code.loader import task_for
 from ..code.serialization import Serializer
@@ -85,6 +87,7 @@ class Monitor:
         self.recent = w.Select(options=[], rows=8, layout=w.Layout(width="100%"))
         self.details = w.HTML()
         self.workers = w.HTML()
+        self.queues = w.HTML()
         self.add_worker = w.Button(description="+ worker", layout=w.Layout(width="auto"))
         self.remove_worker = w.Button(description="- worker", layout=w.Layout(width="auto"))
         self.revoke_button = w.Button(description="revoke", button_style="warning", layout=w.Layout(width="auto"))
@@ -115,6 +118,7 @@ class Monitor:
             w.HTML("<b>Tasks</b>"), self.tasks,
             w.HTML("<b>Recent attempts</b> (select one for its traceback and output)"), self.recent, self.details,
             w.HTML("<b>Workers</b>"), self.workers, w.HBox([self.add_worker, self.remove_worker]),
+            w.HTML("<b>Queues</b>"), self.queues,
             controls, self.message,
             plots,
         ])  # fmt: skip
@@ -122,7 +126,8 @@ class Monitor:
     # -- reading Redis: one refresh --
 
     def read(self) -> dict[str, Any]:
-        """Totals, per-task rows, recent attempts and workers, from a constant number of reads."""
+        """Totals, per-task rows, recent attempts, workers and queues, from a constant number of reads
+        (whether each queue has a worker is asked at most every few seconds)."""
         lab, connection, ns = self.lab, self.lab.connection, self.lab.namespace
         counts_raw = connection.hgetall(events.counts_key(ns))
         names = sorted({k.decode().split("|", 1)[0] for k in counts_raw})
@@ -145,6 +150,12 @@ class Monitor:
         depth = replies[len(names) + 1 :]
         waiting = sum(depth[0::3]) + sum(depth[1::3])
         running = sum(depth[2::3])
+        unserved = set(unserved_queues(lab, [queue.name for queue in queues]))
+        queue_rows = [
+            {"name": queue.name, "waiting": queued, "scheduled": scheduled, "running": started,
+             "served": queue.name not in unserved}
+            for queue, queued, scheduled, started in zip(queues, depth[0::3], depth[1::3], depth[2::3], strict=True)
+        ]  # fmt: skip
         current = lab.registry.current(ns)
         tasks = []
         for name, values in zip(names, runtimes, strict=True):
@@ -188,7 +199,10 @@ class Monitor:
                 "host": rq_worker.hostname, "job": executions[0].job_id if executions else None,
                 "ok": rq_worker.successful_job_count, "failed": rq_worker.failed_job_count,
             })  # fmt: skip
-        return {"totals": totals, "tasks": tasks, "recent": recent, "workers": sorted(workers, key=lambda r: r["name"])}
+        return {
+            "totals": totals, "tasks": tasks, "recent": recent, "workers": sorted(workers, key=lambda r: r["name"]),
+            "queues": queue_rows,
+        }  # fmt: skip
 
     def refresh(self, plots: bool = False) -> None:
         """Read Redis once and set the widget's traits; with ``plots``, redraw the plots too."""
@@ -215,6 +229,10 @@ class Monitor:
             [[html.escape(r["name"]), r["state"], r["pid"], html.escape(str(r["host"])), r["job"] or "",
               r["ok"], r["failed"]] for r in data["workers"]],
         )  # fmt: skip
+        self.queues.value = _table(
+            ["queue", "waiting", "scheduled", "running", "workers"],
+            [[html.escape(q["name"]), q["waiting"], q["scheduled"], q["running"], _served(q)] for q in data["queues"]],
+        )
         if plots and self.with_plots:
             self.refresh_plots()
 
@@ -263,10 +281,13 @@ class Monitor:
         return f"{len(pool)} local workers"
 
     def revoke_selected(self) -> str:
-        if not self.recent.value:
+        """Revoke the selected job, or stop it if it runs; what was done, or why nothing was (as
+        ``revoke`` warns: it had already finished)."""
+        job_id = self.recent.value
+        if not job_id:
             return "select an attempt first"
-        AsyncResult(self.recent.value, self.lab).revoke(terminate=True)
-        return f"revoked {self.recent.value}"
+        refused = AsyncResult(job_id, self.lab)._revoke(terminate=True)
+        return refused if refused is not None else f"revoked {job_id}"
 
     def retry_selected(self, original: bool = False) -> str:
         """Submit the selected job again with the same arguments, on its own or the current code."""
@@ -327,16 +348,26 @@ class Monitor:
         counts = " ".join(f"{badge(s)} <b>{data['totals'][s]}</b>" for s in STATES)
         rows = [[html.escape(t["name"]), t["version"], t["succeeded"], t["failed"], t["retries"], _seconds(t["p50_s"])]
                 for t in data["tasks"]]  # fmt: skip
+        unserved = "".join(
+            f"<div>{badge('PENDING')} {html.escape(unserved_hint(q['name']))}</div>"
+            for q in data["queues"] if not q["served"]
+        )  # fmt: skip
         return (
             f"<div><b>tasklab monitor</b> (snapshot; live when the kernel runs)<br>{counts}"
             + _table(["task", "version", "succeeded", "failed", "retries", "p50 s"], rows)
-            + f"<small>{len(data['workers'])} workers</small></div>"
+            + f"<small>{len(data['workers'])} workers</small>{unserved}</div>"
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = self.widget._repr_mimebundle_(**kwargs) or {}
         bundle["text/html"] = self.snapshot_html()
         return bundle
+
+
+def _served(queue: dict[str, Any]) -> str:
+    if queue["served"]:
+        return "served"
+    return f"<span style='color:#c62828'>{html.escape(unserved_hint(queue['name']))}</span>"
 
 
 def _seconds(value: float | None) -> str:

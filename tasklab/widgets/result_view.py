@@ -1,71 +1,182 @@
-"""A live state badge for an ``AsyncResult`` shown as a cell's output.
+"""Live views of results shown as a cell's output: a state badge for an ``AsyncResult``, and counts
+per state with a progress bar for a ``ResultSet`` (a ``map``, a group's results).
 
-Every displayed result gets a small ``HTML`` widget. One watcher thread, shared by all of
-them, reads the state of each unfinished one every :data:`~tasklab.defaults.RESULT_BADGE_INTERVAL`
-seconds (a read of its job per result), updates the widgets whose state changed, and forgets
-the finished ones, so results cost nothing once they are done. It is registered for display by
-``%load_ext tasklab``, and by a lab made in a kernel (:func:`show_results_live`).
+Each view is built once. One watcher thread, shared by all of them, refreshes the unfinished ones
+every :data:`~tasklab.defaults.RESULT_BADGE_INTERVAL` seconds, setting only trait values (and only
+those that changed), and forgets the finished ones, so results cost nothing once they are done. A
+refresh is one read of a result's job, or one pipelined round trip for a whole set, of the members
+not yet finished. A waiting result whose queue no live worker serves says so, with the fix. Views
+are registered for display by ``%load_ext tasklab``, and by a lab made in a kernel
+(:func:`show_results_live`); :func:`live_view` and :func:`live_set_view` build them without
+displaying them, for tests.
 """
 
 from __future__ import annotations
 
+import html
 import threading
-import weakref
-from typing import Any
+from typing import Any, Protocol
 
 import ipywidgets as w
 
 from .. import defaults
-from ..client.result import AsyncResult
+from ..client.progress import Progress
+from ..client.result import AsyncResult, ResultSet
+from ..core.states import FAILURE, READY_STATES, SUCCESS
+
+
+class _LiveView(Protocol):
+    def refresh(self) -> bool:
+        """Read the result(s) once and set the widget's traits; whether nothing more will change."""
+        ...
+
 
 _lock = threading.Lock()
-_watched: weakref.WeakKeyDictionary[w.HTML, Any] = weakref.WeakKeyDictionary()
+_watched: list[_LiveView] = []
 _thread: threading.Thread | None = None
 
 
 def show_results_live(ipython: Any) -> None:
-    """Make ``ipython`` display every :class:`AsyncResult` as a live badge (in a kernel; elsewhere
-    as its static HTML). Registered by ``%load_ext tasklab``, and by a lab made in a kernel."""
-    ipython.display_formatter.mimebundle_formatter.for_type(AsyncResult, lambda r: result_bundle(r, ipython))
+    """Make ``ipython`` display every :class:`AsyncResult` and :class:`ResultSet` as a live view (in
+    a kernel; elsewhere as its static HTML). Registered by ``%load_ext tasklab``, and by a lab made
+    in a kernel."""
+    formatter = ipython.display_formatter.mimebundle_formatter
+    formatter.for_type(AsyncResult, lambda r: result_bundle(r, ipython))
+    formatter.for_type(ResultSet, lambda rs: result_bundle(rs, ipython))
 
 
-def result_bundle(result: AsyncResult, ipython: Any) -> dict[str, Any]:
-    """In a kernel, a live state badge of ``result`` (static HTML beside it); elsewhere the static HTML."""
-    bundle = result._repr_mimebundle_()
-    if getattr(ipython, "kernel", None) is not None:
-        bundle.update(live_view(result)._repr_mimebundle_() or {})
-        bundle["text/html"] = result._repr_html_()
+def result_bundle(result: AsyncResult | ResultSet, ipython: Any) -> dict[str, Any]:
+    """In a kernel, a live view of ``result`` (its static text and HTML beside it); elsewhere the static ones."""
+    if getattr(ipython, "kernel", None) is None:
+        return result._repr_mimebundle_()
+    if isinstance(result, ResultSet):
+        view = live_set_view(result)
+        static = result._bundle(view.progress)
+        widget: w.DOMWidget = view.widget
+    else:
+        widget = live_view(result)
+        static = {"text/plain": repr(result), "text/html": widget.value}
+    bundle = widget._repr_mimebundle_() or {}
+    bundle.update(static)  # the widget's own text/plain is its repr: "HTML(value=...)"
     return bundle
 
 
-def live_view(result: Any) -> w.HTML:
+def live_view(result: AsyncResult) -> w.HTML:
     """An ``HTML`` widget showing ``result``'s state, kept current until it is ready."""
-    global _thread
-    view = w.HTML(result._repr_html_())
-    if not result.ready():
-        with _lock:
-            _watched[view] = result
-            if _thread is None or not _thread.is_alive():
-                _thread = threading.Thread(target=_watch, name="tasklab-results", daemon=True)
-                _thread.start()
+    badge = _Badge(result)
+    if not badge.ready:
+        _watch_view(badge)
+    return badge.widget
+
+
+def live_set_view(results: ResultSet) -> ResultSetView:
+    """A :class:`ResultSetView` of ``results``, kept current until every member is ready."""
+    view = ResultSetView(results)
+    if not view.progress.ready:
+        _watch_view(view)
     return view
 
 
+class _Badge:
+    """A single result's state badge: one ``HTML`` widget."""
+
+    def __init__(self, result: AsyncResult):
+        self.result = result
+        state, badge = result._badge()
+        self.widget = w.HTML(badge)
+        self.ready = state in READY_STATES
+
+    def refresh(self) -> bool:
+        if _gone(self.widget, self.result):
+            return True
+        state, badge = self.result._badge()
+        if badge != self.widget.value:
+            self.widget.value = badge
+        self.ready = state in READY_STATES
+        return self.ready
+
+
+class ResultSetView:
+    """A set of results as a title, a progress bar (finished of all), and one line per state with
+    its count, built once; :meth:`refresh` reads the members not finished yet and sets traits."""
+
+    def __init__(self, results: ResultSet):
+        self.results = results
+        self.title = w.HTML()
+        self.bar = w.IntProgress(min=0, layout=w.Layout(width="300px"))
+        self.done = w.HTML()
+        self.lines = w.HTML()
+        self.widget = w.VBox([self.title, w.HBox([self.bar, self.done]), self.lines])
+        self.progress = results.progress()
+        self._show()
+
+    def refresh(self) -> bool:
+        if not self.results or _gone(self.widget, self.results[0]):
+            return True
+        self.progress = self.results.progress(since=self.progress)
+        self._show()
+        return self.progress.ready
+
+    def _show(self) -> None:
+        progress: Progress = self.progress
+        values = {
+            self.title: f"<b>{html.escape(self.results._title())}</b>: {progress.total} tasks",
+            self.done: f"&nbsp;{progress.done} / {progress.total} finished",
+            self.lines: f'<div style="font-family:monospace">{progress.lines_html()}</div>',
+        }
+        for widget, value in values.items():
+            if widget.value != value:
+                widget.value = value
+        self.bar.max = max(progress.total, 1)
+        self.bar.value = progress.done
+        self.bar.bar_style = _bar_style(progress)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+        bundle.update(self.results._bundle(self.progress))
+        return bundle
+
+
+def _gone(widget: w.Widget, result: AsyncResult) -> bool:
+    """Whether a view need not be refreshed any more: its widget was closed, or its lab shut down."""
+    return widget.comm is None or bool(getattr(result.app, "_closed", False))
+
+
+def _bar_style(progress: Progress) -> str:
+    """As ``tqdm.notebook``: plain while running; once all are done, green if all succeeded, else red
+    if any failed, else amber (some were revoked)."""
+    if not progress.ready:
+        return ""
+    counts = progress.counts
+    if counts.get(SUCCESS, 0) == progress.total:
+        return "success"
+    return "danger" if counts.get(FAILURE) else "warning"
+
+
+def _watch_view(view: _LiveView) -> None:
+    global _thread
+    with _lock:
+        _watched.append(view)
+        if _thread is None:
+            _thread = threading.Thread(target=_watch, name="tasklab-results", daemon=True)
+            _thread.start()
+
+
 def _watch() -> None:
+    global _thread
     stop = threading.Event()
     while True:
         with _lock:
-            pending = list(_watched.items())
-        if not pending:
-            return
-        for view, result in pending:
+            views = list(_watched)
+            if not views:
+                _thread = None  # under the lock: a view added from now on starts a new watcher
+                return
+        for view in views:
             try:
-                html = result._repr_html_()
+                finished = view.refresh()
             except Exception:  # the lab was shut down: stop watching this one
-                html = None
-            if html is None or result.ready():
+                finished = True
+            if finished:
                 with _lock:
-                    _watched.pop(view, None)
-            if html is not None and html != view.value:
-                view.value = html
+                    _watched.remove(view)
         stop.wait(defaults.RESULT_BADGE_INTERVAL)

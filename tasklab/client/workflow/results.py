@@ -134,17 +134,11 @@ class WorkflowResult(AsyncResult):
         self.parent = parent
         self._plan = plan
 
-    @property
-    def state(self) -> str:
-        """As :attr:`AsyncResult.state`, except FAILURE when a step before it failed, so it never ran."""
-        state = super().state
-        if state == REVOKED:
-            job = self._job()
-            if job is not None and job.meta.get(META_CAUSE):
-                return FAILURE
-        return state
-
-    status = state
+    def _state_from(self, status: JobStatus | None, meta: dict[str, Any]) -> str:
+        """As for any result, except FAILURE when a step before it failed, so it never ran (its job
+        was cancelled, with that step in its meta)."""
+        state = super()._state_from(status, meta)
+        return FAILURE if state == REVOKED and meta.get(META_CAUSE) else state
 
     def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
         if self._plan is None:
@@ -185,6 +179,12 @@ class GroupResult(ResultSet):
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self)}]>"
+
+    # IPython prints a class's own __repr__ before an inherited _repr_pretty_: show the counts, not the ids.
+    _repr_pretty_ = ResultSet._repr_pretty_
+
+    def _title(self) -> str:
+        return f"GroupResult {self.id}"
 
     def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         """Every member's value, in order. A failure (of a member, or of a step before the group) is

@@ -1,0 +1,142 @@
+"""Reading where many results are, cheaply: their states in one round trip, a set's progress, and
+the queues no worker serves. Live views (badges, a set's bar, the monitor) poll these.
+
+A job's state comes from three fields of its hash (status, meta, origin), read for a whole set in one
+pipelined round trip (:func:`read_states`); a result that already holds its final outcome is not read.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rq.job import Job, JobStatus
+
+from .. import defaults
+from ..code.serialization import Serializer
+from ..core.app import App
+from ..core.states import FAILURE, PENDING, RATE_LIMITED, READY_STATES, RETRY, REVOKED, STARTED, SUCCESS
+from ..engine.rq_private import workers_of_queue_key
+
+#: States in which a job waits for a worker of its queue to take it.
+WAITING_STATES = frozenset({PENDING, RETRY, RATE_LIMITED})
+#: The order states are listed in: finished, running, waiting.
+STATE_ORDER = (SUCCESS, FAILURE, REVOKED, STARTED, RETRY, RATE_LIMITED, PENDING)
+COLOURS = {SUCCESS: "#2e7d32", FAILURE: "#c62828", REVOKED: "#6d4c41", STARTED: "#1565c0", RETRY: "#ef6c00"}
+#: Statuses whose state depends on the job's meta (a retry, a rate limit, a workflow's cancelled step).
+_META_STATUSES = {b"queued", b"scheduled", b"canceled"}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the members of a :class:`ResultSet` were at one read (:meth:`ResultSet.progress`)."""
+
+    states: tuple[str, ...]  # each member's state, in order
+    queues: tuple[str | None, ...]  # the queue each member's job was sent to, where known
+    unserved: frozenset[str] = frozenset()  # queues of waiting members that no live worker serves
+
+    @property
+    def total(self) -> int:
+        return len(self.states)
+
+    @property
+    def done(self) -> int:
+        return sum(state in READY_STATES for state in self.states)
+
+    @property
+    def ready(self) -> bool:
+        return self.done == self.total
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many members are in each state they are in, finished ones first."""
+        counts = {state: self.states.count(state) for state in STATE_ORDER}
+        counts.update({state: self.states.count(state) for state in self.states if state not in counts})
+        return {state: n for state, n in counts.items() if n}
+
+    def unserved_of(self, state: str) -> list[str]:
+        """The queues no live worker serves that members in ``state`` wait in."""
+        return sorted({q for s, q in zip(self.states, self.queues, strict=True) if s == state and q in self.unserved})
+
+    def summary(self) -> str:
+        """``"50 tasks, 12 SUCCESS, 3 STARTED, 35 PENDING"``."""
+        return ", ".join([f"{self.total} tasks"] + [f"{n} {state}" for state, n in self.counts.items()])
+
+    def lines_html(self) -> str:
+        """One line per state: its count, and for waiting members, the queues no worker serves."""
+        lines = []
+        for state, n in self.counts.items():
+            notes = "".join(f" &mdash; {html.escape(unserved_hint(queue))}" for queue in self.unserved_of(state))
+            colour = COLOURS.get(state, "#757575")
+            lines.append(f'<div><b style="color:{colour};display:inline-block;width:9em">{state}</b> {n}{notes}</div>')
+        return "".join(lines)
+
+
+def read_states(results: Sequence[Any]) -> list[tuple[str, str | None]]:
+    """The state of each of ``results`` (:class:`~tasklab.client.result.AsyncResult`) and the queue its
+    job was sent to (``None`` if unknown), in one pipelined round trip for all of them: three fields of
+    each job's hash, the meta decoded only where the state depends on it. Results that already hold
+    their final outcome are not read."""
+    found: list[tuple[str, str | None]] = [(PENDING, None)] * len(results)
+    todo = []
+    for i, result in enumerate(results):
+        if result._final is not None:
+            found[i] = (result._state_of(result._final), None)
+        else:
+            todo.append(i)
+    if not todo:
+        return found
+    with results[todo[0]].connection.pipeline(transaction=False) as pipe:
+        for i in todo:
+            pipe.hmget(Job.key_for(results[i].id), "status", "meta", "origin")
+        replies = pipe.execute()
+    for i, (status, meta, origin) in zip(todo, replies, strict=True):
+        decoded: dict[str, Any] = {}
+        if status in _META_STATUSES and meta:
+            try:
+                decoded = Serializer.loads(meta)
+            except Exception:  # as RQ does with a meta it cannot read
+                decoded = {}
+        try:
+            job_status = JobStatus(status.decode()) if status else None
+        except ValueError:
+            job_status = None
+        found[i] = (results[i]._state_from(job_status, decoded), origin.decode() if origin else None)
+    return found
+
+
+_served_lock = threading.Lock()
+_served: weakref.WeakKeyDictionary[Any, dict[str, tuple[float, bool]]] = weakref.WeakKeyDictionary()
+
+
+def unserved_queues(app: App, queues: Iterable[str]) -> list[str]:
+    """Those of ``queues`` that no live worker serves (RQ's set of the queue's workers is empty),
+    sorted. Live views poll this, so each queue is asked about at most once every
+    :data:`~tasklab.defaults.UNSERVED_CHECK_INTERVAL` seconds per app (one pipelined round trip
+    for the queues due), and the answer is remembered in between."""
+    now = time.monotonic()
+    names = sorted(set(queues))
+    with _served_lock:
+        known = _served.setdefault(app, {})
+        due = [q for q in names if q not in known or now - known[q][0] >= defaults.UNSERVED_CHECK_INTERVAL]
+    if due:
+        with app.connection.pipeline(transaction=False) as pipe:
+            for queue in due:
+                pipe.scard(workers_of_queue_key(queue))
+            counts = pipe.execute()
+        with _served_lock:
+            known.update({queue: (now, n > 0) for queue, n in zip(due, counts, strict=True)})
+    return [q for q in names if not known[q][1]]
+
+
+def unserved_hint(queue: str) -> str:
+    """What to do about a queue no worker serves, in one line."""
+    return (
+        f"no worker serves queue {queue!r}: start one with lab.workers(n, queues=[..., {queue!r}]) "
+        f"or `tasklab worker --queues {queue}`"
+    )
