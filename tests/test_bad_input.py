@@ -67,6 +67,11 @@ def test_bad_call_options_are_refused_and_submit_nothing(shell, lab, options, me
         ("--rate-limit 1e-30/s", "is invalid"),
         ("--concurrency-limit 0", "concurrency_limit=0"),
         ("--queue default:intermediate", "no ':'"),
+        ("--retry-backoff nan", "retry_backoff=nan"),
+        ("--retry-backoff 1e308", "at most a year"),
+        ("--max-retries 10000000000", "from -1 to 1000000"),
+        ("--result-ttl 10000000000", "from -1 to"),
+        ("--default-retry-delay 10000000000", "from 0 to"),
     ],
 )
 def test_bad_task_options_are_refused_and_register_nothing(shell, line, message):

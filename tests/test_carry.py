@@ -95,7 +95,7 @@ def test_what_cannot_travel_is_refused_with_the_fix_and_nothing_is_registered(sh
         task_cell(shell, "def reads():\n    with lock:\n        return handle.read() + missing\n")
     message = str(info.value)
     assert "`handle` is used in `reads` but cannot be sent to the workers: it is an open file" in message
-    assert "open it inside the task" in message
+    assert "pass its path and open the file inside the task" in message
     assert "`lock` is used in `reads` but cannot be sent to the workers: it is a _thread.lock" in message
     assert "make it inside the task" in message
     assert "`missing` is used in `reads` but not defined in this cell or the notebook" in message

@@ -267,3 +267,8 @@ def test_task_help_lists_every_option_with_its_default(shell):
         assert " ".join(f"{option.text} (default: {opts.default_text(name)})".split()) in words, name
     assert "--retry-backoff [SECONDS]" in words and "--rate-limit RATE" in words
     assert set(opts.HELP) == set(opts.DEFAULTS), "one table: every option has its help and its flag"
+
+
+def test_option_values_are_read_as_written(shell, lab):
+    task_cell(shell, "def f():\n    return 1\n", "--name 'é_tâche' --queue \"io\"")
+    assert shell.user_ns["f"].name == "é_tâche" and shell.user_ns["f"].queue == "io", "quotes taken off once"

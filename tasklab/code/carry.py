@@ -22,7 +22,6 @@ import builtins
 import importlib
 import importlib.util
 import inspect
-import io
 import linecache
 import re
 import sys
@@ -32,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CellError
+from ..errors import CellError, SerializationError
 from .analysis import analyze
 from .serialization import pickled
 
@@ -127,10 +126,10 @@ def why_it_cannot_travel(value: Any) -> str | None:
 
 def _pickled_size(value: Any) -> int:
     """The size of ``value`` pickled; :class:`CellError` saying why it cannot travel, with the fix."""
-    if isinstance(value, io.IOBase):
-        raise CellError("it is an open file, which another process cannot use: open it inside the task (pass its path)")
     try:
         return len(pickled(value))
+    except SerializationError as exc:  # tasklab's own refusal says what to do (an open file, too deep)
+        raise CellError(str(exc)) from None
     except Exception as exc:
         kind = f"{type(value).__module__}.{type(value).__qualname__}"
         raise CellError(

@@ -86,6 +86,8 @@ def default_text(name: str) -> str:
 #: Options that a single call may override (``apply_async(**options)``).
 CALL_OPTIONS = frozenset({"queue", "result_ttl", "ignore_result", "time_limit", "soft_time_limit"})
 
+#: The largest whole-number options that are no number of seconds (those are at most a year).
+_MOST = {"max_retries": 1_000_000, "concurrency_limit": 1_000_000}
 _QUEUE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 _RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -143,13 +145,15 @@ def _check_type(name: str, value: Any) -> Any:
             raise fail("True or False")
     elif name in ("result_ttl", "max_retries", "retry_backoff_max", "concurrency_limit", "default_retry_delay"):
         lowest = -1 if name in ("result_ttl", "max_retries") else 1 if name == "concurrency_limit" else 0
-        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
-            raise fail("a whole number" + (" (-1 keeps results forever)" if name == "result_ttl" else f" >= {lowest}"))
+        highest = _MOST.get(name, defaults.LONGEST_SECONDS)
+        if not isinstance(value, int) or isinstance(value, bool) or not lowest <= value <= highest:
+            kept = " (-1 keeps results forever)" if name == "result_ttl" else ""
+            raise fail(f"a whole number from {lowest} to {highest}{kept}")
     elif name in ("time_limit", "soft_time_limit"):
         seconds(name, value)
     elif name == "retry_backoff":
-        if not isinstance(value, bool | int | float) or value < 0:
-            raise fail("True, False or a number of seconds")
+        if not isinstance(value, bool):
+            seconds(name, value, inclusive=True)
     elif name == "autoretry_for":
         items = value if isinstance(value, tuple | list) else (value,)
         if not all(isinstance(t, type) and issubclass(t, BaseException) for t in items):

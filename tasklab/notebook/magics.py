@@ -19,7 +19,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import MagicHelpFormatter, argument, kwds, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import MagicHelpFormatter, argument, kwds, magic_arguments
 
 from ..code import cells
 from ..code.define import register_cell
@@ -98,7 +98,7 @@ class TaskLabMagics(Magics):
         there. What it uses from earlier cells (imports, helpers, values) travels with it,
         and one line says what was carried.
         """
-        args = parse_argstring(self.task, shlex.join(_words(line)))
+        args = self.task.parser.parse_args(_words(line))  # the words as read, quotes taken off once
         options = self._options(args)
         shell = self._ip()
         source = shell.transform_cell(cell)
