@@ -81,6 +81,16 @@ TASK_OPTIONS: dict[str, Any] = {
 #: time than it saves space below a few kilobytes (see tasklab.engine.rq_private).
 COMPRESS_FROM = 4096
 
+#: The embedded server's size of a stream's node, in bytes (Redis: 4096). RQ keeps each job's results
+#: in a stream of its own, which Redis allocates a whole node for: 4.7 KB for one entry, 0.9 KB with
+#: 256-byte nodes. Measured with 3,000 no-op tasks: 7.1 KB of Redis memory per finished task with
+#: Redis's settings, 2.0 KB with these two (see benchmarks/memory.py).
+STREAM_NODE_MAX_BYTES = 256
+#: The embedded server's longest value of a compact hash, in bytes (Redis: 64). A job's hash holds its
+#: signed payload and meta, of a few hundred bytes: above 64 bytes, Redis turns the whole hash into a
+#: table three times its size.
+HASH_MAX_ZIPLIST_VALUE = 1024
+
 #: Jobs written per pipelined round trip when a batch is submitted (map, workflows): large enough
 #: to amortise the round trip, small enough that one reply stays a few hundred kilobytes.
 SUBMIT_BATCH = 1000

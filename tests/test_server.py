@@ -16,6 +16,7 @@ import pytest
 import redis
 
 import tasklab
+from tasklab import defaults
 from tasklab.errors import DataDirError, RedisBinaryNotFound, RedisUnreachable, SocketPathTooLong
 from tasklab.local.server import EmbeddedServer, find_redis_server
 
@@ -251,3 +252,11 @@ def test_socket_path_is_stable_per_data_dir(tmp_path):
     assert a.socket_path == b.socket_path
     assert EmbeddedServer(tmp_path / "y").socket_path != a.socket_path
     assert len(os.fsencode(a.socket_path)) < 100
+
+
+def test_the_embedded_server_keeps_finished_jobs_small(lab):
+    # Each finished job keeps a one-entry result stream and a job hash: small stream nodes and compact
+    # hashes (benchmarks/memory.py measures what they save).
+    config = lab.connection.config_get("stream-node-max-bytes") | lab.connection.config_get("hash-max-ziplist-value")
+    assert int(config["stream-node-max-bytes"]) == defaults.STREAM_NODE_MAX_BYTES
+    assert int(config["hash-max-ziplist-value"]) == defaults.HASH_MAX_ZIPLIST_VALUE

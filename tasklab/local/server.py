@@ -255,6 +255,10 @@ def _redis_config(data_dir: Path, socket_path: Path) -> list[str]:
         "--save", "",
         "--logfile", str(data_dir / "redis.log"),
         "--daemonize", "no",
+        # Every finished job keeps a result stream of one entry and a job hash: small nodes and compact
+        # hashes keep them at about a third of Redis's defaults (see defaults.STREAM_NODE_MAX_BYTES).
+        "--stream-node-max-bytes", str(defaults.STREAM_NODE_MAX_BYTES),
+        "--hash-max-ziplist-value", str(defaults.HASH_MAX_ZIPLIST_VALUE),
     ]  # fmt: skip
 
 
