@@ -20,10 +20,10 @@ from redis.client import Pipeline
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
-from rq.serializers import resolve_serializer
 from rq.utils import str_to_date, utcformat
 
 from ..code.serialization import Serializer
+from .queue import TaskJob
 from .refusal import allowed_callback
 from .rq_private import return_value
 from .transaction import HSET_IF_EXISTS
@@ -32,18 +32,6 @@ from .transaction import HSET_IF_EXISTS
 _DATE_FIELDS = frozenset({"created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat"})
 
 _registries: dict[tuple[type, type, str, int, int], BaseRegistry] = {}
-_serializers: dict[Any, Any] = {}
-
-
-def resolved_serializer(serializer: Any) -> Any:
-    """RQ's ``resolve_serializer(serializer)``, checked once per serializer."""
-    try:
-        return _serializers[serializer]
-    except KeyError:
-        resolved = _serializers[serializer] = resolve_serializer(serializer)
-        return resolved
-    except TypeError:  # not hashable
-        return resolve_serializer(serializer)
 
 
 def _registry(kind: type[BaseRegistry], job: Job) -> Any:
@@ -66,13 +54,9 @@ def parse_date(raw: bytes | str) -> datetime.datetime:
     return str_to_date(text)
 
 
-class WorkerJob(Job):
+class WorkerJob(TaskJob):
     """An RQ job, with its serializer checked once, its registries built once per queue and
     its dates parsed quickly."""
-
-    def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
-        super().__init__(id, connection)  # RQ's default serializer: nothing to check
-        self.serializer = resolved_serializer(serializer)
 
     @property
     def started_job_registry(self) -> StartedJobRegistry:
