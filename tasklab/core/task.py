@@ -213,11 +213,25 @@ class Task:
         calls: list[tuple[tuple, dict]] = [(tuple(item), {}) for item in iterable]
         return self._app().submit(self, calls, options)
 
+    def _run_signature(self) -> inspect.Signature | None:
+        """``run``'s signature (``None`` if Python cannot tell it), read once per ``run``: a ``map``
+        checks every call against it."""
+        run = self.run
+        function = getattr(run, "__func__", run)
+        cached = self.__dict__.get("_tl_run_signature")
+        if cached is not None and cached[0] is function:
+            return cached[1]
+        try:
+            sig: inspect.Signature | None = inspect.signature(run)
+        except (TypeError, ValueError):
+            sig = None
+        self.__dict__["_tl_run_signature"] = (function, sig)
+        return sig
+
     def signature_check(self, args: tuple, kwargs: dict) -> None:
         """Raise ``TypeError`` now if ``args``/``kwargs`` don't fit ``run``'s parameters."""
-        try:
-            sig = inspect.signature(self.run)
-        except (TypeError, ValueError):
+        sig = self._run_signature()
+        if sig is None:
             return
         try:
             sig.bind(*args, **kwargs)
