@@ -155,3 +155,20 @@ class Requeued(tasklab.Task):
             return "first attempt"
         return "requeued attempt"
 """
+
+
+#: Tasks the monitor's and the result views' tests run: a success, a failure, and one that waits for
+#: the test to open its gate (a Redis list).
+OK_BAD_GATED = """
+from rq import get_current_job
+
+def ok(x):
+    return x
+
+def bad(x):
+    raise ValueError(f"bad {x}")
+
+def gated(gate):
+    get_current_job().connection.blpop(gate, timeout=30)
+    return gate
+"""

@@ -12,21 +12,8 @@ from tasklab.client.result import ResultSet
 from tasklab.widgets import result_view
 from tasklab.widgets.result_view import live_set_view, live_view
 
+from .conftest import OK_BAD_GATED as TASKS
 from .conftest import run_cell, task_cell, wait_for
-
-TASKS = """
-from rq import get_current_job
-
-def ok(x):
-    return x
-
-def bad(x):
-    raise ValueError(f"bad {x}")
-
-def gated(gate):
-    get_current_job().connection.blpop(gate, timeout=30)
-    return gate
-"""
 
 
 @pytest.fixture
