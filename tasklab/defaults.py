@@ -199,6 +199,9 @@ MONITOR_RECENT = 30
 
 #: Seconds between the live result badges' reads of their results' states.
 RESULT_BADGE_INTERVAL = 0.5
+#: Seconds within which a result set's progress, read for one form of its display (the live view),
+#: serves its text, which IPython asks for right after.
+SAME_DISPLAY = 1.0
 
 #: Events ``history()`` reads per round trip.
 HISTORY_READ_CHUNK = 10_000

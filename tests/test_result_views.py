@@ -207,3 +207,14 @@ def test_revoking_a_running_task_without_terminate_says_how(t, lab):
         running.revoke()
     lab.connection.rpush("running-gate", 1)
     assert running.get(timeout=10) == "running-gate"
+
+
+def test_showing_a_set_reads_its_states_once(t, shell, lab, monkeypatch):
+    import tasklab.client.result as result_module
+
+    rs = t["ok"].map([(i,) for i in range(5)])
+    calls = []
+    real = result_module.read_states
+    monkeypatch.setattr(result_module, "read_states", lambda results: calls.append(len(results)) or real(results))
+    data, _ = shell.display_formatter.format(rs)
+    assert data["text/plain"] == "<ResultSet: 5 tasks, 5 PENDING>" and len(calls) == 1, calls

@@ -417,3 +417,9 @@ def test_signatures_are_hmac_sha256_and_remembering_them_lets_nothing_forged_thr
     for i in range(100):  # what is remembered stays bounded
         ring.unsign(ring.sign(b"%d" % i), "x")
     assert len(ring._signed) <= 16 and len(ring._checked) <= 16
+    large, huge = ring.sign(os.urandom(200_000), RESULT), ring.sign(os.urandom(2_000_000), RESULT)
+    ring.unsign(huge, "x", RESULT)
+    assert ring._checked_large is None, "a huge result is not kept after it was read"
+    for _ in range(2):
+        ring.unsign(large, "x", RESULT)
+    assert ring._checked_large is None, "a large one is kept for its next check only"

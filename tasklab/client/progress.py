@@ -91,11 +91,17 @@ def read_states(results: Sequence[Any]) -> list[tuple[str, str | None]]:
             todo.append(i)
     if not todo:
         return found
-    with results[todo[0]].connection.pipeline(transaction=False) as pipe:
-        for i in todo:
-            pipe.hmget(Job.key_for(results[i].id), "status", "meta", "origin")
-        replies = pipe.execute()
-    for i, (status, meta, origin) in zip(todo, replies, strict=True):
+    by_connection: dict[int, list[int]] = {}  # results of several labs: each read from its own Redis
+    for i in todo:
+        by_connection.setdefault(id(results[i].connection), []).append(i)
+    replies: dict[int, Any] = {}
+    for indices in by_connection.values():
+        with results[indices[0]].connection.pipeline(transaction=False) as pipe:
+            for i in indices:
+                pipe.hmget(Job.key_for(results[i].id), "status", "meta", "origin")
+            replies.update(zip(indices, pipe.execute(), strict=True))
+    for i in todo:
+        status, meta, origin = replies[i]
         decoded: dict[str, Any] = {}
         if status in _META_STATUSES and meta:
             try:

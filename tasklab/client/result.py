@@ -14,6 +14,7 @@ import functools
 import html
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -24,6 +25,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
 
+from .. import defaults
 from ..code.serialization import Serializer, loads
 from ..core.app import App, default_app
 from ..core.states import FAILURE, PENDING, RATE_LIMITED, READY_STATES, RETRY, REVOKED, STARTED, SUCCESS
@@ -440,20 +442,29 @@ class ResultSet(list):
         unserved = frozenset(unserved_queues(self[0].app, waiting)) if waiting else frozenset()
         return Progress(tuple(states), tuple(queues), unserved)
 
+    def _shown(self, progress: Progress) -> dict[str, Any]:
+        """The display of ``progress``; IPython asks for its text once more right after (a set is a
+        list, whose text it renders itself), and :meth:`_repr_pretty_` then takes this one."""
+        self._tl_shown = (time.monotonic(), progress)
+        return self._bundle(progress)
+
     def _title(self) -> str:
         return type(self).__name__
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         """Counts per state, as text and as static HTML; with ``%load_ext tasklab``, a kernel shows a
         live view instead."""
-        return self._bundle(self.progress())
+        return self._shown(self.progress())
 
     def _repr_html_(self) -> str:
         return self._bundle(self.progress())["text/html"]
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """IPython's plain text (it would print a list's items, whatever the bundle says)."""
-        printer.text(self._bundle(self.progress())["text/plain"])
+        """IPython's plain text (it would print a list's items, whatever the bundle says): the progress
+        just shown, if it was (:data:`~tasklab.defaults.SAME_DISPLAY`), else read now."""
+        shown = self.__dict__.pop("_tl_shown", None)
+        fresh = shown is not None and time.monotonic() - shown[0] < defaults.SAME_DISPLAY
+        printer.text(self._bundle(shown[1] if fresh else self.progress())["text/plain"])
 
     def _bundle(self, progress: Progress) -> dict[str, Any]:
         title = html.escape(self._title())

@@ -44,6 +44,15 @@ _ARGUMENT_REPR.maxstring = _ARGUMENT_REPR.maxother = 80
 
 #: The types a per-call option can have; others are refused before a message shows them whole.
 _SCALARS = (str, int, float, datetime)
+_EXPECTED = {
+    "countdown": "give a number of seconds (an int or a float)",
+    "eta": "give a datetime",
+    "time_limit": "give a number of seconds",
+    "soft_time_limit": "give a number of seconds",
+    "result_ttl": "give a whole number of seconds",
+    "task_id": "give a string",
+    "queue": "give a queue's name",
+}
 
 
 def describe(name: str, args: tuple, kwargs: dict) -> str:
@@ -144,7 +153,8 @@ def prepare(
     for option, value in given.items():
         if not isinstance(value, _SCALARS):  # the checks below show the value whole, with repr()
             raise ConfigurationError(
-                f"{option}={_ARGUMENT_REPR.repr(value)} is invalid: a {type(value).__name__} is no {option} value."
+                f"{option}={_ARGUMENT_REPR.repr(value)} is invalid: a {type(value).__name__} is no {option} value; "
+                f"{_EXPECTED.get(option, 'give a string or a number')}."
             )
     call = opts.validate({k: v for k, v in given.items() if k in opts.CALL_OPTIONS}, where="call")
     if "queue" in given:

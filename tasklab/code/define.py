@@ -103,7 +103,7 @@ def register_cell(
     functions = [f for f in analysis.functions if not f.startswith("_")]
     for function in functions:
         try:
-            check_task_name(function, "The function")
+            check_task_name(function, "The function", bound=True)
         except ConfigurationError as exc:
             raise CellError(f"{exc} Nothing was registered.") from None
     if name is not None and len(functions) != 1:
@@ -226,7 +226,8 @@ def _task_specs(
             if _has_run(cls):
                 own_name = cls.__dict__.get("name")
                 try:
-                    task_name = check_task_name(own_name or cls_name, f"{cls_name}.name" if own_name else "The class")
+                    check_task_name(cls_name, "The class", bound=True)  # the name the cell binds in the notebook
+                    task_name = check_task_name(own_name, f"{cls_name}.name") if own_name else cls_name
                     check_task_class(cls)
                 except ConfigurationError as exc:
                     raise CellError(f"{exc} Nothing was registered.") from None

@@ -156,6 +156,8 @@ _XOR_5C = bytes(b ^ 0x5C for b in range(256))
 #: Blobs of at most this many bytes are remembered once signed or checked: a job's meta is the same
 #: for every job of a ``map``, and RQ unpickles a payload the worker has just checked.
 _REMEMBER_BYTES = 4096
+#: The largest blob remembered, once, for its next check: larger ones are checked again rather than kept.
+_REMEMBER_LARGE_BYTES = 1 << 20
 #: How many signed and checked blobs are remembered (each side, most recently used kept).
 _REMEMBERED = 16
 
@@ -175,7 +177,7 @@ class Keyring:
         self._signed: OrderedDict[tuple[bytes, bytes], bytes] = OrderedDict()
         #: Blobs checked lately, with their context and payload: a worker checks a job's payload and
         #: meta before RQ unpickles them, and RQ's unpickling asks again for the same bytes. The last
-        #: large blob is remembered on its own, so that a big argument is not kept for long.
+        #: large blob is remembered on its own, for its next check only, so that it is not kept.
         self._checked: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
         self._checked_large: tuple[bytes, bytes, bytes] | None = None
 
@@ -257,7 +259,7 @@ class Keyring:
                     )
                 if small:
                     _remember(self._checked, blob, (context, payload))
-                else:
+                elif len(blob) <= _REMEMBER_LARGE_BYTES:
                     self._checked_large = (blob, context, payload)
                 return payload
         raise SignatureError(
@@ -266,7 +268,9 @@ class Keyring:
         )
 
     def _checked_large_of(self, blob: bytes) -> tuple[bytes, bytes] | None:
-        last = self._checked_large
+        """The large blob checked last, if it is ``blob``: used once (RQ unpickles what a worker has just
+        checked), then forgotten, so that a large result is not kept after its reader dropped it."""
+        last, self._checked_large = self._checked_large, None
         return (last[1], last[2]) if last is not None and last[0] == blob else None
 
     def mac(self, payload: bytes) -> str:

@@ -246,12 +246,13 @@ RESERVED_NAMES = frozenset(name for name in dir(builtins) if not name.startswith
 }  # fmt: skip
 
 
-def check_task_name(name: Any, what: str = "The task name") -> str:
+def check_task_name(name: Any, what: str = "The task name", *, bound: bool = False) -> str:
     """``name`` if a task may be called so; else :class:`ConfigurationError` saying why and what to do.
 
     A name is stored in Redis as UTF-8, so a lone surrogate cannot be in it (``repr`` shows one
-    escaped, so messages can carry it); nor may it be one of :data:`RESERVED_NAMES`. ``what`` names
-    where it was given, for the message.
+    escaped, so messages can carry it); nor, when a ``%%task`` cell binds it in the notebook
+    (``bound``), may it be one of :data:`RESERVED_NAMES`. ``what`` names where it was given, for the
+    message.
     """
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"{what} {reprlib.repr(name)} is invalid: expected a non-empty string.")
@@ -261,7 +262,7 @@ def check_task_name(name: Any, what: str = "The task name") -> str:
         raise ConfigurationError(
             f"{what} {name!r} holds a lone surrogate character, which cannot be stored: use another name."
         ) from None
-    if name in RESERVED_NAMES:
+    if bound and name in RESERVED_NAMES:
         hidden = "IPython's" if name in ("get_ipython", "display", "In", "Out", "exit", "quit") else "Python's builtin"
         raise ConfigurationError(
             f"{what} {name!r} is taken by {hidden} {name}, which a task of that name would hide in the "

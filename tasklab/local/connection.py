@@ -193,7 +193,7 @@ def connect(url: str, *, name: str | None = None, on_connect: Callable[[], None]
     except redis.ResponseError as exc:  # connecting selects the URL's db: the server may not have it
         client.close()
         db = redis.connection.parse_url(url).get("db", 0)
-        if db:
+        if db and "DB index is out of range" in str(exc):
             raise ConfigurationError(
                 f"Redis at {shown} has no database {db} ({exc}). A server has databases 0 to 15 unless its "
                 "`databases` setting gives more: use one of those in the URL (redis://host:port/0)."

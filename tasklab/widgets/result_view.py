@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 from typing import Any, Protocol
 
 import ipywidgets as w
@@ -30,6 +31,14 @@ class _LiveView(Protocol):
         """Read the result(s) once and set the widget's traits; whether nothing more will change."""
         ...
 
+    def gone(self) -> bool:
+        """Whether the view need not be refreshed any more (see :func:`_gone`)."""
+        ...
+
+
+#: The watcher waits at least this many times as long as its last round of reads took, so that views
+#: of large sets cost it a bounded share of the kernel's time (and of the Redis the workers use).
+_BUSY_FACTOR = 5
 
 _lock = threading.Lock()
 _watched: list[_LiveView] = []
@@ -51,7 +60,7 @@ def result_bundle(result: AsyncResult | ResultSet, ipython: Any) -> dict[str, An
         return result._repr_mimebundle_()
     if isinstance(result, ResultSet):
         view = live_set_view(result)
-        static = result._bundle(view.progress)
+        static = result._shown(view.progress)
         widget: w.DOMWidget = view.widget
     else:
         widget = live_view(result)
@@ -86,8 +95,11 @@ class _Badge:
         self.widget = w.HTML(badge)
         self.ready = state in READY_STATES
 
+    def gone(self) -> bool:
+        return _gone(self.widget, self.result)
+
     def refresh(self) -> bool:
-        if _gone(self.widget, self.result):
+        if self.gone():
             return True
         state, badge = self.result._badge()
         if badge != self.widget.value:
@@ -110,8 +122,11 @@ class ResultSetView:
         self.progress = results.progress()
         self._show()
 
+    def gone(self) -> bool:
+        return not self.results or _gone(self.widget, self.results[0])
+
     def refresh(self) -> bool:
-        if not self.results or _gone(self.widget, self.results[0]):
+        if self.gone():
             return True
         self.progress = self.results.progress(since=self.progress)
         self._show()
@@ -171,12 +186,13 @@ def _watch() -> None:
             if not views:
                 _thread = None  # under the lock: a view added from now on starts a new watcher
                 return
+        started = time.monotonic()
         for view in views:
             try:
                 finished = view.refresh()
-            except Exception:  # the lab was shut down: stop watching this one
-                finished = True
+            except Exception:  # Redis did not answer this time (tried again), or the lab was shut down
+                finished = view.gone()
             if finished:
                 with _lock:
                     _watched.remove(view)
-        stop.wait(defaults.RESULT_BADGE_INTERVAL)
+        stop.wait(max(defaults.RESULT_BADGE_INTERVAL, _BUSY_FACTOR * (time.monotonic() - started)))
