@@ -34,3 +34,13 @@ def own_status():
 @tasklab.task
 def big(n):
     return b"x" * n
+
+
+def plain_scale(x, factor=2):
+    """A plain function: tests make it a task where they use it (``lab.task(plain_scale, ...)``)."""
+    return x * factor
+
+
+def plain_described(self, x):
+    """A plain function for ``bind=True``: what the worker's task is called and was given."""
+    return {"x": x, "name": self.name, "queue": self.request.queue, "max_retries": self.max_retries}

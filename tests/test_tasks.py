@@ -438,5 +438,4 @@ def test_get_of_a_job_not_in_redis_raises_instead_of_waiting_for_ever(shell, lab
     lab.workers(1)
     task_cell(shell, "def noted(x):\n    return x\n")
     ignored = shell.user_ns["noted"].apply_async((1,), ignore_result=True)
-    with pytest.raises(tasklab.ResultMissing, match="ignore_result"):
-        ignored.get()
+    assert ignored.get() is None, "as Celery documents: at once, with no result to wait for"

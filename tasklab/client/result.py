@@ -82,11 +82,14 @@ def _warn_caller(message: str) -> None:
 class AsyncResult:
     """The outcome of one submitted task, by id: ``tasklab.AsyncResult(id)`` works for any id."""
 
-    def __init__(self, id: str, app: App | None = None, *, task_name: str | None = None):
+    def __init__(
+        self, id: str, app: App | None = None, *, task_name: str | None = None, ignore_result: bool | None = None
+    ):
         self.id = id
         self.task_name = task_name
         self._app = app
         self._final: Result | None = None
+        self._ignored = ignore_result  # None: not known yet (read from the job by get())
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
@@ -224,9 +227,12 @@ class AsyncResult:
         """Wait for the task to finish and return its value, or raise its exception.
 
         Raises :class:`tasklab.TimeoutError` if ``timeout`` seconds pass first. With
-        ``propagate=False`` a failed task's exception is returned instead of raised.
+        ``propagate=False`` a failed task's exception is returned instead of raised. A task run
+        with ``ignore_result=True`` keeps no result: ``None`` is returned at once, as in Celery.
         """
         refuse_inside_task()
+        if _ignoring([self])[0]:
+            return None  # as Celery: nothing to wait for
         (final,) = _wait_final([self], timeout)
         if final is None:
             if self._job() is None:
@@ -379,9 +385,16 @@ class ResultSet(list):
     @_reaching_redis
     def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         """Every value, in order; the first failure is raised unless ``propagate=False``."""
-        finals = _wait_final(list(self), timeout)
-        values = []
-        for result, final in zip(self, finals, strict=True):
+        ignored = _ignoring(list(self))
+        waited = [result for result, ignores in zip(self, ignored, strict=True) if not ignores]
+        finals = _wait_final(waited, timeout) if waited else []
+        values: list[Any] = []
+        waited_finals = iter(finals)
+        for result, ignores in zip(self, ignored, strict=True):
+            if ignores:
+                values.append(None)
+                continue
+            final = next(waited_finals)
             if final is None and result._job() is None:
                 raise result._missing()
             if final is None:
@@ -474,6 +487,25 @@ class ResultSet(list):
             f"{progress.lines_html()}</div>"
         )
         return {"text/plain": f"<{self._title()}: {progress.summary()}>", "text/html": static}
+
+
+def _ignoring(results: list[AsyncResult]) -> list[bool]:
+    """Whether each result's job keeps no result (``ignore_result=True``, which submits it with
+    ``result_ttl`` 0), so that ``get()`` returns ``None`` at once, as Celery's does.
+
+    A result made by a submit knows; another reads its job's ``result_ttl`` once, in one round trip for
+    all, while the job is in Redis (a finished job that keeps no result is deleted, and its id can no
+    longer be told from an unknown one).
+    """
+    unknown = [r for r in results if r._ignored is None]
+    if unknown:
+        with unknown[0].connection.pipeline(transaction=False) as pipe:
+            for result in unknown:
+                pipe.hget(Job.key_for(result.id), "result_ttl")
+            for result, ttl in zip(unknown, pipe.execute(), strict=True):
+                if ttl is not None:
+                    result._ignored = int(ttl) == 0
+    return [bool(r._ignored) for r in results]
 
 
 def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Result | None]:

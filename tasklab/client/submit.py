@@ -105,7 +105,10 @@ class Prepared:
     one_at_a_time: bool  # RQ enqueues concurrency-limited jobs without a pipeline
 
     def results(self) -> ResultSet:
-        return ResultSet(AsyncResult(job.id, self.app, task_name=self.task.name) for job in self.jobs)
+        return ResultSet(
+            AsyncResult(job.id, self.app, task_name=self.task.name, ignore_result=job.result_ttl == 0)
+            for job in self.jobs
+        )
 
 
 def shipped(task: Task) -> Task:

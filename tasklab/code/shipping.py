@@ -1,11 +1,13 @@
 """Shipping a task defined outside a ``%%task`` cell.
 
-A function (or Task subclass) of an importable module ships by its import path: the worker
-imports it. One defined in ``__main__`` (a script, or a notebook cell without ``%%task``)
-ships by source: its own definition plus what it needs from its module, found by reading
-the code: ``import`` lines for the modules and importable objects it uses, the source of
-the ``__main__`` functions and classes it calls, other tasks as dependencies, and the
-remaining module-level values pickled alongside.
+A task (function or Task subclass) of an importable module ships by its import path: the worker
+imports it. A plain function of an importable module made a task where it is used
+(``lab.task(mylib.process, queue="io")``) ships as a version that imports the function and
+names the task's name and options, which the worker wraps it with. One defined in ``__main__``
+(a script, or a notebook cell without ``%%task``) ships by source: its own definition plus what
+it needs from its module, found by reading the code: ``import`` lines for the modules and
+importable objects it uses, the source of the ``__main__`` functions and classes it calls, other
+tasks as dependencies, and the remaining module-level values pickled alongside.
 """
 
 from __future__ import annotations
@@ -37,22 +39,36 @@ def ship(task_cls: type[Task]) -> None:
     if own_name is None:  # not the name a registered parent was given
         task_cls.name = subject.__name__
     path = importable_path(subject)
-    if path is not None:
+    if path is not None and _found_at(path) is (task_cls.instance() if fn is not None else task_cls):
         version = f"py:{path[0]}:{path[1]}"
         task_cls._tl_version, task_cls._tl_attr = version, path[1]
         cells.remember(version, {path[1]: task_cls.instance() if fn is not None else task_cls})
         return
-    cell = source_cell(task_cls, subject)
+    # At its import path is the plain function (``lab.task(mylib.process, queue="io")``): the version
+    # imports it and names the options to wrap it with, as a function written in __main__ carries its source.
+    cell = source_cell(task_cls, subject, by_import=path is not None)
     task_cls._tl_version, task_cls._tl_attr, task_cls._tl_cell = cell.version, subject.__name__, cell
     objects = {subject.__name__: task_cls.instance() if fn is not None else task_cls}
     cells.remember(cell.version, objects, cell, local=True)
 
 
-def source_cell(task_cls: type[Task], subject: Any) -> CellVersion:
-    """A cell version holding ``subject``'s definition and everything it reads from its module."""
+def _found_at(path: tuple[str, str]) -> Any:
+    """What a worker finds at the import path ``(module, qualname)``."""
+    target: Any = importlib.import_module(path[0])
+    for part in path[1].split("."):
+        target = getattr(target, part)
+    return target
+
+
+def source_cell(task_cls: type[Task], subject: Any, *, by_import: bool = False) -> CellVersion:
+    """A cell version holding ``subject``'s definition and everything it reads from its module; or,
+    ``by_import``, an import of the function ``subject`` (importable as it is), wrapped with the task's
+    name and options by the worker."""
     module_globals: dict[str, Any] = getattr(subject, "__globals__", None) or vars(
         importlib.import_module(subject.__module__)
     )
+    if by_import:
+        module_globals = {subject.__name__: subject}
     base_name = None
     needed: dict[str, list[str]] = {}
     if "__wrapped__" in task_cls.__dict__:
@@ -61,7 +77,12 @@ def source_cell(task_cls: type[Task], subject: Any) -> CellVersion:
             base_name = base.__name__
             needed[base_name] = [f"`{subject.__name__}`"]
             module_globals = {**module_globals, base_name: base}
-    found = carry(needed, module_globals, dependency=shipped, first=[(subject.__name__, definition(subject))])
+    if by_import:
+        needed[subject.__name__] = [f"the task {task_cls.name or subject.__name__}"]
+        found = carry(needed, module_globals, dependency=shipped)
+        found.defined.add(subject.__name__)  # bound by the import, then replaced by its task
+    else:
+        found = carry(needed, module_globals, dependency=shipped, first=[(subject.__name__, definition(subject))])
     for name, places in found.missing.items():
         raise CellError(
             f"`{name}` is used in {places[0]} but not defined in its module, so the workers could not "
@@ -80,10 +101,12 @@ def source_cell(task_cls: type[Task], subject: Any) -> CellVersion:
         ) from None
     blob = pickled(found.values) if found.values else None
     spec_options = {k: v for k, v in task_cls.task_options().items() if "__wrapped__" in task_cls.__dict__}
-    version = CellVersion.compute_version(source, found.deps, {**spec_options, "base": base_name}, blob or b"")
-    filename = f"<task {task_cls.name or subject.__name__} v{version[:7]}>"
-    kind = "function" if "__wrapped__" in task_cls.__dict__ else "class"
     name = task_cls.name or subject.__name__
+    # The name too: two tasks made of one function under two names are two versions.
+    identity = {**spec_options, "base": base_name, "name": name}
+    version = CellVersion.compute_version(source, found.deps, identity, blob or b"")
+    filename = f"<task {name} v{version[:7]}>"
+    kind = "function" if "__wrapped__" in task_cls.__dict__ else "class"
     spec = TaskSpec(name, kind, subject.__name__, base_name, spec_options if kind == "function" else {})
     return CellVersion(
         version=version,

@@ -90,7 +90,8 @@ class Task:
         """Called in the worker when the task will be retried."""
 
     def after_return(self, status: str, retval: Any, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
-        """Called in the worker after the task returned, failed or is to be retried (``status``)."""
+        """Called in the worker after the task returned or failed for good (``status`` SUCCESS or FAILURE);
+        not for an attempt that is to be retried, as in Celery."""
 
     def retry(
         self,

@@ -37,7 +37,7 @@ from .rq_private import worker_key
 
 log = logging.getLogger("tasklab.runtime")
 
-SUCCESS, FAILURE, RETRY = "SUCCESS", "FAILURE", "RETRY"
+SUCCESS, FAILURE = "SUCCESS", "FAILURE"  # the statuses after_return is called with
 _PLAIN = (type(None), bool, int, float, str, bytes)
 
 
@@ -205,8 +205,7 @@ def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc:
     einfo = ExceptionInfo(reported, type(reported), traceback.format_exc())
     args, kwargs = request.args, request.kwargs
     if decision.retry:
-        _call_hook(task, "on_retry", job.id, reported, job.id, args, kwargs, einfo)
-        _call_hook(task, "after_return", job.id, RETRY, reported, job.id, args, kwargs, einfo)
+        _call_hook(task, "on_retry", job.id, reported, job.id, args, kwargs, einfo)  # no after_return, as Celery
         job.meta[keys.META_RETRIES] = request.retries + 1
         job.save_meta()
         job.retries_left, job.retry_intervals = 1, [decision.delay]  # type: ignore[list-item]  # RQ takes floats
