@@ -10,18 +10,7 @@ import pytest
 import tasklab
 
 from . import shipped_tasks
-from .conftest import task_cell, wait_for
-
-GATED_ONLY = """
-import time
-from rq import get_current_job
-
-def gated(gate):
-    connection = get_current_job().connection
-    while not connection.get(gate):
-        time.sleep(0.02)
-    return "opened"
-"""
+from .conftest import GATED, task_cell, wait_for
 
 
 def test_task_of_a_plain_importable_function_runs_on_a_worker(lab):
@@ -55,7 +44,7 @@ def test_module_level_decorated_task_still_ships_by_path(lab):
 
 def test_get_of_an_ignored_result_returns_none_at_once(shell, lab):
     lab.workers(1)
-    task_cell(shell, GATED_ONLY)
+    task_cell(shell, GATED)
     task_cell(shell, "def quiet(x):\n    return x\n", "--ignore-result")
     running = shell.user_ns["gated"].apply_async(("gate:ignored",), ignore_result=True)
     wait_for(lambda: running.state == "STARTED", 10, "the gated task to start")
