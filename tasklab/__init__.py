@@ -10,6 +10,7 @@ from typing import Any
 from .client.result import AsyncResult, ResultSet
 from .client.workflow import GroupResult
 from .code.define import task
+from .core.eager import EagerResult
 from .core.request import Request
 from .core.retries import retry_schedule
 from .core.signatures import Signature, chain, chord, group, signature
@@ -69,6 +70,7 @@ __all__ = [
     "AsyncResult",
     "ResultSet",
     "GroupResult",
+    "EagerResult",
     "history",
     "stats",
     "monitor",

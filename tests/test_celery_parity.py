@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -92,3 +93,116 @@ class Hooked(tasklab.Task):
     assert hooks == [b"on_retry", b"on_retry", b"after_return SUCCESS"]
     hooks = lab.connection.lrange(f"{failed.id}:hooks", 0, -1)
     assert hooks == [b"on_retry", b"on_retry", b"after_return FAILURE"]
+
+
+#: A bound task returning Celery's request fields (and its arguments, the results it follows).
+SEEN = """
+def seen(self, *values):
+    r = self.request
+    fields = ("id", "hostname", "delivery_info", "group", "root_id", "parent_id", "eta", "expires", "is_eager",
+              "timelimit", "correlation_id", "origin", "chord", "callbacks", "errbacks")
+    return {**{name: getattr(r, name) for name in fields}, "values": list(values)}
+"""
+
+
+def test_request_has_celerys_fields_on_a_worker(shell, lab):
+    lab.workers(1, queues=["default", "io"])
+    task_cell(shell, SEEN, "--bind --time-limit 30 --soft-time-limit 20")
+    result = shell.user_ns["seen"].apply_async(queue="io")
+    seen = result.get(timeout=10)
+    assert seen["hostname"] == f"{lab.pool.names[0]}@{socket.gethostname()}"
+    assert seen["delivery_info"]["routing_key"] == "io" and seen["delivery_info"]["exchange"] == ""
+    assert seen["correlation_id"] == seen["root_id"] == seen["id"] == result.id, "sent alone, it is its own root"
+    assert tuple(seen["timelimit"]) == (30, 20), "(hard, soft), as Celery"
+    assert seen["is_eager"] is False
+    assert {
+        k: seen[k] for k in ("group", "parent_id", "eta", "expires", "origin", "chord", "callbacks", "errbacks")
+    } == dict.fromkeys(("group", "parent_id", "eta", "expires", "origin", "chord", "callbacks", "errbacks"))
+    task_cell(shell, SEEN.replace("def seen", "def unlimited"), "--bind")
+    assert tuple(shell.user_ns["unlimited"].delay().get(timeout=10)["timelimit"]) == (None, None)
+    assert shell.user_ns["seen"].request.hostname is None, "called directly, the request is empty"
+
+
+def test_request_names_the_workflow_group_and_parent(shell, lab):
+    lab.workers(2)
+    task_cell(shell, SEEN, "--bind")
+    seen = shell.user_ns["seen"]
+    chord = tasklab.chord([seen.s(1), seen.s(2)], seen.s()).apply_async(task_id="the-chord")
+    callback = chord.get(timeout=20)
+    header = chord.parent
+    members = [r.get(timeout=10) for r in header.results]
+    assert [m["group"] for m in members] == [header.id, header.id], "the header's group"
+    assert [m["root_id"] for m in members] == ["the-chord", "the-chord"] and callback["root_id"] == "the-chord"
+    assert [m["parent_id"] for m in members] == [None, None], "the first steps follow nothing"
+    assert callback["group"] is None and callback["parent_id"] == header.results[-1].id
+    chained = tasklab.chain(seen.s(1), seen.s()).apply_async()
+    second = chained.get(timeout=20)
+    assert second["parent_id"] == chained.parent.id and second["root_id"] == chained.id
+
+
+class Recorded(tasklab.Task):
+    """Records its hooks and requests in ``calls``; fails while ``request.retries < fails``."""
+
+    calls: list = []
+    autoretry_for = (KeyError,)
+    max_retries = 2
+
+    def run(self, x, fails=0):
+        r = self.request
+        self.calls.append(("run", r.id, r.retries, r.is_eager, r.called_directly, r.correlation_id))
+        if r.retries < fails:
+            raise KeyError(f"attempt {r.retries}")
+        if x < 0:
+            raise ValueError("negative")
+        return x * 2
+
+    def before_start(self, task_id, args, kwargs):
+        self.calls.append(("before_start", task_id, args, kwargs))
+
+    def on_success(self, retval, task_id, args, kwargs):
+        self.calls.append(("on_success", retval))
+
+    def on_retry(self, exc, task_id, args, kwargs, einfo):
+        self.calls.append(("on_retry", str(exc)))
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        self.calls.append(("on_failure", type(exc).__name__, "ValueError" in str(einfo)))
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        self.calls.append(("after_return", status))
+
+
+def test_apply_runs_the_task_here_with_its_hooks_and_no_redis(monkeypatch):
+    monkeypatch.setenv("TASKLAB_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing may be reached
+    Recorded.calls = []
+    result = Recorded.apply((3,), task_id="here")
+    assert isinstance(result, tasklab.EagerResult) and result.id == "here"
+    assert (result.state, result.result, result.get(timeout=1), result.traceback) == ("SUCCESS", 6, 6, None)
+    assert result.ready() and result.successful() and not result.failed()
+    assert Recorded.calls == [("before_start", "here", (3,), {}), ("run", "here", 0, True, False, "here"),
+                              ("on_success", 6), ("after_return", "SUCCESS")]  # fmt: skip
+    assert Recorded().request.is_eager is False, "the eager request is gone afterwards"
+
+
+def test_apply_fails_retries_at_once_and_propagates():
+    Recorded.calls = []
+    failed = Recorded.apply((-1,), {"fails": 1})
+    assert failed.state == "FAILURE" and failed.failed() and not failed.successful() and failed.ready()
+    assert isinstance(failed.result, ValueError) and "ValueError: negative" in failed.traceback
+    with pytest.raises(ValueError, match="negative"):
+        failed.get()
+    assert isinstance(failed.get(propagate=False), ValueError)
+    assert [c[0] for c in Recorded.calls] == ["before_start", "run", "on_retry", "before_start", "run",
+                                              "on_failure", "after_return"]  # fmt: skip
+    assert Recorded.calls[4][2] == 1 and Recorded.calls[5] == ("on_failure", "ValueError", True)
+    Recorded.calls = []
+    exhausted = Recorded.apply((1,), {"fails": 5})
+    assert isinstance(exhausted.result, KeyError) and exhausted.retries == 2, "max_retries=2, then the error"
+    assert [c[0] for c in Recorded.calls].count("on_retry") == 2
+
+
+def test_apply_of_a_cell_task_needs_no_worker(shell, lab):
+    task_cell(shell, SEEN, "--bind")
+    seen = shell.user_ns["seen"].apply((1, 2)).get()
+    assert seen["is_eager"] is True and seen["values"] == [1, 2] and seen["correlation_id"] == seen["id"]
+    assert lab.connection.llen("rq:queue:default") == 0, "nothing was submitted"

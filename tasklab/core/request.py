@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class Request:
-    """What a running task knows about its job (``self.request`` in a bound task)."""
+    """What a running task knows about its job (``self.request`` in a bound task).
+
+    The fields after ``called_directly`` have Celery's names and meanings; one tasklab cannot
+    know is ``None``: ``eta`` and ``expires`` (the due time is not kept once a job is queued,
+    and jobs do not expire), ``origin`` (the sender is not recorded), ``chord`` (a header member
+    does not know its callback), and ``callbacks``/``errbacks`` (tasklab has no ``link``).
+    """
 
     id: str | None = None
     args: tuple = ()
@@ -18,6 +25,28 @@ class Request:
     queue: str | None = None
     version: str | None = None
     called_directly: bool = True
+    #: Celery's node name of the worker, ``<worker name>@<host>``.
+    hostname: str | None = None
+    #: Where the job came from: ``{"exchange": "", "routing_key": <queue>, "queue": <queue>, ...}``.
+    delivery_info: dict | None = None
+    #: The id of the group the task is a member of (a workflow's group or chord header).
+    group: str | None = None
+    #: The id of the workflow the task is a step of, or the task's own id when it was sent alone.
+    root_id: str | None = None
+    #: The id of the step whose result the task receives (for a chord's callback: the last member's).
+    parent_id: str | None = None
+    eta: str | None = None
+    expires: str | None = None
+    #: True when run by :meth:`Task.apply` in the calling process, False on a worker.
+    is_eager: bool = False
+    #: The job's time limits in seconds, ``(hard, soft)``, each None when not set.
+    timelimit: tuple[float | None, float | None] | None = None
+    #: As Celery: the task's id.
+    correlation_id: str | None = None
+    origin: str | None = None
+    chord: Any = None
+    callbacks: list | None = None
+    errbacks: list | None = None
 
 
 _local = threading.local()

@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import ArgumentsError, ConfigurationError, NotRegistered, Retry
 from . import options as opts
 from .app import App, default_app
+from .eager import EagerResult, apply_eagerly
 from .request import Request, current_request
 from .signatures import Signature
 
@@ -186,6 +187,20 @@ class Task:
         call = dict(options, countdown=countdown, eta=eta, queue=queue, task_id=task_id)
         (result,) = self._app().submit(self, [(tuple(args or ()), dict(kwargs or {}))], call)
         return result
+
+    @_ClassOrInstance
+    def apply(
+        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> EagerResult:
+        """Run the task here and now, in this process, as Celery's ``apply``; return its :class:`EagerResult`.
+
+        Needs no Redis and no lab. ``self.request.is_eager`` is True, the lifecycle hooks run as on
+        a worker, and retries run again at once; time limits are not applied and output is not
+        captured (see :mod:`tasklab.core.eager`). Of the options, ``task_id`` and ``retries`` are used.
+        """
+        return apply_eagerly(
+            self, tuple(args or ()), dict(kwargs or {}), options.get("task_id"), int(options.get("retries") or 0)
+        )
 
     @_ClassOrInstance
     def delay(self, *args: Any, **kwargs: Any) -> Any:

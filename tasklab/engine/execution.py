@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -25,6 +25,7 @@ from rq.results import Result
 
 from ..code.loader import task_for
 from ..code.serialization import Serializer, dumps
+from ..core.hooks import ExceptionInfo, call_hook
 from ..core.request import Request, request_stack
 from ..core.retries import Decision, decide
 from ..core.task import Task
@@ -39,28 +40,6 @@ log = logging.getLogger("tasklab.runtime")
 
 SUCCESS, FAILURE = "SUCCESS", "FAILURE"  # the statuses after_return is called with
 _PLAIN = (type(None), bool, int, float, str, bytes)
-
-
-@dataclass
-class ExceptionInfo:
-    """Celery's ``einfo``: the exception, its type and the formatted traceback."""
-
-    exception: BaseException
-    type: type[BaseException]
-    traceback: str
-
-    def __str__(self) -> str:
-        return self.traceback
-
-
-def _call_hook(task: Task, hook: str, task_id: str, *args: Any) -> None:
-    """Run a lifecycle hook; its exception is logged with the task id and changes no outcome."""
-    try:
-        getattr(task, hook)(*args)
-    except Exception:
-        logging.getLogger(f"tasklab.task.{task.name}").exception(
-            "%s hook of task %s (job %s) raised; the task's own outcome stands", hook, task.name, task_id
-        )
 
 
 def execute_task(*args: Any, **kwargs: Any) -> Any:
@@ -89,10 +68,7 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
                 _record(job, attempt, capture, exc, started)
                 raise
             args = ((values[0],) if meta.get(keys.META_MERGE) == "one" else (values,)) + tuple(args)
-        request = Request(
-            id=job.id, args=args, kwargs=kwargs, retries=attempt, worker=job.worker_name,
-            queue=job.origin, version=task._tl_version, called_directly=False,
-        )  # fmt: skip
+        request = _request_of(job, task, args, kwargs, attempt)
         try:
             _started(job)
         except Exception as exc:  # the start could not be written: fail the attempt, on the record
@@ -101,7 +77,7 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
             raise
         stack.append(request)
         try:
-            _call_hook(task, "before_start", job.id, job.id, args, kwargs)
+            call_hook(task, "before_start", job.id, job.id, args, kwargs)
             try:
                 with time_limits(meta.get(keys.META_SOFT_TIME_LIMIT), meta.get(keys.META_TIME_LIMIT), job):
                     retval = task(*args, **kwargs)
@@ -110,12 +86,27 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
             except Exception as exc:
                 _failed(job, task, request, capture, exc, started)
                 raise
-            _call_hook(task, "on_success", job.id, retval, job.id, args, kwargs)
-            _call_hook(task, "after_return", job.id, SUCCESS, retval, job.id, args, kwargs, None)
+            call_hook(task, "on_success", job.id, retval, job.id, args, kwargs)
+            call_hook(task, "after_return", job.id, SUCCESS, retval, job.id, args, kwargs, None)
         finally:
             stack.pop()
     _record(job, attempt, capture, None, started)
     return retval
+
+
+def _request_of(job: Job, task: Task, args: tuple, kwargs: dict, attempt: int) -> Request:
+    """``self.request`` for an attempt of ``job``, with what the job's record tells of it."""
+    meta = job.meta
+    parents = meta.get(keys.META_PARENTS) or ()
+    limits = (meta.get(keys.META_TIME_LIMIT), meta.get(keys.META_SOFT_TIME_LIMIT))
+    return Request(
+        id=job.id, args=args, kwargs=kwargs, retries=attempt, worker=job.worker_name, queue=job.origin,
+        version=task._tl_version, called_directly=False,
+        hostname=f"{job.worker_name}@{socket.gethostname()}" if job.worker_name else socket.gethostname(),
+        delivery_info={"exchange": "", "routing_key": job.origin, "queue": job.origin, "priority": None},
+        group=job.group_id, root_id=meta.get(keys.META_WORKFLOW) or job.id,
+        parent_id=parents[-1] if parents else None, is_eager=False, timelimit=limits, correlation_id=job.id,
+    )  # fmt: skip
 
 
 def _started(job: Job) -> None:
@@ -205,7 +196,7 @@ def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc:
     einfo = ExceptionInfo(reported, type(reported), traceback.format_exc())
     args, kwargs = request.args, request.kwargs
     if decision.retry:
-        _call_hook(task, "on_retry", job.id, reported, job.id, args, kwargs, einfo)  # no after_return, as Celery
+        call_hook(task, "on_retry", job.id, reported, job.id, args, kwargs, einfo)  # no after_return, as Celery
         job.meta[keys.META_RETRIES] = request.retries + 1
         job.save_meta()
         job.retries_left, job.retry_intervals = 1, [decision.delay]  # type: ignore[list-item]  # RQ takes floats
@@ -214,8 +205,8 @@ def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc:
         _record(job, request.retries, capture, reported, started, retry_at=time.time() + decision.delay)
         return
     job.retries_left = 0
-    _call_hook(task, "on_failure", job.id, reported, job.id, args, kwargs, einfo)
-    _call_hook(task, "after_return", job.id, FAILURE, reported, job.id, args, kwargs, einfo)
+    call_hook(task, "on_failure", job.id, reported, job.id, args, kwargs, einfo)
+    call_hook(task, "after_return", job.id, FAILURE, reported, job.id, args, kwargs, einfo)
     _record(job, request.retries, capture, reported, started)
     if reported is not exc:
         raise reported from exc
