@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import redis
 
 from . import defaults
+from .client.progress import unserved_queues
 from .client.result import ResultSet
 from .client.submit import submit_calls
 from .client.workflow import submit_workflow
@@ -37,7 +38,6 @@ from .core import signing
 from .core.app import App, set_default_app
 from .core.task import Task
 from .engine.queue import TaskQueue
-from .engine.rq_private import workers_of_queue_key
 from .errors import ConfigurationError, RedisUnreachable, TaskLabWarning
 from .local.connection import check_url, redact
 from .local.connection import connect as connect_redis
@@ -218,7 +218,7 @@ class Lab:
         if now - self._served_checked.get(queue, -math.inf) < defaults.UNSERVED_CHECK_INTERVAL:
             return
         self._served_checked[queue] = now
-        if self.connection.scard(workers_of_queue_key(queue)) == 0:
+        if unserved_queues(self, [queue], max_age=0):  # the live views' answer is refreshed too
             warnings.warn(
                 f"No worker serves the queue {queue!r}: its jobs wait, PENDING, until one does. Start one: "
                 f"lab.workers(n, queues=[..., {queue!r}]) here, or `tasklab worker --queues {queue}` elsewhere.",

@@ -120,16 +120,18 @@ _served_lock = threading.Lock()
 _served: weakref.WeakKeyDictionary[Any, dict[str, tuple[float, bool]]] = weakref.WeakKeyDictionary()
 
 
-def unserved_queues(app: App, queues: Iterable[str]) -> list[str]:
+def unserved_queues(app: App, queues: Iterable[str], *, max_age: float | None = None) -> list[str]:
     """Those of ``queues`` that no live worker serves (RQ's set of the queue's workers is empty),
-    sorted. Live views poll this, so each queue is asked about at most once every
-    :data:`~tasklab.defaults.UNSERVED_CHECK_INTERVAL` seconds per app (one pipelined round trip
-    for the queues due), and the answer is remembered in between."""
+    sorted. Live views poll this, so each queue is asked about at most once every ``max_age``
+    seconds per app (:data:`~tasklab.defaults.UNSERVED_CHECK_INTERVAL` unless given), in one
+    pipelined round trip for the queues due, and the answer is remembered in between; ``max_age=0``
+    asks now (a submit, which has just started workers for its queue)."""
     now = time.monotonic()
+    max_age = defaults.UNSERVED_CHECK_INTERVAL if max_age is None else max_age
     names = sorted(set(queues))
     with _served_lock:
         known = _served.setdefault(app, {})
-        due = [q for q in names if q not in known or now - known[q][0] >= defaults.UNSERVED_CHECK_INTERVAL]
+        due = [q for q in names if q not in known or now - known[q][0] >= max_age]
     if due:
         with app.connection.pipeline(transaction=False) as pipe:
             for queue in due:

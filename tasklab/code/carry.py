@@ -115,15 +115,6 @@ def _notebook_cells() -> list[str]:
     return sorted(names, key=lambda name: -order.get(name, -1)) if order else names
 
 
-def why_it_cannot_travel(value: Any) -> str | None:
-    """Why a copy of ``value`` cannot be sent to another process, with the fix; ``None`` if it can."""
-    try:
-        _pickled_size(value)
-    except CellError as exc:
-        return str(exc)
-    return None
-
-
 def _pickled_size(value: Any) -> int:
     """The size of ``value`` pickled; :class:`CellError` saying why it cannot travel, with the fix."""
     try:
