@@ -94,6 +94,9 @@ HASH_MAX_ZIPLIST_VALUE = 1024
 #: Jobs written per pipelined round trip when a batch is submitted (map, workflows): large enough
 #: to amortise the round trip, small enough that one reply stays a few hundred kilobytes.
 SUBMIT_BATCH = 1000
+#: Bytes of job payloads written per round trip when a batch is submitted, about: large
+#: arguments make smaller batches (one call's arguments, however large, go alone).
+SUBMIT_BATCH_BYTES = 1024 * 1024
 
 #: Characters of a job's description (``add(1, 2)``, as RQ's tools show it) kept: arguments can be large.
 DESCRIPTION_MAX = 200

@@ -88,10 +88,23 @@ def dumps(obj: Any, context: bytes = JOB) -> bytes:
     return keyring.sign(pickled(obj), context)
 
 
+def _plain(obj: Any, depth: int = 3) -> bool:
+    """Whether ``obj`` is a plain value, or a small tuple, list or dict of them (nested up to
+    ``depth`` deep): the standard pickler gives what cloudpickle would, without cloudpickle's setup."""
+    kind = type(obj)
+    if kind in _PLAIN:
+        return True
+    if kind not in (tuple, list, dict) or depth == 0 or len(obj) > 64:
+        return False
+    if kind is dict:
+        return all(type(key) is str and _plain(value, depth - 1) for key, value in obj.items())
+    return all(_plain(item, depth - 1) for item in obj)
+
+
 def pickled(obj: Any) -> bytes:
     """``obj`` pickled as :func:`dumps` does, unsigned: for what is signed as a part of a whole (the
     values a code version carries, covered by the version's signature)."""
-    if type(obj) in _PLAIN:
+    if _plain(obj):
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     buffer = io.BytesIO()
     try:

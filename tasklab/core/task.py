@@ -229,30 +229,36 @@ class Task:
         calls: list[tuple[tuple, dict]] = [(tuple(item), {}) for item in iterable]
         return self._app().submit(self, calls, options)
 
-    def _run_signature(self) -> inspect.Signature | None:
-        """``run``'s signature (``None`` if Python cannot tell it), read once per ``run``: a ``map``
-        checks every call against it."""
+    def _run_signature(self) -> tuple[inspect.Signature | None, set]:
+        """``run``'s signature (``None`` if Python cannot tell it), read once per ``run``, with the
+        shapes of calls found to fit it: a ``map`` checks every call against it."""
         run = self.run
         function = getattr(run, "__func__", run)
         cached = self.__dict__.get("_tl_run_signature")
         if cached is not None and cached[0] is function:
-            return cached[1]
+            return cached[1], cached[2]
         try:
             sig: inspect.Signature | None = inspect.signature(run)
         except (TypeError, ValueError):
             sig = None
-        self.__dict__["_tl_run_signature"] = (function, sig)
-        return sig
+        fitting: set = set()
+        self.__dict__["_tl_run_signature"] = (function, sig, fitting)
+        return sig, fitting
 
     def signature_check(self, args: tuple, kwargs: dict) -> None:
-        """Raise ``TypeError`` now if ``args``/``kwargs`` don't fit ``run``'s parameters."""
-        sig = self._run_signature()
+        """Raise ``TypeError`` now if ``args``/``kwargs`` don't fit ``run``'s parameters. Whether they
+        fit depends on their number and the keywords' names only, so each shape is checked once."""
+        sig, fitting = self._run_signature()
         if sig is None:
+            return
+        shape = (len(args), *kwargs) if kwargs else len(args)
+        if shape in fitting:
             return
         try:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
             raise ArgumentsError(f"{self.name}{sig}: {exc}") from None
+        fitting.add(shape)
 
 
 #: Names no task may have: Python's builtins, and the names IPython gives a notebook. A task bound to

@@ -24,6 +24,8 @@ from rq.serializers import resolve_serializer
 from .. import defaults
 from ..code.serialization import Serializer
 from ..errors import ConfigurationError
+from . import events
+from .transaction import Script, call
 
 #: KEYS: the registry, the scheduler lock of its queue. ARGV: now, most ids, the scheduler holding
 #: the lock, seconds of the claim. The due ids, each moved the claim's length ahead; none unless the
@@ -63,6 +65,45 @@ class PreciseScheduledJobRegistry(ScheduledJobRegistry):
         script = self.connection.register_script(_CLAIM_DUE)
         ids = script(keys=[self.key, lock_key], args=[repr(now), chunk_size, name, defaults.SCHEDULER_CLAIM])
         return [jid.decode() for jid in ids]
+
+
+#: Queue a batch of jobs that differ only in id, payload and description, as RQ's enqueue of each
+#: would (its hash, the queue, RQ's set of queues), with tasklab's SUBMITTED event of each and one
+#: count for all. KEYS: the queue, RQ's set of queues, the event stream, the namespace's counts.
+#: ARGV: the job key prefix, the stream's length, the count's field, the number of the template's
+#: (field, value) pairs and the pairs, the same for the events' fields, then each job's id,
+#: payload and description. Replies with the number of jobs queued.
+_ENQUEUE_BATCH = Script("""
+local prefix, maxlen, counter = ARGV[1], ARGV[2], ARGV[3]
+local i = 4
+local function pairs_from()
+    local n = tonumber(ARGV[i])
+    local list = {}
+    for j = i + 1, i + 2 * n do
+        list[#list + 1] = ARGV[j]
+    end
+    i = i + 2 * n + 1
+    return list
+end
+local fields, event = pairs_from(), pairs_from()
+local f, e = #fields, #event
+fields[f + 1], fields[f + 3], event[e + 1] = 'data', 'description', 'id'
+local ids = {}
+while i <= #ARGV do
+    local id = ARGV[i]
+    fields[f + 2], fields[f + 4], event[e + 2] = ARGV[i + 1], ARGV[i + 2], id
+    redis.call('HSET', prefix .. id, unpack(fields))
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', unpack(event))
+    ids[#ids + 1] = id
+    i = i + 3
+end
+redis.call('SADD', KEYS[2], KEYS[1])
+for first = 1, #ids, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(ids, first, math.min(first + 999, #ids)))
+end
+redis.call('HINCRBY', KEYS[4], counter, #ids)
+return #ids
+""")
 
 
 _serializers: dict[Any, Any] = {}
@@ -134,6 +175,32 @@ class TaskQueue(Queue):
             if left:
                 still[queue_name] = left
         return still
+
+    def enqueue_batch(
+        self, fields: dict[str, Any], jobs: list[tuple[str, bytes, str]], *, task: str, namespace: str, version: str
+    ) -> None:
+        """Queue ``jobs``, each ``(id, payload, description)``, with the rest of their hash taken from
+        ``fields`` (:func:`tasklab.engine.rq_private.queued_fields`): what RQ's enqueue of each writes,
+        and tasklab's SUBMITTED event of each, in one atomic script call."""
+        if not jobs:
+            return
+        event = {
+            "e": events.SUBMITTED,
+            "t": task,
+            "ns": namespace,
+            "ts": repr(time.time()),
+            "q": self.name,
+            "v": version,
+        }
+        args: list[Any] = [4, self.key, self.redis_queues_keys, events.STREAM, events.counts_key(namespace)]
+        args += [self.job_class.redis_job_namespace_prefix, defaults.EVENTS_MAXLEN, f"{task}|{events.SUBMITTED}"]
+        for pairs in (fields, event):
+            args.append(len(pairs))
+            for item in pairs.items():
+                args.extend(item)
+        for job in jobs:
+            args.extend(job)
+        call(self.connection, _ENQUEUE_BATCH, args)
 
     def schedule_job(self, job: Job, datetime: datetime, pipeline: Pipeline | None = None, unique: bool = False) -> Job:
         """Put ``job`` in the scheduled registry, due at ``datetime`` to the sub-second."""

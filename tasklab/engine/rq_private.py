@@ -67,6 +67,24 @@ class _SmallStaysPlain:
         return data if len(data) < defaults.COMPRESS_FROM else zlib.compress(data, level)
 
 
+def compressed_payload(data: bytes) -> bytes:
+    """A job's payload as RQ's ``Job.to_dict`` stores it (see :class:`_SmallStaysPlain`)."""
+    return rq_job.zlib.compress(data)
+
+
+def queued_fields(queue: Any, func: str, **options: Any) -> dict[str, Any]:
+    """The hash RQ's enqueue writes for a job of ``func`` with ``options`` (``Queue.create_job``'s),
+    made by RQ's own ``Job.to_dict``, without its ``data`` and ``description``: the jobs of a batch
+    differ in those and their ids only (see :meth:`tasklab.engine.queue.TaskQueue.enqueue_batch`)."""
+    job = queue.create_job(func, args=(), kwargs={}, description="", **options)
+    job.origin = queue.name  # what RQ's (private) Queue._prepare_for_queue sets
+    job.enqueued_at = job.created_at
+    job._status = rq_job.JobStatus.QUEUED
+    # RQ reads every field with a default, and writes a job's empty fields (its start, end,
+    # worker, callbacks) as '': left out here, they cost a queued job neither memory nor time.
+    return {key: value for key, value in job.to_dict().items() if value != "" and key not in ("data", "description")}
+
+
 def store_small_payloads_plainly() -> None:
     """Make RQ store small job payloads as they are (see :class:`_SmallStaysPlain`); done at import."""
     rq_job.zlib = _SmallStaysPlain  # type: ignore[assignment]

@@ -231,11 +231,16 @@ def execute(client: redis.Redis, pipe: Pipeline) -> list:
     if not fits(commands, packed):
         return execute_plainly(pipe)
     pipe.reset()
+    replies = checked(call(client, COMMANDS, args, packed), len(commands))
+    raise_first_error(replies)
+    return replies
+
+
+def call(client: redis.Redis, script: Script, args: list, packed: bytes | None = None) -> Any:
+    """One call of ``script`` with ``args``, on a connection of ``client``'s pool; Redis's reply."""
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        replies = checked(COMMANDS.call(conn, args, packed), len(commands))
+        return script.call(conn, args, packed)
     finally:
         pool.release(conn)
-    raise_first_error(replies)
-    return replies
