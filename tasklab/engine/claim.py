@@ -5,21 +5,24 @@ from __future__ import annotations
 
 from .transaction import FENCED, RUN_COMMANDS_LUA, Script
 
+#: What taking a job replies while workers are suspended (none waiting: ``False``; else the job).
+SUSPENDED = b"tasklab:suspended"
+
 # Take the first waiting job and read its hash: the first non-empty queue of KEYS[2..] in order
 # gives its first job (RQ's order), which moves into the worker's claimed list, KEYS[1], in the
 # same step (see tasklab.engine.keys.claimed_key). A job whose hash is gone comes back with no
 # fields, and the caller takes the next one, as RQ does. Given the suspension key, it takes
-# nothing while workers are suspended (RQ checks before dequeuing).
-_POP_JOB_LUA = """
+# nothing while workers are suspended (RQ checks before dequeuing), and says so: SUSPENDED.
+_POP_JOB_LUA = f"""
 local function pop_job(keys, job_prefix, suspension_key)
     if suspension_key ~= '' and redis.call('EXISTS', suspension_key) == 1 then
-        return false
+        return '{SUSPENDED.decode()}'
     end
     for k = 2, #keys do
         local job_id = redis.call('LPOP', keys[k])
         if job_id then
             redis.call('RPUSH', keys[1], job_id)
-            return {keys[k], job_id, redis.call('HGETALL', job_prefix .. job_id)}
+            return {{keys[k], job_id, redis.call('HGETALL', job_prefix .. job_id)}}
         end
     end
     return false

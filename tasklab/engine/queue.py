@@ -71,8 +71,8 @@ class PreciseScheduledJobRegistry(ScheduledJobRegistry):
 #: would (its hash, the queue, RQ's set of queues), with tasklab's SUBMITTED event of each and one
 #: count for all. KEYS: the queue, RQ's set of queues, the event stream, the namespace's counts.
 #: ARGV: the job key prefix, the stream's length, the count's field, the number of the template's
-#: (field, value) pairs and the pairs, the same for the events' fields, then each job's id,
-#: payload and description. Replies with the number of jobs queued.
+#: (field, value) pairs and the pairs, the same for the events' fields (the second is the id's),
+#: then each job's id, payload and description. Replies with the number of jobs queued.
 _ENQUEUE_BATCH = Script("""
 local prefix, maxlen, counter = ARGV[1], ARGV[2], ARGV[3]
 local i = 4
@@ -86,12 +86,12 @@ local function pairs_from()
     return list
 end
 local fields, event = pairs_from(), pairs_from()
-local f, e = #fields, #event
-fields[f + 1], fields[f + 3], event[e + 1] = 'data', 'description', 'id'
+local f = #fields
+fields[f + 1], fields[f + 3] = 'data', 'description'
 local ids = {}
 while i <= #ARGV do
     local id = ARGV[i]
-    fields[f + 2], fields[f + 4], event[e + 2] = ARGV[i + 1], ARGV[i + 2], id
+    fields[f + 2], fields[f + 4], event[4] = ARGV[i + 1], ARGV[i + 2], id
     redis.call('HSET', prefix .. id, unpack(fields))
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', unpack(event))
     ids[#ids + 1] = id
@@ -184,14 +184,10 @@ class TaskQueue(Queue):
         and tasklab's SUBMITTED event of each, in one atomic script call."""
         if not jobs:
             return
-        event = {
-            "e": events.SUBMITTED,
-            "t": task,
-            "ns": namespace,
-            "ts": repr(time.time()),
-            "q": self.name,
-            "v": version,
-        }
+        # In the order of tasklab.engine.events.emit's fields, so that the stream can store their
+        # names once; the second, the job's id, is set for each job.
+        event = {"e": events.SUBMITTED, "id": "", "t": task, "ns": namespace, "ts": repr(time.time())}
+        event.update(q=self.name, v=version)
         args: list[Any] = [4, self.key, self.redis_queues_keys, events.STREAM, events.counts_key(namespace)]
         args += [self.job_class.redis_job_namespace_prefix, defaults.EVENTS_MAXLEN, f"{task}|{events.SUBMITTED}"]
         for pairs in (fields, event):

@@ -39,7 +39,7 @@ from .. import defaults
 from ..code.serialization import ResultSerializer, Serializer
 from ..core.signing import find_key, keyring
 from ..errors import SignatureError
-from .claim import TRANSACTION
+from .claim import SUSPENDED, TRANSACTION
 from .execution import defer_finish_writes, finish_writes, forget_finish_writes, start_writes
 from .fence import owned
 from .fencing import FencingWorker
@@ -47,7 +47,7 @@ from .joblog import JobLinesAtDebug
 from .keys import claimed_key, running_key
 from .lost import requeue_claimed
 from .refusal import PlainSerializer, check_signed, foreign_callback, refuse, signed_job
-from .rq_private import handle_success, ordered_queues, state_write
+from .rq_private import handle_success, ordered_queues, set_state_locally, state_write
 from .transaction import (
     FENCE,
     FENCE_CLAIM,
@@ -111,7 +111,7 @@ class Worker(FencingWorker):
         waits, wait for one (:meth:`_wait_for_job`). ``None`` (the loop ends) once asked to stop."""
         if self._stopping or not self.holds_lease():
             return None
-        self.set_state(WorkerStatus.IDLE)
+        self._idle()
         if self._claims_unsure:
             self.riding_out(self._return_unknown_claims, "it puts back the jobs it may have taken")
         result, self._next_job = self._next_job, None
@@ -132,6 +132,20 @@ class Worker(FencingWorker):
             else:
                 self.log.debug("Worker %s: %s: %s", self.name, name, job.id)
         return result  # RQ's heartbeat here is sent, when due, with the job's start
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's SimpleWorker.execute_job, but idle written only when no next job was taken (:meth:`_idle`)."""
+        execution = self.prepare_execution(job)
+        self.perform_job(job, queue, execution)
+        self._idle()
+
+    def _idle(self) -> None:
+        """The worker is idle, between two jobs. When the last commit took the next job, it stays
+        busy in Redis, from one job to the next: that commit wrote no idle state, nor will this."""
+        if self._next_job is None:
+            self.set_state(WorkerStatus.IDLE)
+        else:
+            set_state_locally(self, WorkerStatus.IDLE)
 
     def _pop_arguments(self) -> tuple[list[str], list[str]]:
         """KEYS and the first ARGV of the pop of :data:`TRANSACTION`: this worker's claimed list,
@@ -192,7 +206,7 @@ class Worker(FencingWorker):
                 if raise_unreachable:
                     raise
                 return None  # the blocking wait that follows retries with backoff
-            if not popped:
+            if not isinstance(popped, list):  # none waits, or workers are suspended
                 return None
             result = self._popped_job(popped)
             if result is not None:
@@ -464,9 +478,11 @@ class Worker(FencingWorker):
             # Nothing is written if the job was settled meanwhile (its lease ran out): see _fenced.
             pipe.execute_command(FENCE, running_key(job.id), execution.id)
             self.running = None  # its execution record is about to go: the lease thread leaves it
-            # Read first, so that both see Redis as it was just before these writes.
+            # Read first, so that it sees Redis as it was just before these writes. Whether workers
+            # are suspended is read too: by the taking of the next job, or else here.
             pipe.scard(job.dependents_key)
-            pipe.exists(WORKERS_SUSPENDED)
+            if not take_next:
+                pipe.exists(WORKERS_SUSPENDED)
             self.increment_successful_job_count(pipeline=pipe)
             self.increment_total_working_time(job.ended_at - job.started_at, pipe)
             done: dict[str, Any] = {
@@ -479,13 +495,19 @@ class Worker(FencingWorker):
                 job.write_success(result_ttl, pipe, **done)
             else:
                 handle_success(job, result_ttl, pipe, **done)
-            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+            # RQ's job.cleanup(result_ttl) also sets the TTL of the job's dependents and dependencies
+            # keys, which are none here: a dependent added meanwhile gets it in _after_commit.
+            if result_ttl is not None and result_ttl > 0:
+                pipe.expire(job.key, result_ttl)
+                if job._dependency_ids:
+                    pipe.expire(job.dependencies_key, result_ttl)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             finish_writes(job, pipe)  # the attempt's output and event, from the runtime
             pipe.delete(running_key(job.id))
-            if quick:
+            if quick and not take_next:
                 # Written now, to spare a round trip; self._state stays busy until the job
-                # has ended, as RQ's shutdown request expects.
+                # has ended, as RQ's shutdown request expects. A commit that takes the next job
+                # leaves the worker busy (idle is written when it found none: see dequeue).
                 state_write(pipe, self, WorkerStatus.IDLE)
             try:
                 replies = self._execute(pipe, take_next=take_next)
@@ -497,16 +519,23 @@ class Worker(FencingWorker):
             popped = replies[-1]
             self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
             self._queues_were_empty = not popped
+            suspended = popped == SUSPENDED
         raise_first_error(replies)  # now that the job it took is not lost
-        dependents, suspended = replies[1:3]
+        dependents = replies[1]
+        if not take_next:
+            suspended = replies[2]
         if quick:
-            self._stored_state = WorkerStatus.IDLE
+            if not take_next:
+                self._stored_state = WorkerStatus.IDLE
             self._not_suspended = not suspended
         self._after_commit(job, queue, dependents=bool(dependents))
 
     def _after_commit(self, job: Job, queue: Queue, dependents: bool) -> None:
         if dependents:  # added while the job ran; the commit made it FINISHED for them
             try:
+                result_ttl = job.get_result_ttl(self.default_result_ttl)
+                if result_ttl is not None and result_ttl > 0:  # as RQ's job.cleanup(result_ttl)
+                    self.connection.expire(job.dependents_key, result_ttl)
                 queue.enqueue_dependents(job)
             except Exception:
                 self.log.exception("Worker %s: failed to enqueue dependents of job %s", self.name, job.id)
