@@ -91,6 +91,19 @@ STREAM_NODE_MAX_BYTES = 256
 #: table three times its size.
 HASH_MAX_ZIPLIST_VALUE = 1024
 
+#: The embedded server's memory limit, and what it does when it reaches it: it evicts, least recently
+#: used first, keys that expire anyway (finished and failed jobs' records and results, kept for their
+#: result_ttl or FAILURE_TTL), and never keys that don't: queued, scheduled, deferred and running jobs,
+#: queues, code versions, leases and the (capped) event history. Without a limit, a lab that runs a
+#: million small tasks a day would keep ~2 GB of results for their day.
+EMBEDDED_MAXMEMORY = 1024**3
+EMBEDDED_MAXMEMORY_POLICY = "volatile-lru"
+#: Keys Redis compares to pick the least recently used (Redis: 5): more, so that a key in use (a
+#: worker's record, a scheduler's lock, renewed every second) is not picked among old results.
+EMBEDDED_MAXMEMORY_SAMPLES = 10
+#: Seconds a failed job's record and exception are kept (RQ: a year). A week leaves time to look.
+FAILURE_TTL = 7 * 86400
+
 #: Jobs written per pipelined round trip when a batch is submitted (map, workflows): large enough
 #: to amortise the round trip, small enough that one reply stays a few hundred kilobytes.
 SUBMIT_BATCH = 1000

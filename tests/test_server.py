@@ -260,3 +260,28 @@ def test_the_embedded_server_keeps_finished_jobs_small(lab):
     config = lab.connection.config_get("stream-node-max-bytes") | lab.connection.config_get("hash-max-ziplist-value")
     assert int(config["stream-node-max-bytes"]) == defaults.STREAM_NODE_MAX_BYTES
     assert int(config["hash-max-ziplist-value"]) == defaults.HASH_MAX_ZIPLIST_VALUE
+
+
+def test_at_its_memory_limit_the_server_evicts_old_records_never_a_queued_job(tmp_path):
+    """A lab at the embedded server's memory limit loses old finished records, not the jobs it queued."""
+    srv = EmbeddedServer(tmp_path / "data").start()
+    lab = tasklab.connect(data_dir=srv.data_dir, autostart_workers=False, namespace="full")
+    try:
+        conn = lab.connection
+        config = conn.config_get("maxmemory*")
+        assert int(config["maxmemory"]) == defaults.EMBEDDED_MAXMEMORY
+        assert config["maxmemory-policy"] == defaults.EMBEDDED_MAXMEMORY_POLICY
+        task = tasklab.register_cell("def echo(x):\n    return x\n", {}, app=lab)["echo"]
+        with pytest.warns(tasklab.TaskLabWarning):  # no worker serves the queue yet
+            queued = task.map(range(300))
+        conn.config_set("maxmemory", conn.info("memory")["used_memory"] + 4 * 1024 * 1024)
+        # Finished results and records stand for themselves: large values that expire in a day.
+        for i in range(40):
+            conn.set(f"rq:results:old-{i}", os.urandom(256 * 1024), ex=86400)
+        assert conn.info("stats")["evicted_keys"] > 0, "the limit was reached and old records went"
+        assert lab.queue().count == 300 and all(conn.exists(f"rq:job:{r.id}") for r in queued)
+        lab.workers(1)
+        assert queued.get(timeout=60) == list(range(300)), "every queued job ran"
+    finally:
+        lab.shutdown()
+        srv.stop()

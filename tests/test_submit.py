@@ -42,9 +42,10 @@ def test_a_map_writes_the_hash_rq_writes(lab, add):
     assert conn.sismember("rq:queues", queue.key)
     # RQ's own enqueue of the same call, for reference.
     ours = conn.hgetall(f"rq:job:{ids[1]}")
-    reference = queue.enqueue_call(EXECUTE, args=(2,), timeout=-1, result_ttl=int(ours[b"result_ttl"]),
-                                   meta=Job.fetch(ids[1], connection=conn, serializer=Serializer).meta,
-                                   description="add(2)")  # fmt: skip
+    reference = queue.enqueue_call(
+        EXECUTE, args=(2,), timeout=-1, result_ttl=int(ours[b"result_ttl"]), failure_ttl=defaults.FAILURE_TTL,
+        meta=Job.fetch(ids[1], connection=conn, serializer=Serializer).meta, description="add(2)",
+    )  # fmt: skip
     theirs = conn.hgetall(reference.key)
     dated = {b"created_at", b"enqueued_at", b"data"}  # the dates differ; so does the signed payload's pickle
     assert {k: v for k, v in theirs.items() if k not in dated and v != b""} == {
@@ -81,3 +82,21 @@ def test_a_bad_call_in_a_map_submits_nothing(lab, add):
         add.starmap([(1,), (1, 2), (1, 2, 3)])  # too many arguments in the third
     assert Queue("default", connection=lab.connection).count == 0
     assert not lab.connection.exists(events.STREAM)
+
+
+def test_lifetimes_queued_jobs_keep_finished_ones_expire(lab):
+    """Queued jobs never expire (nor can the server evict them); finished ones are kept for their
+    result_ttl, failed ones for FAILURE_TTL (RQ: a year)."""
+    warnings.simplefilter("ignore", tasklab.TaskLabWarning)
+    tasks = tasklab.register_cell(CELL + "def boom():\n    raise ValueError('no')\n", {}, app=lab)
+    conn = lab.connection
+    ok, bad = tasks["add"].delay(1), tasks["boom"].delay()
+    assert conn.ttl(f"rq:job:{ok.id}") == -1 and conn.ttl(f"rq:job:{bad.id}") == -1, "queued: no expiry"
+    lab.workers(1)
+    assert ok.get(timeout=20) == 1
+    with pytest.raises(ValueError):
+        bad.get(timeout=20)
+    result_ttl = defaults.TASK_OPTIONS["result_ttl"]
+    assert result_ttl - 60 < conn.ttl(f"rq:job:{ok.id}") <= result_ttl
+    assert result_ttl - 60 < conn.ttl(f"rq:results:{ok.id}") <= result_ttl
+    assert defaults.FAILURE_TTL - 60 < conn.ttl(f"rq:job:{bad.id}") <= defaults.FAILURE_TTL

@@ -217,7 +217,9 @@ def prepare(
     limit = RateLimit(f"tasklab:{app.namespace}:{task.name}", concurrency) if concurrency else None
     rate = opts.resolve("rate_limit", task_options, lab_options)
     if due is None and rate is None and limit is None and not (depends_on or job_ids or on_failure):
-        fields = queued_fields(queue, EXECUTE, timeout=-1, result_ttl=result_ttl, meta=base_meta)
+        fields = queued_fields(
+            queue, EXECUTE, timeout=-1, result_ttl=result_ttl, failure_ttl=defaults.FAILURE_TTL, meta=base_meta
+        )
         batch = _batch(task, calls, Batch(fields), 1 if base_meta.get(keys.META_PARENTS) else 0)
         return Prepared(app, task, queue, [], [], one_at_a_time=False, batch=batch)
     jobs: list[Job] = []
@@ -225,7 +227,7 @@ def prepare(
     for index, (args, kwargs) in enumerate(calls):
         task.signature_check((_PARENT_VALUE,) * receives + tuple(args), kwargs)
         job = queue.create_job(
-            EXECUTE, args=args, kwargs=kwargs, timeout=-1, result_ttl=result_ttl,
+            EXECUTE, args=args, kwargs=kwargs, timeout=-1, result_ttl=result_ttl, failure_ttl=defaults.FAILURE_TTL,
             description=describe(task.name or "", args, kwargs), job_id=job_ids[index] if job_ids else None,
             meta=dict(base_meta), rate_limit=limit,
             depends_on=list[Any](depends_on[index]) if depends_on else None,

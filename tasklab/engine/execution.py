@@ -19,10 +19,10 @@ from typing import Any
 
 import redis
 from rq import get_current_job
-from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.job import Job
 from rq.results import Result
 
+from .. import defaults
 from ..code.loader import task_for
 from ..code.serialization import Serializer, dumps
 from ..core.hooks import ExceptionInfo, call_hook
@@ -274,7 +274,7 @@ def _record(
     """In one round trip: the attempt's output, the final exception, and the attempt's event."""
     _started(job)  # when the task did not get to run
     text = capture.text()
-    ttl = (job.failure_ttl or DEFAULT_FAILURE_TTL) if exc is not None else job.result_ttl
+    ttl = (job.failure_ttl or defaults.FAILURE_TTL) if exc is not None else job.result_ttl
     kind = events.SUCCEEDED if exc is None else events.RETRY if retry_at is not None else events.FAILED
     run_s = round(time.time() - started, 6)
     deferred = getattr(job, "_tl_finish_writes", None)

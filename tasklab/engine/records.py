@@ -10,9 +10,9 @@ import traceback
 from typing import Any
 
 import rq
-from rq.defaults import DEFAULT_FAILURE_TTL
 from rq.job import Job
 
+from .. import defaults
 from ..code.serialization import dumps
 from ..core.signing import RESULT
 from . import keys
@@ -33,7 +33,7 @@ def record_exception(job: Job, exc: BaseException, pipe: Any = None) -> None:
         log.warning("exception of job %s cannot be pickled; it will come back as TaskError", job.id)
     target = pipe if pipe is not None else job.connection.pipeline(transaction=False)
     target.hset(keys.exception_key(job.id), mapping=record)
-    expire(target, keys.exception_key(job.id), job.failure_ttl or DEFAULT_FAILURE_TTL)
+    expire(target, keys.exception_key(job.id), job.failure_ttl or defaults.FAILURE_TTL)
     if pipe is None:
         target.execute()
 

@@ -259,6 +259,10 @@ def _redis_config(data_dir: Path, socket_path: Path) -> list[str]:
         # hashes keep them at about a third of Redis's defaults (see defaults.STREAM_NODE_MAX_BYTES).
         "--stream-node-max-bytes", str(defaults.STREAM_NODE_MAX_BYTES),
         "--hash-max-ziplist-value", str(defaults.HASH_MAX_ZIPLIST_VALUE),
+        # At its limit, it evicts old finished records, never a queued job (see defaults.EMBEDDED_MAXMEMORY).
+        "--maxmemory", str(defaults.EMBEDDED_MAXMEMORY),
+        "--maxmemory-policy", defaults.EMBEDDED_MAXMEMORY_POLICY,
+        "--maxmemory-samples", str(defaults.EMBEDDED_MAXMEMORY_SAMPLES),
     ]  # fmt: skip
 
 
