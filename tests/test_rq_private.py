@@ -68,3 +68,83 @@ def test_the_private_names_still_do_what_tasklab_relies_on(lab):
     assert rq_private.worker_key(worker.name) == worker.key
     assert rq_private.job_id_of_execution(b"job-1:exec-2") == "job-1"
     worker.register_death()
+
+
+@pytest.mark.parametrize("worker_name", ["w1", ""])
+def test_start_execution_queues_what_rqs_start_of_a_job_queues(lab, monkeypatch, worker_name):
+    """rq_private.start_execution stands for RQ's Execution.create and Job.prepare_for_execution:
+    the same commands, for the same moment and execution id."""
+    import uuid
+
+    from rq import executions, utils
+    from rq import job as rq_job
+    from rq.executions import Execution
+    from rq.job import Job
+
+    moment = datetime(2026, 12, 2, 17, 0, 0, 123456, tzinfo=timezone.utc)
+    for module in (executions, rq_job, utils, rq_private):
+        monkeypatch.setattr(module, "now", lambda: moment)
+    fixed = uuid.UUID("12345678123456781234567812345678")
+    monkeypatch.setattr(executions, "uuid4", lambda: fixed)
+    monkeypatch.setattr(uuid, "uuid4", lambda: fixed)
+
+    def queued(start) -> tuple[list, dict]:
+        job = Job.create(print, connection=lab.connection, id="job-1", origin="io")
+        with lab.connection.pipeline() as pipe:
+            execution = start(job, pipe)
+            commands = rq_private.queued_commands(pipe)
+        state = (execution.id, execution.job_id, execution.created_at, execution.worker_name)
+        return commands, {"job": (job.worker_name, job.started_at, job.last_heartbeat, job._status), "exe": state}
+
+    def rqs(job, pipe):
+        execution = Execution.create(job, 480, pipeline=pipe, worker_name=worker_name)
+        job.prepare_for_execution(worker_name, pipeline=pipe)
+        return execution
+
+    theirs = queued(rqs)
+    ours = queued(lambda job, pipe: rq_private.start_execution(job, 480, pipe, worker_name))
+    assert [[_text(a) for a in c] for c in ours[0]] == [[_text(a) for a in c] for c in theirs[0]]
+    assert ours[1] == theirs[1]
+
+
+@pytest.mark.parametrize("value", [None, 42, {"a": [1, 2]}])
+@pytest.mark.parametrize("ttl", [86400, -1, None])
+def test_save_success_and_end_execution_queue_what_rqs_finish_queues(lab, value, ttl):
+    """rq_private.save_success stands for Result(...).save, and end_execution for RQ's
+    cleanup_execution: the same commands."""
+    from rq.executions import Execution, cleanup_execution
+    from rq.job import Job
+    from rq.results import Result
+
+    from tasklab.code.serialization import ResultSerializer
+
+    job = Job.create(print, connection=lab.connection, id="job-1", origin="io", serializer=ResultSerializer)
+    execution = Execution("e1", job.id, lab.connection, worker_name="w1")
+    started, ended = datetime(2026, 12, 2, tzinfo=timezone.utc), datetime(2026, 12, 2, 0, 0, 1, tzinfo=timezone.utc)
+
+    class Worker:
+        executions = {"e1": execution}
+
+    def queued(write) -> list:
+        with lab.connection.pipeline() as pipe:
+            write(pipe)
+            return [[_text(a) for a in command] for command in rq_private.queued_commands(pipe)]
+
+    def rqs(pipe):
+        result = Result(job_id=job.id, type=Result.Type.SUCCESSFUL, connection=lab.connection, return_value=value,
+                        worker_name="w1", execution_id="e1", execution_started_at=started, execution_ended_at=ended,
+                        serializer=ResultSerializer)  # fmt: skip
+        result.save(ttl=ttl, pipeline=pipe)
+        cleanup_execution(Worker(), job, pipe, execution)
+
+    def ours(pipe):
+        rq_private.save_success(job, value, ttl, pipe, "w1", "e1", started, ended)
+        rq_private.end_execution(job, execution, pipe)
+
+    theirs_commands, ours_commands = queued(rqs), queued(ours)
+    assert ours_commands == theirs_commands
+
+
+def _text(arg: object) -> str:
+    """A command's argument as Redis receives it, for comparing two ways of queuing the same command."""
+    return arg.decode() if isinstance(arg, bytes) else str(arg)

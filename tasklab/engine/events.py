@@ -52,11 +52,14 @@ def emit(pipe: Any, kind: str, job_id: str, task: str, namespace: str, **fields:
     STARTED events are not counted: how many attempts run now is the size of RQ's started
     registries, and a count of all that ever started would tell nothing more.
     """
-    entry = {"e": kind, "id": job_id, "t": task, "ns": namespace, "ts": repr(time.time())}
-    entry.update({k: str(v) for k, v in fields.items() if v is not None})
-    pipe.xadd(STREAM, entry, maxlen=defaults.EVENTS_MAXLEN, approximate=True)
+    entry = ["e", kind, "id", job_id, "t", task, "ns", namespace, "ts", repr(time.time())]
+    for name, value in fields.items():
+        if value is not None:
+            entry += [name, str(value)]
+    # pipe.xadd(STREAM, entry, maxlen=..., approximate=True), with less of redis-py's Python
+    pipe.execute_command("XADD", STREAM, "MAXLEN", "~", defaults.EVENTS_MAXLEN, "*", *entry)
     if kind != STARTED:
-        pipe.hincrby(counts_key(namespace), f"{task}|{kind}", 1)
+        pipe.execute_command("HINCRBY", counts_key(namespace), f"{task}|{kind}", 1)
     run_s = fields.get("run")
     if run_s is not None:
         key = runtimes_key(namespace, task)

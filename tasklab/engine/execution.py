@@ -14,8 +14,8 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import redis
 from rq import get_current_job
@@ -38,6 +38,7 @@ from .rq_private import worker_key
 
 log = logging.getLogger("tasklab.runtime")
 
+T = TypeVar("T")
 SUCCESS, FAILURE = "SUCCESS", "FAILURE"  # the statuses after_return is called with
 _PLAIN = (type(None), bool, int, float, str, bytes)
 
@@ -54,7 +55,7 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
     stack = request_stack()
     with capture:
         try:
-            task = task_for(meta[keys.META_VERSION], meta[keys.META_TASK])
+            task = _riding_out(job, lambda: task_for(meta[keys.META_VERSION], meta[keys.META_TASK]))
         except Exception as exc:
             job.retries_left = 0
             _record(job, attempt, capture, exc, started)
@@ -62,7 +63,7 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
         parents = meta.get(keys.META_PARENTS)
         if parents:
             try:
-                values = [parent_value(job.connection, parent) for parent in parents]
+                values = _riding_out(job, lambda: [parent_value(job.connection, parent) for parent in parents])
             except Exception as exc:
                 job.retries_left = 0
                 _record(job, attempt, capture, exc, started)
@@ -172,6 +173,18 @@ def parent_value(connection: redis.Redis, job_id: str) -> Any:
         if result.type == Result.Type.SUCCESSFUL:
             return result.return_value
     raise NotRegistered(f"The result of job {job_id}, which this step follows, is gone (expired or never stored).")
+
+
+def _riding_out(job: Job, read: Callable[[], T]) -> T:
+    """``read()`` (of the task's code, or of a parent's result), tried again once Redis answers
+    when it did not, where tasklab's worker runs the job: an outage is no failure of the task."""
+    while True:
+        try:
+            return read()
+        except (redis.ConnectionError, redis.TimeoutError):
+            if getattr(job, "_tl_wait_for_redis", None) is None:
+                raise
+            _wait_for_redis(job)
 
 
 def _wait_for_redis(job: Job) -> None:

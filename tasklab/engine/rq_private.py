@@ -11,18 +11,23 @@ and ``tests/test_rq_private.py`` pins the range.
 
 from __future__ import annotations
 
+import calendar
 import re
+import uuid
 import zlib
+from base64 import b64encode
 from typing import Any
 
 import rq
 from redis.client import Pipeline
 from rq import job as rq_job
 from rq import worker_registration
-from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, ExecutionRegistry
+from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution, ExecutionRegistry
 from rq.job import Job
+from rq.results import Result
 from rq.scheduler import RQScheduler
-from rq.utils import parse_composite_key
+from rq.utils import now, parse_composite_key, utcformat
 from rq.worker import BaseWorker
 
 from .. import defaults
@@ -141,6 +146,78 @@ def worker_key(worker_name: str) -> str:
 
 
 # -- jobs ---------------------------------------------------------------------------------
+
+
+def start_execution(job: Job, ttl: int, pipeline: Pipeline, worker_name: str) -> Execution:
+    """Queue on ``pipeline`` what ``Execution.create(job, ttl, pipeline, worker_name)`` and then
+    ``job.prepare_for_execution(worker_name, pipeline)`` write, as the same commands (``ttl`` >= 0),
+    with a tenth of their Python: a worker starts every job with it. The execution is returned, and
+    the job's fields set, as RQ's would be. ``tests/test_rq_private.py`` compares the two."""
+    started = now()
+    execution = Execution(uuid.uuid4().hex, job.id, job.connection, worker_name)
+    execution._job = job
+    execution.created_at = execution.last_heartbeat = started
+    seconds, score = started.timestamp(), calendar.timegm(started.utctimetuple()) + ttl
+    composite = f"{job.id}:{execution.id}"
+    key = execution.key
+    command = pipeline.execute_command
+    command("HSET", key, "id", execution.id, "job_id", job.id, "created_at", seconds, "last_heartbeat", seconds,
+            "worker_name", worker_name)  # fmt: skip
+    command("EXPIRE", key, ttl)
+    executions = ExecutionRegistry.key_template.format(job.id)
+    command("ZADD", executions, score + 60, execution.id)
+    command("EXPIRE", executions, ttl + 60)
+    command("ZADD", job.started_job_registry.key, score, composite)
+    if worker_name:
+        workers = WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker_name)
+        command("SADD", workers, composite)
+        command("EXPIRE", workers, ttl + 60)
+    stamp = utcformat(started)
+    job.worker_name, job.last_heartbeat, job.started_at = worker_name, started, started
+    job._status = rq_job.JobStatus.STARTED
+    command("HSET", job.key, "last_heartbeat", stamp, "status", job._status, "started_at", stamp,
+            "worker_name", worker_name)  # fmt: skip
+    return execution
+
+
+def save_success(
+    job: Job, return_value: Any, ttl: int | None, pipeline: Pipeline, worker_name: str = "",
+    execution_id: str | None = None, started_at: Any = None, ended_at: Any = None,
+) -> None:  # fmt: skip
+    """Queue on ``pipeline`` what ``Result(type=SUCCESSFUL, ...).save(ttl, pipeline)`` writes for ``job``
+    (its result stream's entry and TTL), as the same commands, with less Python; RQ also signs a
+    ``None`` return value it then leaves out. ``tests/test_rq_private.py`` compares the two."""
+    data: list[Any] = ["type", Result.Type.SUCCESSFUL.value, "worker_name", worker_name]
+    if return_value is not None:
+        try:
+            serialized = job.serializer.dumps(return_value)
+        except Exception:
+            serialized = job.serializer.dumps(UNSERIALIZABLE_RETURN_VALUE_PAYLOAD)
+        data += ["return_value", b64encode(serialized).decode()]
+    if execution_id:
+        data += ["execution_id", execution_id]
+    if started_at:
+        data += ["execution_started_at", started_at.timestamp()]
+    if ended_at:
+        data += ["execution_ended_at", ended_at.timestamp()]
+    key = Result.get_key(job.id)
+    pipeline.execute_command("XADD", key, "MAXLEN", "~", 10, "*", *data)
+    if ttl is not None:
+        if ttl == -1:
+            pipeline.execute_command("PERSIST", key)
+        else:
+            pipeline.execute_command("EXPIRE", key, ttl)
+
+
+def end_execution(job: Job, execution: Execution, pipeline: Pipeline) -> None:
+    """Queue on ``pipeline`` what RQ's ``cleanup_execution`` (``Execution.delete``) writes, as the same
+    commands; the caller forgets the execution. ``tests/test_rq_private.py`` compares the two."""
+    command = pipeline.execute_command
+    command("DEL", execution.key)
+    command("ZREM", job.started_job_registry.key, execution.composite_key)
+    command("ZREM", ExecutionRegistry.key_template.format(execution.job_id), execution.id)
+    if execution.worker_name:
+        command("SREM", WORKER_EXECUTIONS_KEY_TEMPLATE.format(execution.worker_name), execution.composite_key)
 
 
 def handle_success(job: Job, result_ttl: int, pipeline: Pipeline, **execution: Any) -> None:

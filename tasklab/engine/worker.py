@@ -47,7 +47,14 @@ from .joblog import JobLinesAtDebug
 from .keys import claimed_key, running_key
 from .lost import requeue_claimed
 from .refusal import PlainSerializer, check_signed, foreign_callback, refuse, signed_job
-from .rq_private import handle_success, ordered_queues, set_state_locally, state_write
+from .rq_private import (
+    end_execution,
+    handle_success,
+    ordered_queues,
+    set_state_locally,
+    start_execution,
+    state_write,
+)
 from .transaction import (
     FENCE,
     FENCE_CLAIM,
@@ -311,12 +318,11 @@ class Worker(FencingWorker):
             # Nothing is written unless the job is still this worker's claim: a settler may have
             # queued it again after this worker's lease ran out (see leases, and _start_fenced).
             pipe.execute_command(FENCE_CLAIM, claimed_key(self.name), job.id)
-            execution = Execution.create(job, ttl, pipeline=pipe, worker_name=self.name)
+            # RQ's Execution.create and job.prepare_for_execution (which also sets last_heartbeat).
+            execution = start_execution(job, ttl, pipe, self.name)
             self.executions[execution.id] = execution
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             self.heartbeat(ttl, pipeline=pipe)
-            # Also sets last_heartbeat, which RQ writes once more just before.
-            job.prepare_for_execution(self.name, pipeline=pipe)
             pipe.persist(job.key)
             pipe.set(running_key(job.id), execution.id)  # the fence of what follows about the job
             start_writes(job, pipe, self.name)  # tasklab's STARTED event, in the same transaction
@@ -501,7 +507,8 @@ class Worker(FencingWorker):
                 pipe.expire(job.key, result_ttl)
                 if job._dependency_ids:
                     pipe.expire(job.dependencies_key, result_ttl)
-            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            end_execution(job, execution, pipe)  # RQ's cleanup_execution
+            self.executions.pop(execution.id, None)
             finish_writes(job, pipe)  # the attempt's output and event, from the runtime
             pipe.delete(running_key(job.id))
             if quick and not take_next:

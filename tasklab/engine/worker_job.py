@@ -19,13 +19,12 @@ from typing import Any
 from redis.client import Pipeline
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry, FinishedJobRegistry, StartedJobRegistry
-from rq.results import Result
 from rq.utils import str_to_date, utcformat
 
 from ..code.serialization import Serializer
 from .queue import TaskJob
 from .refusal import allowed_callback
-from .rq_private import return_value
+from .rq_private import return_value, save_success
 from .transaction import HSET_IF_EXISTS
 
 #: Job hash fields holding RQ timestamps (``utcformat``: ``2026-11-22T10:00:00.123456Z``).
@@ -123,17 +122,7 @@ class WorkerJob(TaskJob):
             if value is not None:
                 changed += [field, utcformat(value)]
         pipeline.execute_command(HSET_IF_EXISTS, self.key, *changed)
-        result = Result(  # what Result.create does, with the serializer checked once
-            job_id=self.id,
-            type=Result.Type.SUCCESSFUL,
-            connection=self.connection,
-            return_value=return_value(self),
-            worker_name=worker_name,
-            execution_id=execution_id,
-            execution_started_at=execution_started_at,
-            execution_ended_at=execution_ended_at,
-        )
-        result.serializer = self.serializer
-        result.save(ttl=result_ttl, pipeline=pipeline)
+        save_success(self, return_value(self), result_ttl, pipeline, worker_name, execution_id,
+                     execution_started_at, execution_ended_at)  # fmt: skip
         if result_ttl != 0:
             self.finished_job_registry.add(self, result_ttl, pipeline)
