@@ -91,7 +91,7 @@ STREAM_NODE_MAX_BYTES = 256
 #: table three times its size.
 HASH_MAX_ZIPLIST_VALUE = 1024
 
-#: Jobs written per pipelined round trip when a batch is submitted (map, workflows): large enough
+#: Jobs written per pipelined round trip when a batch is submitted (map_async, workflows): large enough
 #: to amortise the round trip, small enough that one reply stays a few hundred kilobytes.
 SUBMIT_BATCH = 1000
 

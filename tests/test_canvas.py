@@ -41,6 +41,10 @@ def mark(value, name):
 def collect(values):
     get_current_job().connection.incr("collect-runs")
     return len(values), sum(values)
+
+def whoami(x):
+    # The item, and the job that ran it.
+    return x, get_current_job().id
 """
 
 
@@ -50,7 +54,7 @@ def t(shell, lab):
     lab.workers(2)
     task_cell(shell, TASKS)
     return SimpleNamespace(
-        **{name: shell.user_ns[name] for name in ("add", "mul", "total", "check", "mark", "collect")}
+        **{name: shell.user_ns[name] for name in ("add", "mul", "total", "check", "mark", "collect", "whoami")}
     )
 
 
@@ -253,3 +257,57 @@ def test_monitor_and_history_show_the_workflow(lab):
     monitor = Monitor(lab, plots=False)
     monitor.refresh()
     assert all(f"[workflow {workflow[:8]}]" in label for label, _ in monitor.recent.options)
+
+
+def test_map_and_starmap_are_lazy_signatures_of_one_job(t, lab):
+    sig = t.whoami.map([1, 2, 3])
+    assert isinstance(sig, tasklab.Signature) and repr(sig) == "[whoami(x) for x in (1, 2, 3)]"
+    assert repr(t.add.starmap([(1, 2)])) == "[add(*x) for x in ((1, 2),)]"
+    assert not lab.connection.keys("rq:job:*"), "nothing is submitted until the signature is applied"
+    result = sig.delay()
+    values = result.get(timeout=10)
+    assert [item for item, _ in values] == [1, 2, 3], "the items run in order"
+    assert {job for _, job in values} == {result.id}, "every item ran in the map's one job"
+    assert len(lab.connection.keys("rq:job:*")) == 1
+    assert ~t.total.map([range(10), range(100)]) == [45, 4950]
+    assert ~t.add.starmap(zip(range(10), range(10), strict=True)) == [2 * i for i in range(10)]
+    later = t.add.starmap([(1, 2), (3, 4)]).apply_async(countdown=0.5)
+    assert later.eta is not None, "countdown schedules the one job"
+    assert later.get(timeout=10) == [3, 7]
+    assert (t.total.map([[1, 2], [3]]) | t.total.s()).delay().get(timeout=10) == 6, "a map is a step like any"
+    with pytest.raises(ValueError, match="bad value 3"):
+        t.check.map([1, 2, 3, 4]).delay().get(timeout=10)
+
+
+def test_map_refuses_bad_items_when_made(t, lab):
+    with pytest.raises(tasklab.CanvasError, match=r"Item 1 of add\.starmap\(\) does not fit the task: add\(x, y\)"):
+        t.add.starmap([(1, 2), (1,)])
+    with pytest.raises(tasklab.CanvasError, match=r"Item 0 of add\.starmap\(\) is 5; each item is a tuple"):
+        t.add.starmap([5])
+    with pytest.raises(tasklab.CanvasError, match=r"total\.map\(\) takes an iterable of items, not 5"):
+        t.total.map(5)
+    with pytest.raises(tasklab.CanvasError, match=r"takes no arguments when it is applied"):
+        t.total.map([[1]]).delay(5)
+    with pytest.raises(tasklab.CanvasError, match=r"n=0 must be a whole number, 1 or more"):
+        t.add.chunks([(1, 2)], 0)
+    assert not lab.connection.keys("rq:job:*"), "nothing was submitted"
+
+
+def test_chunks_split_into_starmap_jobs(t, lab):
+    result = t.add.chunks(zip(range(100), range(100), strict=True), 10)()
+    assert isinstance(result, tasklab.GroupResult) and len(result) == 10
+    assert result.get(timeout=30) == [[2 * i for i in range(k * 10, k * 10 + 10)] for k in range(10)]
+    assert ~t.add.chunks([(i, i) for i in range(5)], 2) == [[0, 2], [4, 6], [8]], "the last part may be shorter"
+    parts = t.add.chunks(zip(range(4), range(4), strict=True), 2).group()
+    assert isinstance(parts, tasklab.group) and repr(parts.tasks[1]) == "[add(*x) for x in ((2, 2), (3, 3))]"
+    skewed = parts.skew(start=0.2, step=0.2)
+    assert [member.options["countdown"] for member in skewed.tasks] == [0.2, 0.4]
+    assert skewed.apply_async().get(timeout=10) == [[0, 2], [4, 6]]
+    callback = (t.add.chunks(zip(range(4), range(4), strict=True), 2) | t.mark.s("after-chunks")).delay()
+    assert callback.get(timeout=10) == [[0, 2], [4, 6]], "chunks | callback is a chord over the parts"
+
+
+def test_invert_applies_and_waits(t, lab):
+    assert ~t.add.s(1, 1) == 2
+    assert ~(t.add.s(1, 1) | t.add.s(2)) == 4
+    assert ~tasklab.group(t.add.s(1, 1), t.add.s(2, 2)) == [2, 4]

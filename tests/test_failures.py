@@ -243,7 +243,7 @@ def _spans(lab, key):
 def test_rate_limit_holds_across_workers(shell, lab):
     lab.workers(2)
     task_cell(shell, SPAN, "--rate-limit 5/s")
-    results = shell.user_ns["span"].starmap([("rated", 0)] * 8)
+    results = shell.user_ns["span"].starmap_async([("rated", 0)] * 8)
     assert "RATE_LIMITED" in {r.state for r in results}, "jobs held back by the limit say so"
     results.get(timeout=30)
     starts = [start for start, _ in _spans(lab, "rated")]
@@ -255,7 +255,7 @@ def test_rate_limit_holds_across_workers(shell, lab):
 def test_concurrency_limit_allows_n_at_once(shell, lab):
     lab.workers(2)
     task_cell(shell, SPAN, "--concurrency-limit 1")
-    results = shell.user_ns["span"].starmap([("serial", 0.15)] * 4)
+    results = shell.user_ns["span"].starmap_async([("serial", 0.15)] * 4)
     assert "RATE_LIMITED" in {r.state for r in results}
     results.get(timeout=30)
     spans = _spans(lab, "serial")
