@@ -42,6 +42,11 @@ def collect(values):
     get_current_job().connection.incr("collect-runs")
     return len(values), sum(values)
 
+def held(value, gate):
+    # Returns value once the test opens its gate (a Redis list).
+    get_current_job().connection.blpop(gate, timeout=30)
+    return value
+
 def whoami(x):
     # The item, and the job that ran it.
     return x, get_current_job().id
@@ -54,7 +59,7 @@ def t(shell, lab):
     lab.workers(2)
     task_cell(shell, TASKS)
     return SimpleNamespace(
-        **{name: shell.user_ns[name] for name in ("add", "mul", "total", "check", "mark", "collect", "whoami")}
+        **{name: shell.user_ns[name] for name in ("add", "mul", "total", "check", "mark", "collect", "whoami", "held")}
     )
 
 
@@ -311,3 +316,56 @@ def test_invert_applies_and_waits(t, lab):
     assert ~t.add.s(1, 1) == 2
     assert ~(t.add.s(1, 1) | t.add.s(2)) == 4
     assert ~tasklab.group(t.add.s(1, 1), t.add.s(2, 2)) == [2, 4]
+
+
+def test_a_one_member_group_in_a_chain_is_unrolled(t, lab):
+    result = tasklab.chain(t.add.s(1, 1), tasklab.group(t.add.s(2))).delay()
+    assert not isinstance(result, tasklab.GroupResult) and result.get(timeout=10) == 4
+    piped = (t.add.s(1, 1) | tasklab.group(t.add.s(2)) | t.mark.s("after-one")).delay()
+    assert piped.get(timeout=10) == 4, "the step after it receives the member's value, not a list of one"
+    assert meta(lab, piped.parent.id)[canvas.META_WHERE] == "step 2 of 3"
+    alone = tasklab.group(t.add.s(1, 1)).delay()
+    assert isinstance(alone, tasklab.GroupResult) and alone.get(timeout=10) == [2], "alone, a group stays a group"
+    assert (tasklab.group(t.add.s(1, 1)) | t.total.s()).delay().get(timeout=10) == 2, "group | callback: a chord"
+
+
+def test_group_result_surface(t, lab):
+    result = tasklab.group(t.add.s(1, 1), t.held.s(5, "gate-1"), t.check.s(3)).delay()
+    wait_for(lambda: result[0].ready() and result[2].ready(), 10, "the free members to finish")
+    assert result.waiting() and not result.ready()
+    assert result.completed_count() == 1 and result.failed() and not result.successful()
+    with pytest.raises(tasklab.TimeoutError, match="1 of 3 members"):
+        result.join(timeout=0.3, propagate=False)
+    lab.connection.rpush("gate-1", 1)
+    seen: list = []
+    assert result.join(timeout=10, propagate=False, callback=lambda *pair: seen.append(pair)) is None
+    assert [task_id for task_id, _ in seen] == [r.id for r in result], "the callback sees the members in order"
+    assert seen[0][1] == 2 and seen[1][1] == 5 and isinstance(seen[2][1], ValueError)
+    assert result.ready() and not result.waiting() and result.join_native(timeout=1, propagate=False)[:2] == [2, 5]
+    assert result.children == result.results == list(result)
+    result.forget()
+    assert not any(lab.connection.exists(Job.key_for(r.id)) for r in result)
+    assert not lab.connection.exists(Group.get_key(result.id))
+
+
+def test_result_set_iterates_in_finish_order_and_edits_like_celerys(t, lab):
+    results = t.held.starmap_async([(1, "gate-a"), (2, "gate-b")])
+    finished = results.iter_native(timeout=10)
+    lab.connection.rpush("gate-b", 1)
+    assert next(finished) == (results[1].id, 2), "the member that finished first comes first"
+    lab.connection.rpush("gate-a", 1)
+    assert next(finished) == (results[0].id, 1)
+    assert next(finished, None) is None
+    late = tasklab.ResultSet([t.held.delay(3, "gate-c")])
+    with pytest.raises(tasklab.TimeoutError, match=r"1 of 1 tasks did not finish within 0\.3 s"):
+        list(late.iter_native(timeout=0.3))
+    lab.connection.rpush("gate-c", 1)
+    assert list(late.iter_native(timeout=10)) == [(late[0].id, 3)]
+    first, second = results
+    edited = tasklab.ResultSet([first])
+    edited.add(first)
+    edited.update([first, second])
+    assert list(edited) == [first, second], "add and update skip members already in"
+    edited.discard(first)
+    edited.discard(first)
+    assert list(edited) == [second]
