@@ -369,3 +369,35 @@ def test_result_set_iterates_in_finish_order_and_edits_like_celerys(t, lab):
     edited.discard(first)
     edited.discard(first)
     assert list(edited) == [second]
+
+
+def _job(lab, job_id):
+    return Job.fetch(job_id, connection=lab.connection, serializer=Serializer)
+
+
+def test_a_chord_callback_waits_for_a_member_held_back(t, lab):
+    lab.workers(3)  # a worker stays free to take the callback, were it queued too early
+    result = tasklab.chord([t.add.s(1, 1), t.held.s(5, "hold-member"), t.add.s(2, 2)], t.mark.s("chord-ran")).delay()
+    free, held = [result.parent[0], result.parent[2]], result.parent[1]
+    wait_for(lambda: all(r.state == "SUCCESS" for r in free) and held.state == "STARTED", 10, "the free members")
+    deadline = time.monotonic() + 0.5  # a bounded look at something that must not happen
+    while time.monotonic() < deadline:
+        assert _job(lab, result.id).get_status() == "deferred", "the callback is queued before every member ended"
+        assert not lab.connection.exists("chord-ran")
+    lab.connection.rpush("hold-member", 1)
+    assert result.get(timeout=10) == [2, 5, 4]
+    assert _job(lab, result.id).started_at >= _job(lab, held.id).ended_at, "the callback started after the held one"
+
+
+def test_a_chord_callback_gets_the_results_in_header_order_not_finish_order(t, lab):
+    lab.workers(3)
+    header = [t.held.s(value, f"order-{value}") for value in ("first", "second", "third")]
+    result = tasklab.chord(header, t.mark.s("order-ran")).delay()
+    members = list(result.parent)
+    wait_for(lambda: all(r.state == "STARTED" for r in members), 10, "every member to start")
+    for value, member in zip(("third", "second", "first"), reversed(members), strict=True):
+        lab.connection.rpush(f"order-{value}", 1)  # the last member of the header finishes first
+        wait_for(lambda member=member: member.state == "SUCCESS", 10, f"member {value} to finish")
+    ended = [_job(lab, member.id).ended_at for member in members]
+    assert ended[0] > ended[1] > ended[2], "the members finished in reverse order"
+    assert result.get(timeout=10) == ["first", "second", "third"], "the callback receives them in header order"
