@@ -401,3 +401,16 @@ def test_a_chord_callback_gets_the_results_in_header_order_not_finish_order(t, l
     ended = [_job(lab, member.id).ended_at for member in members]
     assert ended[0] > ended[1] > ended[2], "the members finished in reverse order"
     assert result.get(timeout=10) == ["first", "second", "third"], "the callback receives them in header order"
+
+
+def test_a_map_goes_to_its_tasks_app_and_queue(server, lab):
+    other = tasklab.Lab(server.url, namespace="elsewhere", autostart_workers=False)
+    tasks = tasklab.register_cell(TASKS, {}, app=other)
+    routed = tasklab.register_cell("def ping(x):\n    return x\n", {}, {"queue": "maps"}, app=other)["ping"]
+    mapped, pinged = tasks["add"].starmap([(1, 2), (3, 4)]).delay(), routed.map([1, 2]).delay()
+    lab.workers(1, queues=["default", "maps"])
+    assert mapped.get(timeout=10) == [3, 7] and pinged.get(timeout=10) == [1, 2]
+    assert meta(lab, mapped.id)[keys.META_NAMESPACE] == "elsewhere", "submitted through the task's own app"
+    assert meta(lab, mapped.id)[keys.META_TASK] == "tasklab.starmap"
+    assert _job(lab, pinged.id).origin == "maps", "a map runs on its task's queue"
+    other.shutdown()

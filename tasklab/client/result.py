@@ -431,7 +431,6 @@ class ResultSet(list):
     #: Celery's ``join_native``: tasklab's ``join`` already waits on every result at once.
     join_native = join
 
-    @_reaching_redis
     def iter_native(self, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
         """``(task_id, value)`` of each member as it finishes, in the order they finish (Celery's
         ``iter_native`` yields the same pairs, with the result's metadata for a value). A failure is
