@@ -343,6 +343,10 @@ def test_group_result_surface(t, lab):
     assert seen[0][1] == 2 and seen[1][1] == 5 and isinstance(seen[2][1], ValueError)
     assert result.ready() and not result.waiting() and result.join_native(timeout=1, propagate=False)[:2] == [2, 5]
     assert result.children == result.results == list(result)
+    with pytest.raises(ValueError, match="bad value 3"):
+        result.maybe_throw()
+    result.maybe_throw(propagate=False)
+    assert result.supports_native_join
     result.forget()
     assert not any(lab.connection.exists(Job.key_for(r.id)) for r in result)
     assert not lab.connection.exists(Group.get_key(result.id))
@@ -414,3 +418,9 @@ def test_a_map_goes_to_its_tasks_app_and_queue(server, lab):
     assert meta(lab, mapped.id)[keys.META_TASK] == "tasklab.starmap"
     assert _job(lab, pinged.id).origin == "maps", "a map runs on its task's queue"
     other.shutdown()
+
+
+def test_a_mapped_bound_task_gets_a_request_of_its_own(shell, lab):
+    lab.workers(1)
+    task_cell(shell, "def asks(self, x):\n    return self.request.called_directly, self.request.args\n", "--bind")
+    assert ~shell.user_ns["asks"].map([1, 2]) == [(True, (1,)), (True, (2,))], "as Celery's task(item) in celery.map"

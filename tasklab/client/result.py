@@ -493,6 +493,24 @@ class ResultSet(list):
             self.remove(result)
 
     @_reaching_redis
+    def maybe_throw(self, callback: Callable[[str, Any], None] | None = None, propagate: bool = True) -> None:
+        """Raise the exception of the first member (in order) that failed or was revoked, without waiting
+        for the others (Celery's ``maybe_throw``); with ``callback``, call ``callback(task_id, value)``
+        for each member that succeeded first. Nothing is raised with ``propagate=False``."""
+        for result, state in zip(self, self.states(), strict=True):
+            if state == SUCCESS and callback is not None:
+                callback(result.id, result.get(timeout=0))
+            elif state in (FAILURE, REVOKED) and propagate:
+                result.get(timeout=0)  # raises the member's exception
+
+    maybe_reraise = maybe_throw
+
+    @property
+    def supports_native_join(self) -> bool:
+        """As Celery asks of a backend: ``join_native`` waits on every member at once (tasklab's always does)."""
+        return True
+
+    @_reaching_redis
     def forget(self) -> None:
         """Delete every member's job and results from Redis (see :meth:`AsyncResult.forget`)."""
         for result in self:
