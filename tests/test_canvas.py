@@ -295,6 +295,8 @@ def test_map_refuses_bad_items_when_made(t, lab):
         t.total.map([[1]]).delay(5)
     with pytest.raises(tasklab.CanvasError, match=r"n=0 must be a whole number, 1 or more"):
         t.add.chunks([(1, 2)], 0)
+    with pytest.raises(tasklab.CanvasError, match=r"Item 2 of add\.chunks\(\) does not fit the task"):
+        t.add.chunks([(1, 2), (3, 4), (5,)], 2)
     assert not lab.connection.keys("rq:job:*"), "nothing was submitted"
 
 

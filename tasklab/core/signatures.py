@@ -1,4 +1,4 @@
-"""Workflows after Celery's canvas, as data: signatures, chains, groups and chords.
+"""Workflows after Celery's canvas, as data: signatures, chains, groups, chords, maps and chunks.
 
 They only describe a workflow; submitting one hands it to the app of its first task
 (``submit_workflow``), which compiles it into RQ jobs (see :mod:`tasklab.client.workflow`).
@@ -266,6 +266,16 @@ def _items(it: Any, where: str, star: bool) -> tuple[Any, ...]:
     return tuple(tuple(item) for item in items)
 
 
+def _fitting(task: Any, items: tuple[Any, ...], where: str, star: bool) -> tuple[Any, ...]:
+    """``items``, each checked against ``task``'s parameters now, so that a bad one submits nothing."""
+    for i, item in enumerate(items):
+        try:
+            task.signature_check(item if star else (item,), {})
+        except TypeError as exc:
+            raise CanvasError(f"Item {i} of {where} does not fit the task: {exc}") from None
+    return items
+
+
 class xmap(Signature):
     """Celery's ``task.map(it)``: ONE job that calls ``task(item)`` for each item in turn; its result is
     the list of their values. A signature like any other: ``.delay()``, ``.apply_async(countdown=)``,
@@ -277,12 +287,7 @@ class xmap(Signature):
     def __init__(self, task: Any, it: Iterable[Any], **options: Any):
         member = _as_task(task)
         where = f"{member.name}.{'starmap' if self._star else 'map'}()"
-        items = _items(it, where, self._star)
-        for i, item in enumerate(items):
-            try:
-                member.signature_check(item if self._star else (item,), {})
-            except TypeError as exc:
-                raise CanvasError(f"Item {i} of {where} does not fit the task: {exc}") from None
+        items = _fitting(member, _items(it, where, self._star), where, self._star)
         queue = type(member).task_options().get("queue")
         if queue is not None:
             options = {"queue": queue, **options}
@@ -296,7 +301,7 @@ class xmap(Signature):
                 f"{self.member.name}.{'starmap' if self._star else 'map'}()."
             )
         copied = copy.copy(self)
-        copied.options = {**self.options, **_check_options(options)}
+        copied.kwargs, copied.options = {}, {**self.options, **_check_options(options)}
         return copied
 
     def __repr__(self) -> str:
@@ -322,7 +327,7 @@ class chunks(_Canvas):
         where = f"{self.member.name}.chunks()"
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise CanvasError(f"{where} splits into parts of n items: n={n!r} must be a whole number, 1 or more.")
-        self.it, self.n = _items(it, where, True), n
+        self.it, self.n = _fitting(self.member, _items(it, where, True), where, True), n
         self.options = _check_options(options)
 
     def group(self) -> group:
