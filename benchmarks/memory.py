@@ -32,9 +32,9 @@ def measure(lab: tasklab.Lab, task: tasklab.Task, tasks: int) -> tuple[float, di
     connection.flushall()  # nothing kept from the previous setting: the code is stored again below
     lab._published.clear()
     lab.workers(2)
-    task.map(range(20)).get(timeout=60)
+    task.map_async(range(20)).get(timeout=60)
     before = connection.info("memory")["used_memory"]
-    task.map(range(tasks)).get(timeout=max(60, tasks / 50))
+    task.map_async(range(tasks)).get(timeout=max(60, tasks / 50))
     after = connection.info("memory")["used_memory"]
     by_pattern: collections.Counter[str] = collections.Counter()
     for key in connection.scan_iter(count=1000):

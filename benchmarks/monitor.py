@@ -83,9 +83,9 @@ def main() -> None:
         lab.workers(2)
         namespace: dict = {}
         tasklab.register_cell("def noop(x):\n    return x\n", namespace, app=lab)
-        namespace["noop"].map(range(50)).get(timeout=60)  # warm up
+        namespace["noop"].map_async(range(50)).get(timeout=60)  # warm up
         before = used_memory(lab)
-        namespace["noop"].map(range(args.real_jobs)).get(timeout=300)
+        namespace["noop"].map_async(range(args.real_jobs)).get(timeout=300)
         real_bytes = (used_memory(lab) - before) / args.real_jobs
 
     p50 = statistics.median

@@ -51,7 +51,7 @@ from tasklab.local.server import find_redis_server
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ("tasklab", "huey", "celery", "rq", "floor")
 RQ_QUEUE = "peers-rq"
-#: Jobs per pipelined submit, where a system has one (tasklab's ``map`` batches by itself).
+#: Jobs per pipelined submit, where a system has one (tasklab's ``map_async`` batches by itself).
 BATCH = 1000
 WARMUP_JOBS = 100
 WARMUP_ROUND_TRIPS = 20
@@ -129,7 +129,7 @@ class ResultStreamWaits:
 
 
 class TaskLabPeer(ResultStreamWaits):
-    """tasklab as a user drives it: ``task.map`` (pipelined), ``delay().get()`` (a blocking ``XREAD``)."""
+    """tasklab as a user drives it: ``task.map_async`` (pipelined), ``delay().get()`` (a blocking ``XREAD``)."""
 
     label = "tasklab"
 
@@ -145,7 +145,7 @@ class TaskLabPeer(ResultStreamWaits):
                  "--processes", str(n), "--log-dir", str(self.log_dir)]]  # fmt: skip
 
     def submit(self, jobs: int) -> list[str]:
-        return [result.id for result in self.task.map(range(jobs))]
+        return [result.id for result in self.task.map_async(range(jobs))]
 
     def round_trip(self) -> None:
         self.task.delay().get(timeout=ROUND_TRIP_TIMEOUT)

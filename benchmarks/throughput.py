@@ -125,7 +125,7 @@ class PlainRQ:
 
 
 class TaskLab:
-    """tasklab as a user drives it: ``@lab.task``, ``map``, ``ResultSet.get``, ``delay().get()``."""
+    """tasklab as a user drives it: ``@lab.task``, ``map_async``, ``ResultSet.get``, ``delay().get()``."""
 
     label = TASKLAB
 
@@ -141,10 +141,10 @@ class TaskLab:
         self.lab.workers(0)
 
     def submit(self, jobs: int) -> list[str]:
-        return [result.id for result in self.task.map(range(jobs))]
+        return [result.id for result in self.task.map_async(range(jobs))]
 
     def submit_and_get(self, jobs: int, timeout: float) -> None:
-        self.task.map(range(jobs)).get(timeout=timeout)
+        self.task.map_async(range(jobs)).get(timeout=timeout)
 
     def round_trip(self) -> None:
         self.task.delay().get(timeout=ROUND_TRIP_TIMEOUT)
@@ -231,7 +231,7 @@ def measure_throughput(system: System, connection: redis.Redis, jobs: int) -> tu
 
 
 def measure_get_throughput(system: TaskLab, jobs: int) -> float:
-    """Seconds to submit ``jobs`` jobs with ``map`` and wait for them with ``ResultSet.get``."""
+    """Seconds to submit ``jobs`` jobs with ``map_async`` and wait for them with ``ResultSet.get``."""
     started = time.perf_counter()
     system.submit_and_get(jobs, timeout_for(jobs))
     return time.perf_counter() - started
@@ -501,7 +501,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> tuple[str, list[Measurement
 def signing_work_us(key: bytes, jobs: int = 20_000) -> float:
     """µs of signing work per no-op job, net of the unsigned path: what the kernel and a worker do
     for each job in turns, with a real key, on blobs shaped like a job's. The kernel signs the payload
-    and the meta (the same for every job of a ``map``), the worker checks both before RQ unpickles
+    and the meta (the same for every job of a ``map_async``), the worker checks both before RQ unpickles
     them (RQ's unpickling then asks again) and signs the result, and the kernel checks the result.
     Best of three runs each, signed and unsigned."""
     meta = pickle.dumps({"tl_ns": "benchmark", "tl_task": "noop", "tl_v": "0123456789ab"})

@@ -13,7 +13,7 @@ from .code.define import task
 from .core.eager import EagerResult
 from .core.request import Request
 from .core.retries import retry_schedule
-from .core.signatures import Signature, chain, chord, group, signature
+from .core.signatures import Signature, chain, chord, chunks, group, signature, xmap, xstarmap
 from .core.task import Task, get_task_logger
 from .errors import (
     ArgumentsError,
@@ -66,6 +66,9 @@ __all__ = [
     "chain",
     "group",
     "chord",
+    "chunks",
+    "xmap",
+    "xstarmap",
     # Results and what happened
     "AsyncResult",
     "ResultSet",

@@ -104,7 +104,7 @@ EMBEDDED_MAXMEMORY_SAMPLES = 10
 #: Seconds a failed job's record and exception are kept (RQ: a year). A week leaves time to look.
 FAILURE_TTL = 7 * 86400
 
-#: Jobs written per pipelined round trip when a batch is submitted (map, workflows): large enough
+#: Jobs written per pipelined round trip when a batch is submitted (map_async, workflows): large enough
 #: to amortise the round trip, small enough that one reply stays a few hundred kilobytes.
 SUBMIT_BATCH = 1000
 #: Bytes of job payloads written per round trip when a batch is submitted, about: large

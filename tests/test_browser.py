@@ -216,7 +216,7 @@ def test_monitor_renders_live_counts_in_jupyterlab(chromium, jupyter_lab, tmp_pa
         [
             "%load_ext tasklab",
             TASK_CELL,
-            "rs = square.map(range(5))\nrs.get(timeout=60)",
+            "rs = square.map_async(range(5))\nrs.get(timeout=60)",
             "%tasklab monitor",
             # Three more tasks, held until the browser has shown the first five successes.
             f"more = [after_gate.delay(i, {str(gate)!r}) for i in range(3)]",

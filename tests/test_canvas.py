@@ -41,6 +41,15 @@ def mark(value, name):
 def collect(values):
     get_current_job().connection.incr("collect-runs")
     return len(values), sum(values)
+
+def held(value, gate):
+    # Returns value once the test opens its gate (a Redis list).
+    get_current_job().connection.blpop(gate, timeout=30)
+    return value
+
+def whoami(x):
+    # The item, and the job that ran it.
+    return x, get_current_job().id
 """
 
 
@@ -50,7 +59,7 @@ def t(shell, lab):
     lab.workers(2)
     task_cell(shell, TASKS)
     return SimpleNamespace(
-        **{name: shell.user_ns[name] for name in ("add", "mul", "total", "check", "mark", "collect")}
+        **{name: shell.user_ns[name] for name in ("add", "mul", "total", "check", "mark", "collect", "whoami", "held")}
     )
 
 
@@ -253,3 +262,167 @@ def test_monitor_and_history_show_the_workflow(lab):
     monitor = Monitor(lab, plots=False)
     monitor.refresh()
     assert all(f"[workflow {workflow[:8]}]" in label for label, _ in monitor.recent.options)
+
+
+def test_map_and_starmap_are_lazy_signatures_of_one_job(t, lab):
+    sig = t.whoami.map([1, 2, 3])
+    assert isinstance(sig, tasklab.Signature) and repr(sig) == "[whoami(x) for x in (1, 2, 3)]"
+    assert repr(t.add.starmap([(1, 2)])) == "[add(*x) for x in ((1, 2),)]"
+    assert not lab.connection.keys("rq:job:*"), "nothing is submitted until the signature is applied"
+    result = sig.delay()
+    values = result.get(timeout=10)
+    assert [item for item, _ in values] == [1, 2, 3], "the items run in order"
+    assert {job for _, job in values} == {result.id}, "every item ran in the map's one job"
+    assert len(lab.connection.keys("rq:job:*")) == 1
+    assert ~t.total.map([range(10), range(100)]) == [45, 4950]
+    assert ~t.add.starmap(zip(range(10), range(10), strict=True)) == [2 * i for i in range(10)]
+    later = t.add.starmap([(1, 2), (3, 4)]).apply_async(countdown=0.5)
+    assert later.eta is not None, "countdown schedules the one job"
+    assert later.get(timeout=10) == [3, 7]
+    assert (t.total.map([[1, 2], [3]]) | t.total.s()).delay().get(timeout=10) == 6, "a map is a step like any"
+    with pytest.raises(ValueError, match="bad value 3"):
+        t.check.map([1, 2, 3, 4]).delay().get(timeout=10)
+
+
+def test_map_refuses_bad_items_when_made(t, lab):
+    with pytest.raises(tasklab.CanvasError, match=r"Item 1 of add\.starmap\(\) does not fit the task: add\(x, y\)"):
+        t.add.starmap([(1, 2), (1,)])
+    with pytest.raises(tasklab.CanvasError, match=r"Item 0 of add\.starmap\(\) is 5; each item is a tuple"):
+        t.add.starmap([5])
+    with pytest.raises(tasklab.CanvasError, match=r"total\.map\(\) takes an iterable of items, not 5"):
+        t.total.map(5)
+    with pytest.raises(tasklab.CanvasError, match=r"takes no arguments when it is applied"):
+        t.total.map([[1]]).delay(5)
+    with pytest.raises(tasklab.CanvasError, match=r"n=0 must be a whole number, 1 or more"):
+        t.add.chunks([(1, 2)], 0)
+    with pytest.raises(tasklab.CanvasError, match=r"Item 2 of add\.chunks\(\) does not fit the task"):
+        t.add.chunks([(1, 2), (3, 4), (5,)], 2)
+    assert not lab.connection.keys("rq:job:*"), "nothing was submitted"
+
+
+def test_chunks_split_into_starmap_jobs(t, lab):
+    result = t.add.chunks(zip(range(100), range(100), strict=True), 10)()
+    assert isinstance(result, tasklab.GroupResult) and len(result) == 10
+    assert result.get(timeout=30) == [[2 * i for i in range(k * 10, k * 10 + 10)] for k in range(10)]
+    assert ~t.add.chunks([(i, i) for i in range(5)], 2) == [[0, 2], [4, 6], [8]], "the last part may be shorter"
+    parts = t.add.chunks(zip(range(4), range(4), strict=True), 2).group()
+    assert isinstance(parts, tasklab.group) and repr(parts.tasks[1]) == "[add(*x) for x in ((2, 2), (3, 3))]"
+    skewed = parts.skew(start=0.2, step=0.2)
+    assert [member.options["countdown"] for member in skewed.tasks] == [0.2, 0.4]
+    assert skewed.apply_async().get(timeout=10) == [[0, 2], [4, 6]]
+    callback = (t.add.chunks(zip(range(4), range(4), strict=True), 2) | t.mark.s("after-chunks")).delay()
+    assert callback.get(timeout=10) == [[0, 2], [4, 6]], "chunks | callback is a chord over the parts"
+
+
+def test_invert_applies_and_waits(t, lab):
+    assert ~t.add.s(1, 1) == 2
+    assert ~(t.add.s(1, 1) | t.add.s(2)) == 4
+    assert ~tasklab.group(t.add.s(1, 1), t.add.s(2, 2)) == [2, 4]
+
+
+def test_a_one_member_group_in_a_chain_is_unrolled(t, lab):
+    result = tasklab.chain(t.add.s(1, 1), tasklab.group(t.add.s(2))).delay()
+    assert not isinstance(result, tasklab.GroupResult) and result.get(timeout=10) == 4
+    piped = (t.add.s(1, 1) | tasklab.group(t.add.s(2)) | t.mark.s("after-one")).delay()
+    assert piped.get(timeout=10) == 4, "the step after it receives the member's value, not a list of one"
+    assert meta(lab, piped.parent.id)[canvas.META_WHERE] == "step 2 of 3"
+    alone = tasklab.group(t.add.s(1, 1)).delay()
+    assert isinstance(alone, tasklab.GroupResult) and alone.get(timeout=10) == [2], "alone, a group stays a group"
+    assert (tasklab.group(t.add.s(1, 1)) | t.total.s()).delay().get(timeout=10) == 2, "group | callback: a chord"
+
+
+def test_group_result_surface(t, lab):
+    result = tasklab.group(t.add.s(1, 1), t.held.s(5, "gate-1"), t.check.s(3)).delay()
+    wait_for(lambda: result[0].ready() and result[2].ready(), 10, "the free members to finish")
+    assert result.waiting() and not result.ready()
+    assert result.completed_count() == 1 and result.failed() and not result.successful()
+    with pytest.raises(tasklab.TimeoutError, match="1 of 3 members"):
+        result.join(timeout=0.3, propagate=False)
+    lab.connection.rpush("gate-1", 1)
+    seen: list = []
+    assert result.join(timeout=10, propagate=False, callback=lambda *pair: seen.append(pair)) is None
+    assert [task_id for task_id, _ in seen] == [r.id for r in result], "the callback sees the members in order"
+    assert seen[0][1] == 2 and seen[1][1] == 5 and isinstance(seen[2][1], ValueError)
+    assert result.ready() and not result.waiting() and result.join_native(timeout=1, propagate=False)[:2] == [2, 5]
+    assert result.children == result.results == list(result)
+    with pytest.raises(ValueError, match="bad value 3"):
+        result.maybe_throw()
+    result.maybe_throw(propagate=False)
+    assert result.supports_native_join
+    result.forget()
+    assert not any(lab.connection.exists(Job.key_for(r.id)) for r in result)
+    assert not lab.connection.exists(Group.get_key(result.id))
+
+
+def test_result_set_iterates_in_finish_order_and_edits_like_celerys(t, lab):
+    results = t.held.starmap_async([(1, "gate-a"), (2, "gate-b")])
+    finished = results.iter_native(timeout=10)
+    lab.connection.rpush("gate-b", 1)
+    assert next(finished) == (results[1].id, 2), "the member that finished first comes first"
+    lab.connection.rpush("gate-a", 1)
+    assert next(finished) == (results[0].id, 1)
+    assert next(finished, None) is None
+    late = tasklab.ResultSet([t.held.delay(3, "gate-c")])
+    with pytest.raises(tasklab.TimeoutError, match=r"1 of 1 tasks did not finish within 0\.3 s"):
+        list(late.iter_native(timeout=0.3))
+    lab.connection.rpush("gate-c", 1)
+    assert list(late.iter_native(timeout=10)) == [(late[0].id, 3)]
+    first, second = results
+    edited = tasklab.ResultSet([first])
+    edited.add(first)
+    edited.update([first, second])
+    assert list(edited) == [first, second], "add and update skip members already in"
+    edited.discard(first)
+    edited.discard(first)
+    assert list(edited) == [second]
+
+
+def _job(lab, job_id):
+    return Job.fetch(job_id, connection=lab.connection, serializer=Serializer)
+
+
+def test_a_chord_callback_waits_for_a_member_held_back(t, lab):
+    lab.workers(3)  # a worker stays free to take the callback, were it queued too early
+    result = tasklab.chord([t.add.s(1, 1), t.held.s(5, "hold-member"), t.add.s(2, 2)], t.mark.s("chord-ran")).delay()
+    free, held = [result.parent[0], result.parent[2]], result.parent[1]
+    wait_for(lambda: all(r.state == "SUCCESS" for r in free) and held.state == "STARTED", 10, "the free members")
+    deadline = time.monotonic() + 0.5  # a bounded look at something that must not happen
+    while time.monotonic() < deadline:
+        assert _job(lab, result.id).get_status() == "deferred", "the callback is queued before every member ended"
+        assert not lab.connection.exists("chord-ran")
+    lab.connection.rpush("hold-member", 1)
+    assert result.get(timeout=10) == [2, 5, 4]
+    assert _job(lab, result.id).started_at >= _job(lab, held.id).ended_at, "the callback started after the held one"
+
+
+def test_a_chord_callback_gets_the_results_in_header_order_not_finish_order(t, lab):
+    lab.workers(3)
+    header = [t.held.s(value, f"order-{value}") for value in ("first", "second", "third")]
+    result = tasklab.chord(header, t.mark.s("order-ran")).delay()
+    members = list(result.parent)
+    wait_for(lambda: all(r.state == "STARTED" for r in members), 10, "every member to start")
+    for value, member in zip(("third", "second", "first"), reversed(members), strict=True):
+        lab.connection.rpush(f"order-{value}", 1)  # the last member of the header finishes first
+        wait_for(lambda member=member: member.state == "SUCCESS", 10, f"member {value} to finish")
+    ended = [_job(lab, member.id).ended_at for member in members]
+    assert ended[0] > ended[1] > ended[2], "the members finished in reverse order"
+    assert result.get(timeout=10) == ["first", "second", "third"], "the callback receives them in header order"
+
+
+def test_a_map_goes_to_its_tasks_app_and_queue(server, lab):
+    other = tasklab.Lab(server.url, namespace="elsewhere", autostart_workers=False)
+    tasks = tasklab.register_cell(TASKS, {}, app=other)
+    routed = tasklab.register_cell("def ping(x):\n    return x\n", {}, {"queue": "maps"}, app=other)["ping"]
+    mapped, pinged = tasks["add"].starmap([(1, 2), (3, 4)]).delay(), routed.map([1, 2]).delay()
+    lab.workers(1, queues=["default", "maps"])
+    assert mapped.get(timeout=10) == [3, 7] and pinged.get(timeout=10) == [1, 2]
+    assert meta(lab, mapped.id)[keys.META_NAMESPACE] == "elsewhere", "submitted through the task's own app"
+    assert meta(lab, mapped.id)[keys.META_TASK] == "tasklab.starmap"
+    assert _job(lab, pinged.id).origin == "maps", "a map runs on its task's queue"
+    other.shutdown()
+
+
+def test_a_mapped_bound_task_gets_a_request_of_its_own(shell, lab):
+    lab.workers(1)
+    task_cell(shell, "def asks(self, x):\n    return self.request.called_directly, self.request.args\n", "--bind")
+    assert ~shell.user_ns["asks"].map([1, 2]) == [(True, (1,)), (True, (2,))], "as Celery's task(item) in celery.map"

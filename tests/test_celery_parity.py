@@ -58,7 +58,7 @@ def test_get_of_an_ignored_result_returns_none_at_once(shell, lab):
     wait_for(lambda: not lab.connection.exists(f"rq:job:{running.id}"), 10, "the ignored job to finish")
     assert running.get() is None
     assert shell.user_ns["quiet"].delay(1).get(timeout=5) is None, "a task with ignore_result=True"
-    assert shell.user_ns["quiet"].map(range(3)).get(timeout=5) == [None, None, None]
+    assert shell.user_ns["quiet"].map_async(range(3)).get(timeout=5) == [None, None, None]
     assert shell.user_ns["quiet"].apply_async((1,), ignore_result=False).get(timeout=10) == 1
 
 

@@ -175,6 +175,82 @@ class Fetch(tasklab.Task):
     assert result.retries == 2
 
 
+def test_autoretry_matches_subclasses_of_the_listed_classes(shell, lab):
+    lab.workers(1)
+    task_cell(
+        shell,
+        COUNTER
+        + """
+def reset(key):
+    if _attempt_number(key) < 3:
+        raise ConnectionResetError("reset by peer")  # a subclass of ConnectionError
+    return "through"
+""",
+        "--autoretry-for ConnectionError --max-retries 2 --retry-backoff 0.05",
+    )
+    task_cell(
+        shell,
+        COUNTER
+        + """
+import tasklab
+
+class Transient(Exception):
+    pass
+
+class Throttled(Transient):
+    pass
+
+class Polite(tasklab.Task):
+    autoretry_for = (Transient,)
+    max_retries = 2
+    retry_backoff = 0.05
+
+    def run(self, key):
+        if _attempt_number(key) < 3:
+            raise Throttled("slow down")
+        return "through"
+""",
+    )
+    result = shell.user_ns["reset"].delay("reset-1")
+    assert result.get(timeout=20) == "through" and result.retries == 2
+    polite = shell.user_ns["Polite"].delay("polite-1")
+    assert polite.get(timeout=20) == "through" and polite.retries == 2, "a subclass defined beside the task"
+
+
+def _retry_delays(lab, job_id):
+    """The delays a worker chose before each retry of ``job_id``, from its RETRY events: when the
+    attempt is to run again (``next``) less when the event was written (within a millisecond)."""
+    retries = [
+        {k.decode(): v.decode() for k, v in fields.items()} for _, fields in lab.connection.xrange("tasklab:events")
+    ]
+    retries = sorted((e for e in retries if e["e"] == "retry" and e["id"] == job_id), key=lambda e: int(e["n"]))
+    return [float(e["next"]) - float(e["ts"]) for e in retries]
+
+
+def test_jitter_changes_the_backoff_delays_within_their_caps(shell, lab):
+    lab.workers(2)
+    body = COUNTER + "\ndef {name}(key):\n    raise ConnectionError(f'attempt {{_attempt_number(key)}}')\n"
+    options = "--autoretry-for ConnectionError --max-retries 4 --retry-backoff 0.2"
+    task_cell(shell, body.format(name="plain"), options + " --no-retry-jitter")
+    task_cell(shell, body.format(name="jittered"), options)
+    plain, jittered = shell.user_ns["plain"].delay("plain-1"), shell.user_ns["jittered"].delay("jittered-1")
+    for result in (plain, jittered):
+        with pytest.raises(ConnectionError, match="attempt 5"):
+            result.get(timeout=30)
+    caps = [0.2, 0.4, 0.8, 1.6]
+    assert _retry_delays(lab, plain.id) == pytest.approx(caps, abs=0.02), "without jitter: the plain backoff"
+    delays = _retry_delays(lab, jittered.id)
+    assert len(delays) == 4 and all(-0.02 <= d <= cap + 0.02 for d, cap in zip(delays, caps, strict=True)), delays
+    assert delays != pytest.approx(caps, abs=0.02), f"jitter left every delay at its cap: {delays}"
+    # Over many draws: each delay is within [0, its cap], and the draws differ from each other.
+    options_ = {"max_retries": 6, "retry_backoff": 1, "retry_backoff_max": 100}
+    plain_schedule = tasklab.retry_schedule({**options_, "retry_jitter": False})
+    assert plain_schedule == [1, 2, 4, 8, 16, 32]
+    drawn = [tasklab.retry_schedule(options_, seed=seed) for seed in range(50)]
+    assert all(0 <= d <= cap for schedule in drawn for d, cap in zip(schedule, plain_schedule, strict=True))
+    assert len({tuple(schedule) for schedule in drawn}) == 50 and plain_schedule not in drawn
+
+
 def test_retry_schedule_preview():
     options = {"autoretry_for": (IOError,), "max_retries": 5, "retry_backoff": True}
     planned = tasklab.retry_schedule(options, seed=1)
@@ -243,7 +319,7 @@ def _spans(lab, key):
 def test_rate_limit_holds_across_workers(shell, lab):
     lab.workers(2)
     task_cell(shell, SPAN, "--rate-limit 5/s")
-    results = shell.user_ns["span"].starmap([("rated", 0)] * 8)
+    results = shell.user_ns["span"].starmap_async([("rated", 0)] * 8)
     assert "RATE_LIMITED" in {r.state for r in results}, "jobs held back by the limit say so"
     results.get(timeout=30)
     starts = [start for start, _ in _spans(lab, "rated")]
@@ -255,7 +331,7 @@ def test_rate_limit_holds_across_workers(shell, lab):
 def test_concurrency_limit_allows_n_at_once(shell, lab):
     lab.workers(2)
     task_cell(shell, SPAN, "--concurrency-limit 1")
-    results = shell.user_ns["span"].starmap([("serial", 0.15)] * 4)
+    results = shell.user_ns["span"].starmap_async([("serial", 0.15)] * 4)
     assert "RATE_LIMITED" in {r.state for r in results}
     results.get(timeout=30)
     spans = _spans(lab, "serial")

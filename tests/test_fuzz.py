@@ -234,7 +234,7 @@ def test_fuzz_task_cell_bodies(shell, lab, tmp_path):
     assert time.monotonic() - started < 30
 
 
-# -- calls: delay, apply_async, map ----------------------------------------------------------------------
+# -- calls: delay, apply_async, map_async ----------------------------------------------------------------
 
 
 def _bad_values(deep: list, handle: Any) -> list[Any]:
@@ -262,12 +262,12 @@ def call(rng: random.Random, target: Any, deep: list, handle: Any) -> tuple[str,
         ("unknown keyword", (1,), {"c": 3}),
     ]
     label, args, kwargs = rng.choice(arguments)
-    how = rng.choice(["delay", "apply_async", "apply_async", "apply_async", "map"])
+    how = rng.choice(["delay", "apply_async", "apply_async", "apply_async", "map_async"])
     if how == "delay":
         return f"delay({label})", lambda: target.delay(*args, **kwargs), label != "fine"
-    if how == "map":
+    if how == "map_async":
         items = [1, 2, rng.choice([handle, deep, threading.Lock(), 3])]
-        return f"map([1, 2, {type(items[2]).__name__}])", lambda: target.map(items), items[2] != 3
+        return f"map_async([1, 2, {type(items[2]).__name__}])", lambda: target.map_async(items), items[2] != 3
     options: dict[str, Any] = {}
     for _ in range(rng.randint(0, 2)):
         option = rng.choice(["countdown", "eta", "time_limit", "soft_time_limit", "task_id", "queue", "ignore_result",

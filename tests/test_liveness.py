@@ -171,7 +171,7 @@ class Short(tasklab.Task):
 def test_workers_killed_at_random_points_lose_no_job_and_leave_none_stuck(shell, lab):
     pool = lab.workers(2)
     task_cell(shell, CHURN)
-    results = shell.user_ns["Short"].map(range(8000))
+    results = shell.user_ns["Short"].map_async(range(8000))
     schedule = random.Random(20261202)  # the moments and victims of the kills, reproducible
     kills = 0
     while kills < 200:

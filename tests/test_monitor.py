@@ -22,7 +22,7 @@ def ran(shell, lab):
     lab.workers(2)
     task_cell(shell, TASKS, "--autoretry-for ValueError --max-retries 1 --retry-backoff 0.05")
     ns = shell.user_ns
-    ns["ok"].map(range(4)).get(timeout=10)
+    ns["ok"].map_async(range(4)).get(timeout=10)
     with pytest.raises(ValueError):
         ns["bad"].delay(7).get(timeout=10)
     return ns

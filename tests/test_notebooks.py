@@ -195,6 +195,14 @@ def check_workflows(nb: nbformat.NotebookNode) -> None:
     assert text(nb, "chain-si") == "300", "an immutable signature ignores the previous result"
     grouped = re.search(r"^\[0, 1, 4, 9, 16, 25\] in ([\d.]+) s$", text(nb, "group"), re.MULTILINE)
     assert grouped and float(grouped.group(1)) < 2.9, "six half-second tasks on two workers run two at a time"
+    mapped = text(nb, "map-starmap").splitlines()
+    assert mapped[:3] == ["[add(*x) for x in ((1, 2), (3, 4), (5, 6))]", "[3, 7, 11]", "[45, 4950]"]
+    one_job = re.fullmatch(r"\[0, 1, 4, 9\] in ([\d.]+) s", mapped[3])
+    assert one_job and float(one_job.group(1)) >= 2.0, "a map is one job: its four half-second items run in turn"
+    assert text(nb, "chunks").splitlines() == [
+        "3 jobs: [add(*x) for x in ((8, 8), (9, 9))]",
+        "[[0, 2, 4, 6], [8, 10, 12, 14], [16, 18]]",
+    ]
     words = "[('it', 8), ('of', 8), ('the', 8), ('was', 8), ('age', 2), ('epoch', 2)]"
     assert text(nb, "chord").splitlines()[0] == words
     assert text(nb, "chord").splitlines()[1].startswith("4 texts counted, the first: {'it': 2, 'was': 2,")

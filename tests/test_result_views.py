@@ -49,7 +49,7 @@ def round_trips(monkeypatch: pytest.MonkeyPatch, connection: redis.Redis) -> lis
 
 def test_a_set_shows_live_counts_and_a_progress_bar(t, lab):
     lab.workers(1)
-    results = t["gated"].map(["set-a", "set-b", "set-c"])
+    results = t["gated"].map_async(["set-a", "set-b", "set-c"])
     view = live_set_view(results)
     assert view.bar.max == 3 and view.bar.value == 0 and watched(view)
     wait_for(lambda: "STARTED" in view.lines.value, 10, "the watcher to show the running member")
@@ -79,9 +79,9 @@ def test_a_set_with_a_failure_ends_red_and_says_so_in_text(t, lab):
 
 def test_a_set_is_read_in_one_round_trip_and_finished_members_are_not_read_again(t, lab, monkeypatch):
     lab.workers(1, queues=["default"])
-    done = t["ok"].map(range(20))
+    done = t["ok"].map_async(range(20))
     done.get(timeout=10)
-    waiting = t["ok"].map(range(30), queue="io")
+    waiting = t["ok"].map_async(range(30), queue="io")
     both = ResultSet(tasklab.AsyncResult(r.id, lab) for r in [*done, *waiting])  # no outcome cached by get()
     first = both.progress()
     assert first.counts == {"SUCCESS": 20, "PENDING": 30} and first.unserved == {"io"}
@@ -108,7 +108,7 @@ def test_whether_a_queue_is_served_is_asked_at_most_every_few_seconds(lab, monke
 
 
 def test_a_set_as_a_cells_last_expression(t, shell, lab, monkeypatch):
-    results = run_cell(shell, "rs = ok.map(range(50)); rs")
+    results = run_cell(shell, "rs = ok.map_async(range(50)); rs")
     data, _ = shell.display_formatter.format(results)
     assert data["text/plain"] == "<ResultSet: 50 tasks, 50 PENDING>", "one line, not 50 ids"
     assert "application/vnd.jupyter.widget-view+json" not in data, "no kernel: the static HTML"
@@ -212,7 +212,7 @@ def test_revoking_a_running_task_without_terminate_says_how(t, lab):
 def test_showing_a_set_reads_its_states_once(t, shell, lab, monkeypatch):
     import tasklab.client.result as result_module
 
-    rs = t["ok"].map([(i,) for i in range(5)])
+    rs = t["ok"].map_async([(i,) for i in range(5)])
     calls = []
     real = result_module.read_states
     monkeypatch.setattr(result_module, "read_states", lambda results: calls.append(len(results)) or real(results))

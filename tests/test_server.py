@@ -273,7 +273,7 @@ def test_at_its_memory_limit_the_server_evicts_old_records_never_a_queued_job(tm
         assert config["maxmemory-policy"] == defaults.EMBEDDED_MAXMEMORY_POLICY
         task = tasklab.register_cell("def echo(x):\n    return x\n", {}, app=lab)["echo"]
         with pytest.warns(tasklab.TaskLabWarning):  # no worker serves the queue yet
-            queued = task.map(range(300))
+            queued = task.map_async(range(300))
         conn.config_set("maxmemory", conn.info("memory")["used_memory"] + 4 * 1024 * 1024)
         # Finished results and records stand for themselves: large values that expire in a day.
         for i in range(40):

@@ -34,7 +34,7 @@ def add(lab):
 
 
 def test_a_map_writes_the_hash_rq_writes(lab, add):
-    results = add.map([1, 2, 3])
+    results = add.map_async([1, 2, 3])
     ids = [r.id for r in results]
     conn = lab.connection
     queue = Queue("default", connection=conn, serializer=Serializer)
@@ -67,7 +67,7 @@ def test_large_arguments_go_in_several_calls_and_all_run(lab, add):
     conn = lab.connection
     calls_before = conn.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
     blob = os.urandom(defaults.SUBMIT_BATCH_BYTES // 2)  # random: compressing leaves it as large
-    results = add.starmap([(blob, bytes([i])) for i in range(5)])
+    results = add.starmap_async([(blob, bytes([i])) for i in range(5)])
     calls = conn.info("commandstats")["cmdstat_evalsha"]["calls"] - calls_before
     assert calls >= 3, "about a megabyte per call: five half-megabyte payloads need three calls at least"
     assert Queue("default", connection=conn).count == 5
@@ -77,9 +77,9 @@ def test_large_arguments_go_in_several_calls_and_all_run(lab, add):
 
 def test_a_bad_call_in_a_map_submits_nothing(lab, add):
     with pytest.raises(tasklab.TaskLabError, match=r"item 2"):
-        add.map([1, 2, threading.Lock()])  # a lock cannot be pickled: item 2
+        add.map_async([1, 2, threading.Lock()])  # a lock cannot be pickled: item 2
     with pytest.raises(tasklab.TaskLabError, match="add"):
-        add.starmap([(1,), (1, 2), (1, 2, 3)])  # too many arguments in the third
+        add.starmap_async([(1,), (1, 2), (1, 2, 3)])  # too many arguments in the third
     assert Queue("default", connection=lab.connection).count == 0
     assert not lab.connection.exists(events.STREAM)
 

@@ -356,7 +356,7 @@ def test_unserialisable_argument_fails_at_submit(shell, lab):
     message = str(info.value)
     assert "argument 'lock'" in message and "_thread.lock" in message
     with pytest.raises(tasklab.SerializationError, match=r"item 1\)"):
-        shell.user_ns["use"].starmap([("a", 1), ("b", threading.Lock())])
+        shell.user_ns["use"].starmap_async([("a", 1), ("b", threading.Lock())])
     assert lab.queue().count == 0, "nothing was submitted"
 
 
@@ -408,11 +408,11 @@ def test_ignore_result_and_result_ttl(shell, lab):
     assert 0 < lab.connection.ttl(f"rq:job:{kept.id}") <= 60
 
 
-def test_map_and_starmap_in_order(shell, lab):
+def test_map_async_and_starmap_async_in_order(shell, lab):
     lab.workers(2)
     task_cell(shell, "def add(a, b=0):\n    return a + b\n")
-    assert shell.user_ns["add"].map(range(2500)).get(timeout=60) == list(range(2500))
-    results = shell.user_ns["add"].starmap([(i, i) for i in range(10)])
+    assert shell.user_ns["add"].map_async(range(2500)).get(timeout=60) == list(range(2500))
+    results = shell.user_ns["add"].starmap_async([(i, i) for i in range(10)])
     assert results.get(timeout=10) == [2 * i for i in range(10)]
     assert results.ready() and results.successful() and results.completed_count() == 10
 
@@ -420,7 +420,7 @@ def test_map_and_starmap_in_order(shell, lab):
 def test_tasks_can_submit_tasks(shell, lab):
     lab.workers(2)
     task_cell(shell, "def leaf(x):\n    return x + 1\n")
-    task_cell(shell, "def fan(n):\n    return [r.id for r in leaf.map(range(n))]\n")
+    task_cell(shell, "def fan(n):\n    return [r.id for r in leaf.map_async(range(n))]\n")
     ids = shell.user_ns["fan"].delay(3).get(timeout=10)
     assert tasklab.ResultSet(tasklab.AsyncResult(i) for i in ids).get(timeout=10) == [1, 2, 3]
 

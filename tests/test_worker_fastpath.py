@@ -404,7 +404,7 @@ def test_a_task_sees_its_job_started_in_redis(lab):
     """The worker reads Redis's reply to the start transaction only as the task is about to
     run (it gets the task ready meanwhile); the task itself always finds its job started."""
     fast_worker(lab)
-    results = shipped_tasks.own_status.starmap([()] * 20, queue=FAST)
+    results = shipped_tasks.own_status.starmap_async([()] * 20, queue=FAST)
     assert results.get(timeout=20) == [("started", False)] * 20, "the reply is read before the task body"
 
 

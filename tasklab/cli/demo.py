@@ -36,7 +36,7 @@ def run_demo(n_workers: int = 2, data_dir: str | None = None) -> None:
             _SOURCE, namespace, {"autoretry_for": (ConnectionError,), "max_retries": 3, "retry_backoff": 0.1}, app=lab
         )
         lab.connection.delete("demo:flaky")
-        squares = tasks["square"].map(range(8))
+        squares = tasks["square"].map_async(range(8))
         flaky = tasks["flaky"].delay("demo:flaky")
         print(f"square(0..7) -> {squares.get(timeout=60)}")
         print(f"flaky -> {flaky.get(timeout=60)!r} after {flaky.retries} retries")

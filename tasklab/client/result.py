@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -410,24 +410,111 @@ class ResultSet(list):
                 values.append(exc)
         return values
 
-    join = get
+    def join(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float | None = None,
+        callback: Callable[[str, Any], None] | None = None,
+        **_: Any,
+    ) -> list[Any] | None:
+        """Celery's ``join``: every value, in order, as :meth:`get`. With ``callback``, it is called as
+        ``callback(task_id, value)`` for each member, in order, and nothing is returned. ``interval``
+        (Celery's polling period) is accepted and unused: the results are waited for without polling."""
+        values = self.get(timeout, propagate)
+        if callback is None:
+            return values
+        for result, value in zip(self, values, strict=True):
+            callback(result.id, value)
+        return None
+
+    #: Celery's ``join_native``: tasklab's ``join`` already waits on every result at once.
+    join_native = join
+
+    def iter_native(self, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
+        """``(task_id, value)`` of each member as it finishes, in the order they finish (Celery's
+        ``iter_native`` yields the same pairs, with the result's metadata for a value). A failure is
+        raised when it is met; :class:`TimeoutError` if ``timeout`` seconds pass first."""
+        refuse_inside_task()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = {result.id: result for result in self}
+        while pending:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            finished = _wait_first(list(pending.values()), left)
+            if not finished:
+                raise TimeoutError(f"{len(pending)} of {len(self)} tasks did not finish within {timeout} s.")
+            for result in finished:
+                del pending[result.id]
+                yield result.id, result.get(timeout=0)
 
     @_reaching_redis
     def states(self) -> list[str]:
         """Each member's state, in order, read in one round trip."""
         return [state for state, _ in read_states(self)]
 
+    @property
+    def results(self) -> list[AsyncResult]:
+        """The members, as Celery's ``ResultSet.results``."""
+        return list(self)
+
     def ready(self) -> bool:
+        """Whether every member has finished (SUCCESS, FAILURE or REVOKED)."""
         return all(state in READY_STATES for state in self.states())
 
+    def waiting(self) -> bool:
+        """Whether any member has not finished yet (Celery's ``waiting``): ``not ready()``."""
+        return not self.ready()
+
     def completed_count(self) -> int:
+        """How many members succeeded (Celery counts only successes as completed)."""
         return self.states().count(SUCCESS)
 
     def successful(self) -> bool:
+        """Whether every member succeeded."""
         return all(state == SUCCESS for state in self.states())
 
     def failed(self) -> bool:
+        """Whether any member failed."""
         return FAILURE in self.states()
+
+    def add(self, result: AsyncResult) -> None:
+        """Add ``result`` unless it is a member already (Celery's ``add``)."""
+        if result not in self:
+            self.append(result)
+
+    def update(self, results: Iterable[AsyncResult]) -> None:
+        """Add each of ``results`` that is not a member already (Celery's ``update``)."""
+        for result in results:
+            self.add(result)
+
+    def discard(self, result: AsyncResult) -> None:
+        """Remove ``result`` if it is a member (Celery's ``discard``); ``remove`` raises if it is not."""
+        if result in self:
+            self.remove(result)
+
+    @_reaching_redis
+    def maybe_throw(self, callback: Callable[[str, Any], None] | None = None, propagate: bool = True) -> None:
+        """Raise the exception of the first member (in order) that failed or was revoked, without waiting
+        for the others (Celery's ``maybe_throw``); with ``callback``, call ``callback(task_id, value)``
+        for each member that succeeded first. Nothing is raised with ``propagate=False``."""
+        for result, state in zip(self, self.states(), strict=True):
+            if state == SUCCESS and callback is not None:
+                callback(result.id, result.get(timeout=0))
+            elif state in (FAILURE, REVOKED) and propagate:
+                result.get(timeout=0)  # raises the member's exception
+
+    maybe_reraise = maybe_throw
+
+    @property
+    def supports_native_join(self) -> bool:
+        """As Celery asks of a backend: ``join_native`` waits on every member at once (tasklab's always does)."""
+        return True
+
+    @_reaching_redis
+    def forget(self) -> None:
+        """Delete every member's job and results from Redis (see :meth:`AsyncResult.forget`)."""
+        for result in self:
+            result.forget()
 
     @_reaching_redis
     def revoke(self, terminate: bool = False) -> None:
@@ -534,3 +621,34 @@ def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Resul
     streams.wait(timeout, check=drop_revoked)
     known.update(streams.finals)
     return [known.get(r.id) for r in results]
+
+
+def _wait_first(results: list[AsyncResult], timeout: float | None) -> list[AsyncResult]:
+    """Block until at least one of ``results`` has a final outcome (or was revoked before it ran, or
+    keeps none), or ``timeout`` passes; those that have, in the order they finished (none: timed out)."""
+    ignored = [r for r, ignores in zip(results, _ignoring(results), strict=True) if ignores]
+    done = ignored + [r for r in results if r._final is not None and r not in ignored]
+    if done:
+        return done
+    streams = ResultStreams(results[0].connection, [r.id for r in results])
+    by_id = {r.id: r for r in results}
+    finished: list[AsyncResult] = []
+
+    def on_final(job_id: str, final: Result) -> None:
+        by_id[job_id]._final = final
+        finished.append(by_id[job_id])
+
+    def check() -> None:
+        settle_expired(streams.connection)
+        with streams.connection.pipeline(transaction=False) as pipe:
+            for job_id in streams.pending:
+                pipe.hget(Job.key_for(job_id), "status")
+                pipe.exists(Result.get_key(job_id))
+            replies = pipe.execute()
+        for job_id, status, stored in zip(list(streams.pending), replies[::2], replies[1::2], strict=True):
+            if status in (b"canceled", b"stopped") or (status is None and not stored):
+                streams.drop(job_id)
+                finished.append(by_id[job_id])
+
+    streams.wait(timeout, done=lambda: bool(finished), check=check, check_first=True, on_final=on_final)
+    return finished

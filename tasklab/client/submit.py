@@ -1,7 +1,7 @@
 """Turning task calls into RQ jobs: options resolved, arguments checked, pipelined enqueue.
 
 Every call is checked (arguments fit the task, arguments serialise) before anything is
-written, so a bad call in a ``map`` submits nothing and says which item and argument failed.
+written, so a bad call in a ``map_async`` submits nothing and says which item and argument failed.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ class Prepared:
     starts: list[datetime | None]  # when each may start: None for now
     one_at_a_time: bool  # RQ enqueues concurrency-limited jobs without a pipeline
     batch: Batch | None = None
+    carried: tuple[Task, ...] = ()  # tasks the jobs take as their first argument, whose code they need too
 
     def results(self) -> ResultSet:
         ignore = (self.batch.fields.get("result_ttl") if self.batch else None) == 0
@@ -193,13 +194,14 @@ def prepare(
     if "queue" in given:
         call["queue"] = opts.validate({"queue": given["queue"]})["queue"]
     shipped(task)
+    carried = _carried(task, calls)
     task_options = type(task).task_options()
     lab_options = app.options
     due = _due(given.get("countdown"), given.get("eta"))
     task_id = given.get("task_id")
     if task_id is not None:
         if len(calls) != 1:
-            raise ConfigurationError("task_id names one job; it cannot be used with map or starmap.")
+            raise ConfigurationError("task_id names one job; it cannot be used with map_async or starmap_async.")
         job_ids = [_task_id(task_id)]
     ignore = opts.resolve("ignore_result", call, task_options, lab_options)
     result_ttl = 0 if ignore else opts.resolve("result_ttl", call, task_options, lab_options)
@@ -221,7 +223,7 @@ def prepare(
             queue, EXECUTE, timeout=-1, result_ttl=result_ttl, failure_ttl=defaults.FAILURE_TTL, meta=base_meta
         )
         batch = _batch(task, calls, Batch(fields), 1 if base_meta.get(keys.META_PARENTS) else 0)
-        return Prepared(app, task, queue, [], [], one_at_a_time=False, batch=batch)
+        return Prepared(app, task, queue, [], [], one_at_a_time=False, batch=batch, carried=carried)
     jobs: list[Job] = []
     receives = 1 if base_meta.get(keys.META_PARENTS) else 0
     for index, (args, kwargs) in enumerate(calls):
@@ -244,7 +246,16 @@ def prepare(
         for job, start in zip(jobs, starts, strict=True):
             if start is not None and (due is None or start > due):
                 job.meta[keys.META_HELD] = "rate_limit"
-    return Prepared(app, task, queue, jobs, starts, one_at_a_time=limit is not None)
+    return Prepared(app, task, queue, jobs, starts, one_at_a_time=limit is not None, carried=carried)
+
+
+def _carried(task: Task, calls: list[tuple[tuple, dict]]) -> tuple[Task, ...]:
+    """The tasks the calls of ``task`` (a built-in map task) take as their first argument, shipped:
+    they travel by reference to their code version, which the workers load."""
+    if not type(task)._tl_takes_task:
+        return ()
+    found = {id(args[0]): args[0] for args, _ in calls if args and isinstance(args[0], Task)}
+    return tuple(shipped(member) for member in found.values())
 
 
 def _batch(task: Task, calls: list[tuple[tuple, dict]], batch: Batch, receives: int) -> Batch:
@@ -291,7 +302,8 @@ def _unserialisable(task: Task, args: tuple, kwargs: dict, index: int | None, ex
 
 def enqueue(prepared: Prepared) -> None:
     """Write prepared jobs to Redis: queued, or scheduled for their start, in pipelined batches."""
-    prepared.app.ensure_code(prepared.task)
+    for task in (prepared.task, *prepared.carried):
+        prepared.app.ensure_code(task)
     prepared.app.ensure_workers(prepared.queue.name)
     queue, jobs, starts = prepared.queue, prepared.jobs, prepared.starts
     if prepared.batch is not None:

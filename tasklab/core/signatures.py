@@ -1,4 +1,4 @@
-"""Workflows after Celery's canvas, as data: signatures, chains, groups and chords.
+"""Workflows after Celery's canvas, as data: signatures, chains, groups, chords, maps and chunks.
 
 They only describe a workflow; submitting one hands it to the app of its first task
 (``submit_workflow``), which compiles it into RQ jobs (see :mod:`tasklab.client.workflow`).
@@ -6,6 +6,8 @@ They only describe a workflow; submitting one hands it to the app of its first t
 
 from __future__ import annotations
 
+import copy
+import reprlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -49,6 +51,8 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _node(obj: Any, where: str) -> Signature | _Canvas:
+    if isinstance(obj, chunks):  # in a workflow, chunks are the group they make
+        return obj.group()
     if isinstance(obj, Signature | _Canvas):
         return obj
     if _is_task(obj):
@@ -123,6 +127,10 @@ class Signature:
         other = _node(other, "the right side of |")
         return chain(self, *(other.tasks if isinstance(other, chain) else (other,)))
 
+    def __invert__(self) -> Any:
+        """``~sig``: apply it and wait for its value, as Celery's ``sig.apply_async().get()``."""
+        return self.apply_async().get()
+
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"{self.name}.{'si' if self.immutable else 's'}({', '.join(parts)})"
@@ -170,6 +178,10 @@ class _Canvas:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
+    def __invert__(self) -> Any:
+        """``~workflow``: apply it and wait for its value, as Celery's ``apply_async().get()``."""
+        return self.apply_async().get()
+
     def __or__(self, other: Any) -> _Canvas:
         other = _node(other, "the right side of |")
         return chain(self, *(other.tasks if isinstance(other, chain) else (other,)))
@@ -197,6 +209,8 @@ class group(_Canvas):
 
     def __init__(self, *tasks: Any, **options: Any):
         members = _members(tasks)
+        if len(members) == 1 and isinstance(members[0], chunks):
+            members = members[0].group().tasks
         if len(members) == 1 and isinstance(members[0], group):
             members = members[0].tasks
         self.tasks: tuple[Signature | _Canvas, ...] = tuple(
@@ -206,6 +220,16 @@ class group(_Canvas):
 
     def __or__(self, other: Any) -> _Canvas:
         return chord(self, other)
+
+    def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
+        """Spread the members' starts, as Celery's ``skew``: a countdown of ``start`` seconds for the
+        first, ``step`` more for each next one, and no more than ``stop``; returns the group."""
+        countdown = start
+        for member in self.tasks:
+            member.options["countdown"] = countdown
+            if stop is None or countdown + step <= stop:
+                countdown += step
+        return self
 
     def __repr__(self) -> str:
         return f"group({', '.join(map(repr, self.tasks))})"
@@ -227,6 +251,103 @@ class chord(_Canvas):
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
+
+
+def _items(it: Any, where: str, star: bool) -> tuple[Any, ...]:
+    """The items of ``it``, read now (a generator is read once); each a tuple of arguments with ``star``."""
+    if isinstance(it, str | bytes) or not isinstance(it, Iterable):
+        raise CanvasError(f"{where} takes an iterable of items, not {_what(it)}.")
+    items = tuple(it)
+    if not star:
+        return items
+    for i, item in enumerate(items):
+        if isinstance(item, str | bytes) or not isinstance(item, Iterable):
+            raise CanvasError(f"Item {i} of {where} is {reprlib.repr(item)}; each item is a tuple of arguments.")
+    return tuple(tuple(item) for item in items)
+
+
+def _fitting(task: Any, items: tuple[Any, ...], where: str, star: bool) -> tuple[Any, ...]:
+    """``items``, each checked against ``task``'s parameters now, so that a bad one submits nothing."""
+    for i, item in enumerate(items):
+        try:
+            task.signature_check(item if star else (item,), {})
+        except TypeError as exc:
+            raise CanvasError(f"Item {i} of {where} does not fit the task: {exc}") from None
+    return items
+
+
+class xmap(Signature):
+    """Celery's ``task.map(it)``: ONE job that calls ``task(item)`` for each item in turn; its result is
+    the list of their values. A signature like any other: ``.delay()``, ``.apply_async(countdown=)``,
+    ``~sig``, a step of a workflow. It runs on the task's queue, as a job of the built-in task
+    ``tasklab.map``; the task's own limits and retries do not apply to each item, as in Celery."""
+
+    _star = False
+
+    def __init__(self, task: Any, it: Iterable[Any], **options: Any):
+        member = _as_task(task)
+        where = f"{member.name}.{'starmap' if self._star else 'map'}()"
+        items = _fitting(member, _items(it, where, self._star), where, self._star)
+        queue = type(member).task_options().get("queue")
+        if queue is not None:
+            options = {"queue": queue, **options}
+        super().__init__(member._tl_mapper(self._star), (member, items), None, options)
+        self.member, self.it = member, items
+
+    def clone(self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any) -> Signature:
+        if tuple(args) or kwargs:
+            raise CanvasError(
+                f"{self!r} takes no arguments when it is applied: its items were given to "
+                f"{self.member.name}.{'starmap' if self._star else 'map'}()."
+            )
+        copied = copy.copy(self)
+        copied.kwargs, copied.options = {}, {**self.options, **_check_options(options)}
+        return copied
+
+    def __repr__(self) -> str:
+        return f"[{self.member.name}({'*' if self._star else ''}x) for x in {reprlib.repr(self.it)}]"
+
+
+class xstarmap(xmap):
+    """Celery's ``task.starmap(it)``: as :class:`xmap`, calling ``task(*item)`` for each item."""
+
+    _star = True
+
+
+class chunks(_Canvas):
+    """Celery's ``task.chunks(it, n)``: the items of ``it`` (tuples of arguments) in parts of ``n``,
+    each part one job that calls ``task(*item)`` for its items (an :class:`xstarmap`).
+
+    Applied (``()``, ``.delay()``, ``.apply_async()``, ``~``), it is submitted as :meth:`group`, whose
+    result's ``get()`` is a list of lists; in a workflow it stands for that group too.
+    """
+
+    def __init__(self, task: Any, it: Iterable[Iterable[Any]], n: int, **options: Any):
+        self.member = _as_task(task)
+        where = f"{self.member.name}.chunks()"
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise CanvasError(f"{where} splits into parts of n items: n={n!r} must be a whole number, 1 or more.")
+        self.it, self.n = _fitting(self.member, _items(it, where, True), where, True), n
+        self.options = _check_options(options)
+
+    def group(self) -> group:
+        """The group of the parts: one :class:`xstarmap` of ``n`` items each (the last one may have fewer)."""
+        parts = (self.it[first : first + self.n] for first in range(0, len(self.it), self.n))
+        return group([xstarmap(self.member, part) for part in parts], **self.options)
+
+    def apply_async(
+        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Any:
+        """Submit the parts as a group; its :class:`GroupResult`."""
+        if args or kwargs:
+            raise CanvasError(f"{self!r} takes no arguments when it is applied: its items were given to chunks().")
+        return self.group().apply_async(**options)
+
+    def __call__(self, *args: Any, **options: Any) -> Any:
+        return self.apply_async(args, None, **options)
+
+    def __repr__(self) -> str:
+        return f"{self.member.name}.chunks({reprlib.repr(self.it)}, {self.n})"
 
 
 def signatures_of(node: Any) -> Iterator[Signature]:

@@ -154,7 +154,7 @@ class Mac:
 _XOR_36 = bytes(b ^ 0x36 for b in range(256))
 _XOR_5C = bytes(b ^ 0x5C for b in range(256))
 #: Blobs of at most this many bytes are remembered once signed or checked: a job's meta is the same
-#: for every job of a ``map``, and RQ unpickles a payload the worker has just checked.
+#: for every job of a ``map_async``, and RQ unpickles a payload the worker has just checked.
 _REMEMBER_BYTES = 4096
 #: The largest blob remembered, once, for its next check: larger ones are checked again rather than kept.
 _REMEMBER_LARGE_BYTES = 1 << 20

@@ -20,10 +20,11 @@ from typing import Any
 
 from ..errors import ArgumentsError, ConfigurationError, NotRegistered, Retry
 from . import options as opts
+from . import signatures
 from .app import App, default_app
 from .eager import EagerResult, apply_eagerly
-from .request import Request, current_request
-from .signatures import Signature
+from .request import Request, current_request, request_stack
+from .signatures import Signature, xmap, xstarmap
 
 
 class _ClassOrInstance:
@@ -62,6 +63,8 @@ class Task:
 
     #: Marks tasks and task classes for :mod:`tasklab.core.signatures`, which cannot import this module.
     _tl_is_task = True
+    #: Whether a job's first argument is a task whose code the job needs too (the built-in map tasks).
+    _tl_takes_task = False
 
     # -- set by tasklab when the task is registered --
     _tl_version: str | None = None
@@ -218,20 +221,49 @@ class Task:
         return Signature(self, args, kwargs, immutable=True)
 
     @_ClassOrInstance
-    def map(self, iterable: Iterable[Any], **options: Any) -> Sequence[Any]:
-        """Submit one run per item, ``task(item)``, in pipelined batches; a ``ResultSet``."""
+    def map(self, it: Iterable[Any], **options: Any) -> xmap:
+        """Celery's ``task.map(it)``: a signature of ONE job that calls ``task(item)`` for each item in
+        turn, whose result is the list of their values. Nothing is submitted until it is applied
+        (``.delay()``, ``.apply_async(countdown=...)``, ``~sig``); :meth:`map_async` submits a job per item."""
+        return xmap(self, it, **options)
+
+    @_ClassOrInstance
+    def starmap(self, it: Iterable[Iterable[Any]], **options: Any) -> xstarmap:
+        """Celery's ``task.starmap(it)``: as :meth:`map`, calling ``task(*item)`` for each item."""
+        return xstarmap(self, it, **options)
+
+    @_ClassOrInstance
+    def chunks(self, it: Iterable[Iterable[Any]], n: int, **options: Any) -> signatures.chunks:
+        """Celery's ``task.chunks(it, n)``: ``it`` split into parts of ``n`` items, each one job calling
+        ``task(*item)`` for its items (a :meth:`starmap`). Applied, it is a group of those jobs, whose
+        ``get()`` is a list of lists; ``.group()`` gives that group, to change before submitting."""
+        return signatures.chunks(self, it, n, **options)
+
+    @_ClassOrInstance
+    def map_async(self, iterable: Iterable[Any], **options: Any) -> Sequence[Any]:
+        """Submit one job per item, ``task(item)``, at once and in pipelined batches; their ``ResultSet``.
+
+        Named after ``multiprocessing.Pool.map_async``: the jobs run in parallel, where Celery's
+        :meth:`map` runs the items one after the other in a single job.
+        """
         calls: list[tuple[tuple, dict]] = [((item,), {}) for item in iterable]
         return self._app().submit(self, calls, options)
 
     @_ClassOrInstance
-    def starmap(self, iterable: Iterable[Iterable[Any]], **options: Any) -> Sequence[Any]:
-        """Submit one run per item, ``task(*item)``, in pipelined batches; a ``ResultSet``."""
+    def starmap_async(self, iterable: Iterable[Iterable[Any]], **options: Any) -> Sequence[Any]:
+        """Submit one job per item, ``task(*item)``, at once and in pipelined batches; their ``ResultSet``."""
         calls: list[tuple[tuple, dict]] = [(tuple(item), {}) for item in iterable]
         return self._app().submit(self, calls, options)
 
+    def _tl_mapper(self, star: bool) -> Task:
+        """The built-in task that runs this one over many items in one job, bound to this task's app."""
+        mapper = (StarmapTask if star else MapTask)()
+        mapper._tl_app = self._tl_app
+        return mapper
+
     def _run_signature(self) -> tuple[inspect.Signature | None, set]:
         """``run``'s signature (``None`` if Python cannot tell it), read once per ``run``, with the
-        shapes of calls found to fit it: a ``map`` checks every call against it."""
+        shapes of calls found to fit it: a ``map_async`` checks every call against it."""
         run = self.run
         function = getattr(run, "__func__", run)
         cached = self.__dict__.get("_tl_run_signature")
@@ -259,6 +291,39 @@ class Task:
         except TypeError as exc:
             raise ArgumentsError(f"{self.name}{sig}: {exc}") from None
         fitting.add(shape)
+
+
+def _run_member(task: Task, args: tuple) -> Any:
+    """``task(*args)`` inside a map's job, with a request of its own, as Celery's ``task(*args)``
+    gives one: ``called_directly``, so that ``self.retry()`` raises its cause."""
+    stack = request_stack()
+    stack.append(Request(args=args))
+    try:
+        return task(*args)
+    finally:
+        stack.pop()
+
+
+class MapTask(Task):
+    """The built-in task of :meth:`Task.map` (Celery's ``celery.map``): ``task(item)`` for each item,
+    in turn, in this one job; the list of their values. A failing item fails the job."""
+
+    name = "tasklab.map"
+    _tl_takes_task = True
+
+    def run(self, task: Task, it: Iterable[Any]) -> list[Any]:
+        return [_run_member(task, (item,)) for item in it]
+
+
+class StarmapTask(Task):
+    """The built-in task of :meth:`Task.starmap` and :meth:`Task.chunks` (Celery's ``celery.starmap``):
+    ``task(*item)`` for each item, in turn, in this one job; the list of their values."""
+
+    name = "tasklab.starmap"
+    _tl_takes_task = True
+
+    def run(self, task: Task, it: Iterable[Iterable[Any]]) -> list[Any]:
+        return [_run_member(task, tuple(item)) for item in it]
 
 
 #: Names no task may have: Python's builtins, and the names IPython gives a notebook. A task bound to

@@ -102,8 +102,12 @@ class Plan:
                 raise CanvasError(f"The chain{within} is empty: give it at least one signature.")
             out = incoming
             for i, member in enumerate(node.tasks, 1):
-                last = i == len(node.tasks)
-                out = self.add(member, out, f"step {i} of {len(node.tasks)}{within}", options, final if last else None)
+                last, step_options = i == len(node.tasks), options
+                if isinstance(member, group) and len(member.tasks) == 1:  # unrolled to its member, as in Celery 5
+                    step_options = {**options, **{k: v for k, v in member.options.items() if k != "task_id"}}
+                    member = member.tasks[0]
+                where = f"step {i} of {len(node.tasks)}{within}"
+                out = self.add(member, out, where, step_options, final if last else None)
             assert out is not None
             return out
         if isinstance(node, group):

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rq.group import Group
 from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.utils import as_text
@@ -174,8 +175,18 @@ class GroupResult(ResultSet):
         self._plan = plan
 
     @property
-    def results(self) -> list[AsyncResult]:
+    def children(self) -> list[AsyncResult]:
+        """The members, as Celery's ``GroupResult.children``."""
         return list(self)
+
+    def forget(self) -> None:
+        """Delete every member's job and results, and the group's record, from Redis."""
+        super().forget()
+        if self:
+            with self[0].connection.pipeline(transaction=False) as pipe:
+                pipe.delete(Group.get_key(self.id))
+                pipe.srem(Group.REDIS_GROUP_KEY, self.id)
+                pipe.execute()
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self)}]>"
@@ -210,5 +221,3 @@ class GroupResult(ResultSet):
                 result._final = final
                 values.append(final.return_value)
         return values
-
-    join = get

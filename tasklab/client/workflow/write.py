@@ -111,7 +111,7 @@ def _join_jobs(plan: Plan, prepared: dict[str, Prepared]) -> list[tuple[Job, Any
 def _write(plan: Plan) -> None:
     """Write every step's job hash, then queue the first steps (see the module's docstring)."""
     prepared = {step.id: _prepare_step(plan, step) for step in plan.steps}
-    for task in {id(p.task): p.task for p in prepared.values()}.values():
+    for task in {id(t): t for p in prepared.values() for t in (p.task, *p.carried)}.values():
         plan.app.ensure_code(task)
     for queue_name in sorted({p.queue.name for p in prepared.values()}):
         plan.app.ensure_workers(queue_name)
@@ -152,11 +152,14 @@ def _write(plan: Plan) -> None:
     for step in plan.steps:
         p = prepared[step.id]
         if not step.parents:
-            key = (id(p.task), p.queue.name, p.one_at_a_time)
+            key = (type(p.task), p.queue.name, p.one_at_a_time)  # the parts of chunks: one task class
             if key in roots:
                 roots[key].jobs.extend(p.jobs)
                 roots[key].starts.extend(p.starts)
+                roots[key].carried += p.carried
             else:
-                roots[key] = Prepared(p.app, p.task, p.queue, list(p.jobs), list(p.starts), p.one_at_a_time)
+                roots[key] = Prepared(
+                    p.app, p.task, p.queue, list(p.jobs), list(p.starts), p.one_at_a_time, carried=p.carried
+                )
     for batch in roots.values():
         enqueue(batch)
