@@ -51,7 +51,8 @@ class Reproduction:
     task_name: str
     version: str
     attempt: int
-    #: The failure the worker recorded: its exception's type name, and ``"Type: message"``.
+    #: The failure the worker recorded: its exception's type (its name, without its module), and
+    #: ``"Type: message"``.
     original_type: str
     original: str
     #: What the re-run raised (as the worker would have reported it), or ``None`` if it succeeded.
@@ -62,7 +63,7 @@ class Reproduction:
     @property
     def reproduced(self) -> bool:
         """Whether the re-run failed as the attempt did (an exception of the same type)."""
-        return self.exception is not None and type(self.exception).__name__ == self.original_type
+        return self.exception is not None and type(self.exception).__qualname__.rsplit(".", 1)[-1] == self.original_type
 
     @property
     def traceback(self) -> types.TracebackType | None:
@@ -139,7 +140,7 @@ def reproduce(result: Any) -> Reproduction:
     recorded = {
         k.decode(): v.decode(errors="replace") for k, v in connection.hgetall(keys.exception_key(job.id)).items()
     }
-    original_type = recorded.get("type", "Exception")
+    original_type = recorded.get("type", "Exception").rsplit(".", 1)[-1]  # recorded as module.qualname
     if original_type in _FATAL:
         raise DebugError(
             f"Task {job.id} failed with {original_type}: {_FATAL[original_type]}. Run again in the kernel, it could "
