@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from rq.exceptions import NoSuchJobError
@@ -34,7 +34,6 @@ from ..engine.leases import settle_expired
 from ..engine.reports import StateReport
 from ..engine.workflow import META_CAUSE
 from ..errors import ResultMissing, SignatureError, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
-from .debug import Reproduction, reproduce
 from .progress import (
     COLOURS,
     WAITING_STATES,
@@ -47,6 +46,9 @@ from .progress import (
     unserved_queues,
 )
 from .wait import FINAL, ResultStreams, refuse_inside_task
+
+if TYPE_CHECKING:
+    from .debug import Reproduction
 
 T = TypeVar("T")
 
@@ -132,7 +134,8 @@ class AsyncResult:
     @property
     @_reaching_redis
     def state(self) -> str:
-        """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED. Unknown ids are PENDING, as in Celery."""
+        """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED; while the task runs, the state it reported
+        with ``self.update_state`` (such as PROGRESS), if it did. Unknown ids are PENDING, as in Celery."""
         ((state, _),) = read_states([self])
         return state
 
@@ -376,7 +379,7 @@ class AsyncResult:
         job = self._job()
         if job is not None:
             job.delete()
-        self.connection.delete(keys.output_key(self.id), keys.exception_key(self.id))
+        self.connection.delete(keys.output_key(self.id), keys.exception_key(self.id), keys.report_key(self.id))
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         """The static state badge; with ``%load_ext tasklab``, a kernel shows a live one instead."""
@@ -413,6 +416,8 @@ class AsyncResult:
         :class:`~tasklab.client.debug.Reproduction` says whether it failed the same way, differently, or
         not at all, and holds the exception and the raising frame's ``locals``. :class:`DebugError` if
         the task has not failed, its record is gone, or its worker died running it."""
+        from .debug import reproduce  # with the worker's runtime, which a kernel loads only to debug
+
         return reproduce(self)
 
     def debug(self) -> None:
