@@ -28,6 +28,12 @@ def divide(numbers, by):
     total = sum(numbers)
     return _ratio(total, by)
 
+def total_of(numbers):
+    return sum(numbers)
+
+def portion(total, by):
+    return total / by
+
 def needs_worker(x):
     from rq import get_current_job
     connection = get_current_job().connection  # no job outside a worker
@@ -123,6 +129,12 @@ def test_the_attempt_number_is_the_failed_attempts(t, lab):
     reproduction = r.reproduce()
     assert reproduction.reproduced and reproduction.attempt == 1
     assert str(reproduction.exception) == "attempt 1 of job" and reproduction.locals["attempt"] == 1
+
+
+def test_a_workflow_step_gets_the_value_of_the_step_before(t, lab):
+    r = failed((t["total_of"].s([4, 5]) | t["portion"].s(0)).delay())
+    reproduction = r.reproduce()
+    assert reproduction.reproduced and reproduction.locals == {"total": 9, "by": 0}
 
 
 def test_a_failure_that_needs_the_worker_is_said_to_differ(t, lab):

@@ -214,14 +214,6 @@ class AsyncResult:
 
     @property
     @_reaching_redis
-    def progress(self) -> tuple[float, float] | None:
-        """``(current, total)`` as the running task last reported them (``self.update_state(meta={"current":
-        i, "total": n})``); ``None`` when it reported no such pair, or is not running."""
-        ((_, _, report),) = read_reported([self])
-        return progress_of(report.meta) if report is not None else None
-
-    @property
-    @_reaching_redis
     def traceback(self) -> str | None:
         """The worker's traceback of a failed task, from the first frame of the task's own code."""
         final = self._latest_final()
