@@ -116,6 +116,8 @@ class Reporter:
                     connection.set(keys.report_key(job_id), blob, ex=defaults.STATE_REPORT_TTL)
                 except redis.RedisError as exc:  # the next report tries again; the task is not disturbed
                     log.debug("state report of job %s not written: %s", job_id, exc)
+                except Exception:  # the writer goes on: a report is never worth a task's progress
+                    log.exception("state report of job %s not written", job_id)
 
     def _due(self, now: float) -> tuple[dict[str, tuple[redis.Redis, bytes]], float | None]:
         """The reports to write now (marked written), and how long to wait for the next one to be due."""

@@ -1,14 +1,15 @@
-"""Live views of results shown as a cell's output: a state badge for an ``AsyncResult``, and counts
-per state with a progress bar for a ``ResultSet`` (a ``map``, a group's results).
+"""Live views of results shown as a cell's output: a state badge for an ``AsyncResult`` (with a bar of
+the progress its task reports, ``self.update_state``), and counts per state with a progress bar for a
+``ResultSet`` (a ``map``, a group's results).
 
 Each view is built once. One watcher thread, shared by all of them, refreshes the unfinished ones
 every :data:`~tasklab.defaults.RESULT_BADGE_INTERVAL` seconds, setting only trait values (and only
 those that changed), and forgets the finished ones, so results cost nothing once they are done. A
-refresh is one read of a result's job, or one pipelined round trip for a whole set, of the members
-not yet finished. A waiting result whose queue no live worker serves says so, with the fix. Views
-are registered for display by ``%load_ext tasklab``, and by a lab made in a kernel
-(:func:`show_results_live`); :func:`live_view` and :func:`live_set_view` build them without
-displaying them, for tests.
+refresh is one read of a result's job (and one of its report while it runs), or one pipelined round
+trip for a whole set, of the members not yet finished. A waiting result whose queue no live worker
+serves says so, with the fix. Views are registered for display by ``%load_ext tasklab``, and by a lab made in a kernel
+(:func:`show_results_live`); :func:`live_badge` and :func:`live_set_view` build them without
+displaying them, for tests, or to draw a task's progress from other meta keys.
 """
 
 from __future__ import annotations
@@ -131,8 +132,8 @@ class ResultBadge:
             count = f"&nbsp;{done:g} / {of:g}"
             if self.count.value != count:
                 self.count.value = count
-        elif self.ready and self.bar.layout.display is None:  # it reported progress: the bar ends full or red
-            self.bar.value = self.bar.max if state == SUCCESS else self.bar.value
+        elif state == SUCCESS and self.bar.layout.display is None:  # it reported progress: the bar ends full
+            self.bar.value = self.bar.max
         if self.ready:
             self.bar.bar_style = "success" if state == SUCCESS else "danger" if state == FAILURE else "warning"
 
