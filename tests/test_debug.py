@@ -5,6 +5,7 @@ is driven by the commands a test feeds it on stdin, and what it prints is checke
 from __future__ import annotations
 
 import io
+import os
 import re
 import sys
 
@@ -171,3 +172,33 @@ def test_what_cannot_be_debugged_is_refused_with_the_reason(t, lab):
     wait_for(lambda: dead.state == "FAILURE", 20, "the lost worker's job to fail")
     with pytest.raises(DebugError, match=r"worker process died while it ran.*could end the kernel"):
         dead.debug()
+
+
+def test_a_terminal_ipython_that_never_ran_the_cell_debugs_it(t, lab, server):
+    """``ipython`` in a terminal (pexpect), another process than the one that defined the task: it loads the
+    failed attempt's code version from Redis, and its own debugger (IPython's terminal one) takes the commands."""
+    pexpect = pytest.importorskip("pexpect")
+    r = failed(t["divide"].delay([11, 22, 33], 0))
+    options = ["--simple-prompt", "--colors=NoColor", "--no-banner", "--HistoryManager.enabled=False"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # this checkout's tasklab
+    child = pexpect.spawn(sys.executable, ["-m", "IPython", *options], encoding="utf-8", timeout=30, env=env)
+    try:
+        child.expect(r"In \[1\]: ")
+        child.sendline(
+            f"import tasklab; lab = tasklab.connect(data_dir={str(server.data_dir)!r}, autostart_workers=False)"
+        )
+        child.expect(r"In \[2\]: ")
+        child.sendline(f"tasklab.AsyncResult({r.id!r}, lab).debug()")
+        child.expect("failed again here: ZeroDivisionError: division by zero")
+        child.expect("ipdb> ")
+        assert "----> 5     share = total / by" in child.before
+        for command, shown in (("p total", "66"), ("up", "return _ratio(total, by)"), ("p numbers", "[11, 22, 33]")):
+            child.sendline(command)
+            child.expect("ipdb> ")
+            assert shown in child.before, (command, child.before)
+        child.sendline("q")
+        child.expect(r"In \[3\]: ")
+        child.sendline("lab.shutdown(); exit()")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
