@@ -11,8 +11,11 @@ import sys
 
 import pytest
 from IPython.core.error import UsageError
+from rq.job import Job
+from rq.results import Result
 
 from tasklab.client.result import AsyncResult
+from tasklab.code.serialization import Serializer
 from tasklab.errors import DebugError
 
 from .conftest import run_cell, task_cell, wait_for
@@ -136,6 +139,10 @@ def test_a_workflow_step_gets_the_value_of_the_step_before(t, lab):
     r = failed((t["total_of"].s([4, 5]) | t["portion"].s(0)).delay())
     reproduction = r.reproduce()
     assert reproduction.reproduced and reproduction.locals == {"total": 9, "by": 0}
+    (parent,) = Job.fetch(r.id, connection=lab.connection, serializer=Serializer).meta["tl_parents"]
+    lab.connection.delete(Result.get_key(parent))  # the step before's result expired
+    with pytest.raises(DebugError, match=rf"Cannot debug workflow step {r.id}: The result of job {parent}.* is gone"):
+        r.reproduce()
 
 
 def test_a_failure_that_needs_the_worker_is_said_to_differ(t, lab):

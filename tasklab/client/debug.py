@@ -154,7 +154,10 @@ def reproduce(result: Any) -> Reproduction:
     args, kwargs = tuple(job.args), dict(job.kwargs)
     parents = meta.get(keys.META_PARENTS)
     if parents:
-        values = [parent_value(connection, parent) for parent in parents]
+        try:
+            values = [parent_value(connection, parent) for parent in parents]
+        except TaskLabError as exc:
+            raise DebugError(f"Cannot debug workflow step {job.id}: {exc}") from None
         args = ((values[0],) if meta.get(keys.META_MERGE) == "one" else (values,)) + args
     original = f"{original_type}: {recorded['message']}" if recorded.get("message") else original_type
     limits = (meta.get(keys.META_SOFT_TIME_LIMIT), meta.get(keys.META_TIME_LIMIT))
