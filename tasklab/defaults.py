@@ -219,6 +219,13 @@ RESULT_BADGE_INTERVAL = 0.5
 #: serves its text, which IPython asks for right after.
 SAME_DISPLAY = 1.0
 
+#: Seconds between two writes of the state a running task reports (``self.update_state``): a task
+#: that reports more often costs Redis at most one write per interval, and its latest report is
+#: written at the end of the interval it came in.
+STATE_REPORT_INTERVAL = 0.25
+#: Seconds a task's reported state is kept in Redis (it is read only while the task runs).
+STATE_REPORT_TTL = 24 * 3600
+
 #: Events ``history()`` reads per round trip.
 HISTORY_READ_CHUNK = 10_000
 

@@ -139,3 +139,12 @@ class TimeLimitExceeded(TaskLabError):
 
 class WorkerLostError(TaskLabError):
     """The failure of a task whose worker process died while running it."""
+
+
+class StateReportError(TaskLabError, ValueError):
+    """Raised by ``self.update_state()`` called outside a running task, or with a state or meta it cannot report."""
+
+
+class DebugError(TaskLabError):
+    """Raised by ``result.debug()`` when there is no failed attempt to re-run in the kernel, or re-running it could
+    harm the kernel (its worker process died running it)."""

@@ -11,9 +11,9 @@ import html
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from rq.job import Job, JobStatus
 
@@ -21,6 +21,9 @@ from .. import defaults
 from ..code.serialization import Serializer
 from ..core.app import App
 from ..core.states import FAILURE, PENDING, RATE_LIMITED, READY_STATES, RETRY, REVOKED, STARTED, SUCCESS
+from ..engine import keys
+from ..engine.reports import StateReport
+from ..engine.reports import decode as decode_report
 from ..engine.rq_private import workers_of_queue_key
 
 #: States in which a job waits for a worker of its queue to take it.
@@ -81,29 +84,34 @@ def read_states(results: Sequence[Any]) -> list[tuple[str, str | None]]:
     """The state of each of ``results`` (:class:`~tasklab.client.result.AsyncResult`) and the queue its
     job was sent to (``None`` if unknown), in one pipelined round trip for all of them: three fields of
     each job's hash, the meta decoded only where the state depends on it. Results that already hold
-    their final outcome are not read."""
-    found: list[tuple[str, str | None]] = [(PENDING, None)] * len(results)
+    their final outcome are not read. A running task's state is the one it reported, if it did
+    (``self.update_state``), read in one more round trip for the running ones only."""
+    return [(state, queue) for state, queue, _ in read_reported(results)]
+
+
+def read_reported(results: Sequence[Any]) -> list[tuple[str, str | None, StateReport | None]]:
+    """:func:`read_states`, with what each running task last reported (``None`` for the others)."""
+    found: list[tuple[str, str | None, StateReport | None]] = [(PENDING, None, None)] * len(results)
     todo = []
     for i, result in enumerate(results):
         if result._final is not None:
-            found[i] = (result._state_of(result._final), None)
+            found[i] = (result._state_of(result._final), None, None)
         else:
             todo.append(i)
     if not todo:
         return found
-    by_connection: dict[int, list[int]] = {}  # results of several labs: each read from its own Redis
-    for i in todo:
-        by_connection.setdefault(id(results[i].connection), []).append(i)
-    replies: dict[int, Any] = {}
-    for indices in by_connection.values():
-        with results[indices[0]].connection.pipeline(transaction=False) as pipe:
-            for i in indices:
-                pipe.hmget(Job.key_for(results[i].id), "status", "meta", "origin")
-            replies.update(zip(indices, pipe.execute(), strict=True))
+    replies = _pipelined(
+        results, todo, lambda pipe, result: pipe.hmget(Job.key_for(result.id), "status", "meta", "origin")
+    )
+    running = [i for i in todo if replies[i][0] == b"started"]
+    reported = (
+        _pipelined(results, running, lambda pipe, result: pipe.get(keys.report_key(result.id))) if running else {}
+    )
     for i in todo:
         status, meta, origin = replies[i]
+        report = decode_report(reported.get(i), results[i].id)
         decoded: dict[str, Any] = {}
-        if status in _META_STATUSES and meta:
+        if (status in _META_STATUSES or report is not None) and meta:
             try:
                 decoded = Serializer.loads(meta)
             except Exception:  # as RQ does with a meta it cannot read
@@ -112,8 +120,60 @@ def read_states(results: Sequence[Any]) -> list[tuple[str, str | None]]:
             job_status = JobStatus(status.decode()) if status else None
         except ValueError:
             job_status = None
-        found[i] = (results[i]._state_from(job_status, decoded), origin.decode() if origin else None)
+        state = results[i]._state_from(job_status, decoded)
+        if report is not None and report.attempt not in (None, int(decoded.get(keys.META_RETRIES, 0))):
+            report = None  # an earlier attempt's
+        found[i] = (report.state if report is not None else state, origin.decode() if origin else None, report)
     return found
+
+
+def _pipelined(results: Sequence[Any], indices: list[int], command: Callable[[Any, Any], Any]) -> dict[int, Any]:
+    """``command(pipe, result)`` for each of ``results`` at ``indices``, one round trip per Redis
+    (results of several labs are each read from their own); the replies by index."""
+    by_connection: dict[int, list[int]] = {}
+    for i in indices:
+        by_connection.setdefault(id(results[i].connection), []).append(i)
+    replies: dict[int, Any] = {}
+    for group in by_connection.values():
+        with results[group[0]].connection.pipeline(transaction=False) as pipe:
+            for i in group:
+                command(pipe, results[i])
+            replies.update(zip(group, pipe.execute(), strict=True))
+    return replies
+
+
+def progress_of(meta: Any, current: str = "current", total: str | float = "total") -> tuple[float, float] | None:
+    """``(done, of)`` from a reported meta: its ``current`` key's number, out of its ``total`` key's (or
+    of ``total`` itself, a number); ``None`` unless both are numbers and the total is positive."""
+    if not isinstance(meta, dict):
+        return None
+    done, of = meta.get(current), meta.get(total) if isinstance(total, str) else total
+    if not (_number(done) and _number(of)) or not of > 0 or done != done:  # NaN is not a number of steps
+        return None
+    return float(done), float(of)
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def running_progress(results: Sequence[Any]) -> dict[str, tuple[str, float, float]]:
+    """Of ``results`` (of running tasks, such as the ones the monitor's workers run), those whose task
+    reported a ``current``/``total`` pair: by id, the state reported and ``(done, of)``."""
+    found = {}
+    for result, (state, _, report) in zip(results, read_reported(results), strict=True):
+        pair = progress_of(report.meta) if report is not None else None
+        if pair is not None:
+            found[result.id] = (state, *pair)
+    return found
+
+
+def progress_html(state: str, done: float, of: float, width: int = 120) -> str:
+    """A small progress bar with its numbers, for tables (the monitor's)."""
+    return (
+        f'<progress value="{min(done, of):g}" max="{of:g}" style="width:{width}px"></progress> '
+        f"{done:g}/{of:g} {html.escape(state)}"
+    )
 
 
 _served_lock = threading.Lock()

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from rq.exceptions import NoSuchJobError
@@ -31,10 +31,24 @@ from ..core.app import App, default_app
 from ..core.states import FAILURE, PENDING, RATE_LIMITED, READY_STATES, RETRY, REVOKED, STARTED, SUCCESS
 from ..engine import events, keys
 from ..engine.leases import settle_expired
+from ..engine.reports import StateReport
 from ..engine.workflow import META_CAUSE
 from ..errors import ResultMissing, SignatureError, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
-from .progress import COLOURS, WAITING_STATES, Progress, read_states, unserved_hint, unserved_queues
+from .progress import (
+    COLOURS,
+    WAITING_STATES,
+    Progress,
+    progress_html,
+    progress_of,
+    read_reported,
+    read_states,
+    unserved_hint,
+    unserved_queues,
+)
 from .wait import FINAL, ResultStreams, refuse_inside_task
+
+if TYPE_CHECKING:
+    from .debug import Reproduction
 
 T = TypeVar("T")
 
@@ -120,7 +134,8 @@ class AsyncResult:
     @property
     @_reaching_redis
     def state(self) -> str:
-        """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED. Unknown ids are PENDING, as in Celery."""
+        """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED; while the task runs, the state it reported
+        with ``self.update_state`` (such as PROGRESS), if it did. Unknown ids are PENDING, as in Celery."""
         ((state, _),) = read_states([self])
         return state
 
@@ -181,10 +196,16 @@ class AsyncResult:
     @property
     @_reaching_redis
     def result(self) -> Any:
-        """The return value once successful, the exception once failed, else ``None``."""
+        """The return value once successful, the exception once failed; while the task runs, the meta it
+        last reported with ``self.update_state`` (as Celery's), else ``None``."""
         final = self._latest_final()
         if final is None:
-            return None
+            ((state, _, report),) = read_reported([self])
+            if report is not None or state not in READY_STATES:
+                return report.meta if report is not None else None
+            final = self._latest_final()  # it finished meanwhile
+            if final is None:
+                return None
         if final.type == Result.Type.SUCCESSFUL:
             return final.return_value
         return self._exception(final)
@@ -350,26 +371,55 @@ class AsyncResult:
         job = self._job()
         if job is not None:
             job.delete()
-        self.connection.delete(keys.output_key(self.id), keys.exception_key(self.id))
+        self.connection.delete(keys.output_key(self.id), keys.exception_key(self.id), keys.report_key(self.id))
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         """The static state badge; with ``%load_ext tasklab``, a kernel shows a live one instead."""
         return {"text/plain": repr(self), "text/html": self._repr_html_()}
 
     def _repr_html_(self) -> str:
-        return self._badge()[1]
+        state, badge, report = self._badge()
+        pair = progress_of(report.meta) if report is not None else None
+        return badge if pair is None else badge + " " + progress_html(state, *pair)
 
     @_reaching_redis
-    def _badge(self) -> tuple[str, str]:
-        """This result's state and its badge's HTML (which says so when no worker serves its queue)."""
-        ((state, queue),) = read_states([self])
+    def _badge(self) -> tuple[str, str, StateReport | None]:
+        """This result's state, its badge's HTML (which says so when no worker serves its queue), and
+        what the task reported while it runs (``None`` if nothing)."""
+        ((state, queue, report),) = read_reported([self])
         unserved = unserved_queues(self.app, [queue]) if queue and state in WAITING_STATES else []
         name = f"{html.escape(self.task_name)} " if self.task_name else ""
         note = f" &mdash; {html.escape(unserved_hint(unserved[0]))}" if unserved else ""
-        return state, (
-            f'<span style="font-family:monospace">{name}<code>{html.escape(self.id)}</code> '
-            f'<b style="color:{COLOURS.get(state, "#757575")}">{state}</b>{note}</span>'
+        return (
+            state,
+            (
+                f'<span style="font-family:monospace">{name}<code>{html.escape(self.id)}</code> '
+                f'<b style="color:{COLOURS.get(state, "#757575")}">{html.escape(state)}</b>{note}</span>'
+            ),
+            report,
         )
+
+    # -- debugging --
+
+    @_reaching_redis
+    def reproduce(self) -> Reproduction:
+        """Run the failed attempt again in this process, without a debugger: its exact code version,
+        arguments and attempt number, no worker, nothing written to Redis. The
+        :class:`~tasklab.client.debug.Reproduction` says whether it failed the same way, differently, or
+        not at all, and holds the exception and the raising frame's ``locals``. :class:`DebugError` if
+        the task has not failed, its record is gone, or its worker died running it."""
+        from .debug import reproduce  # with the worker's runtime, which a kernel loads only to debug
+
+        return reproduce(self)
+
+    def debug(self) -> None:
+        """Re-run the failed attempt in this process (see :meth:`reproduce`), say what came of it, and
+        stop in IPython's debugger at the exception, as ``%debug`` does (``p x``, ``up``, ``c``, ``q``);
+        when it succeeds here, there is nothing to stop at, and the line says so."""
+        reproduction = self.reproduce()
+        print(reproduction.summary())
+        if reproduction.exception is not None:
+            reproduction.debug()
 
 
 class ResultSet(list):

@@ -64,11 +64,7 @@ def apply_eagerly(task: Task, args: tuple, kwargs: dict, task_id: str | None = N
     options = type(task).task_options()
     stack = request_stack()
     while True:
-        request = Request(
-            id=task_id, args=args, kwargs=kwargs, retries=retries, version=task._tl_version, called_directly=False,
-            hostname=socket.gethostname(), delivery_info={"is_eager": True}, root_id=task_id, is_eager=True,
-            timelimit=(options.get("time_limit"), options.get("soft_time_limit")), correlation_id=task_id,
-        )  # fmt: skip
+        request = eager_request(task, args, kwargs, task_id, retries)
         stack.append(request)
         try:
             call_hook(task, "before_start", task_id, task_id, args, kwargs)
@@ -90,3 +86,13 @@ def apply_eagerly(task: Task, args: tuple, kwargs: dict, task_id: str | None = N
             return EagerResult(task_id, states.SUCCESS, retval, None, retries)
         finally:
             stack.pop()
+
+
+def eager_request(task: Task, args: tuple, kwargs: dict, task_id: str, retries: int) -> Request:
+    """``self.request`` of a run of ``task`` in this process (``is_eager``; it keeps no state it reports)."""
+    options = type(task).task_options()
+    return Request(
+        id=task_id, args=args, kwargs=kwargs, retries=retries, version=task._tl_version, called_directly=False,
+        hostname=socket.gethostname(), delivery_info={"is_eager": True}, root_id=task_id, is_eager=True,
+        timelimit=(options.get("time_limit"), options.get("soft_time_limit")), correlation_id=task_id,
+    )  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,10 @@ class Request:
     chord: Any = None
     callbacks: list | None = None
     errbacks: list | None = None
+    #: How ``self.update_state`` reports on a worker: a call ``(task_id, state, meta)`` the worker
+    #: sets up (throttled, see :mod:`tasklab.engine.reports`); ``None`` in an eager run, which keeps
+    #: no state.
+    report_state: Callable[[str | None, str, Any], None] | None = field(default=None, repr=False, compare=False)
 
 
 _local = threading.local()

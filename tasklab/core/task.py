@@ -18,13 +18,14 @@ import reprlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..errors import ArgumentsError, ConfigurationError, NotRegistered, Retry
+from ..errors import ArgumentsError, ConfigurationError, NotRegistered, Retry, StateReportError
 from . import options as opts
 from . import signatures
 from .app import App, default_app
 from .eager import EagerResult, apply_eagerly
 from .request import Request, current_request, request_stack
 from .signatures import Signature, xmap, xstarmap
+from .states import READY_STATES
 
 
 class _ClassOrInstance:
@@ -114,6 +115,39 @@ class Task:
             # As Celery: called directly, the cause is raised, or Retry itself.
             raise exc if exc is not None else Retry(f"{self.name}.retry() was called outside a worker.")
         raise Retry(exc=exc, when=countdown, max_retries=max_retries)
+
+    def update_state(self, task_id: str | None = None, state: str | None = None, meta: Any = None, **_: Any) -> None:
+        """Report the running task's state and ``meta``, as Celery's ``update_state``:
+        ``self.update_state(state="PROGRESS", meta={"current": i, "total": n})``.
+
+        While the task runs, ``AsyncResult.state`` is ``state`` and ``AsyncResult.info`` is ``meta``
+        (a ``current``/``total`` pair draws a progress bar in the result's badge and the monitor);
+        once it ends, they are its outcome's. Call it as often as you like: Redis gets at most a few
+        writes a second (the last report is written within
+        :data:`~tasklab.defaults.STATE_REPORT_INTERVAL`). ``task_id`` reports for another task
+        instead. In an eager run (``apply()``, ``result.debug()``) nothing is kept. Outside a task
+        it raises :class:`~tasklab.errors.StateReportError`, as does a final state (SUCCESS,
+        FAILURE, REVOKED: the outcome sets those) or a meta that cannot be serialised.
+        """
+        name = self.name or type(self).__name__
+        if not isinstance(state, str) or not state:
+            raise StateReportError(
+                f"{name}.update_state(state={reprlib.repr(state)}): the state must be a non-empty string, "
+                "such as 'PROGRESS'."
+            )
+        if state in READY_STATES:
+            raise StateReportError(
+                f"{name}.update_state(state={state!r}): a task's final state comes from its outcome (return to "
+                "succeed, raise to fail); while it runs, report a state of your own, such as 'PROGRESS'."
+            )
+        request = current_request()
+        if request is None:
+            raise StateReportError(
+                f"{name}.update_state() was called outside a running task: call it from inside the task "
+                "(a bound task's self, bind=True, or a Task subclass's run)."
+            )
+        if request.report_state is not None:
+            request.report_state(task_id, state, meta)
 
     # -- identity --
 

@@ -30,7 +30,7 @@ from ..core.request import Request, request_stack
 from ..core.retries import Decision, decide
 from ..core.task import Task
 from ..errors import NotRegistered, SerializationError, SoftTimeLimitExceeded, TaskLabError, TimeLimitExceeded
-from . import events, keys
+from . import events, keys, reports
 from .capture import OutputCapture
 from .fence import owned
 from .records import expire, record_exception
@@ -91,6 +91,7 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
             call_hook(task, "after_return", job.id, SUCCESS, retval, job.id, args, kwargs, None)
         finally:
             stack.pop()
+            reports.reporter.discard(job.id)  # from now on, the state is the attempt's outcome
     _record(job, attempt, capture, None, started)
     return retval
 
@@ -107,6 +108,7 @@ def _request_of(job: Job, task: Task, args: tuple, kwargs: dict, attempt: int) -
         delivery_info={"exchange": "", "routing_key": job.origin, "queue": job.origin, "priority": None},
         group=job.group_id, root_id=meta.get(keys.META_WORKFLOW) or job.id,
         parent_id=parents[-1] if parents else None, is_eager=False, timelimit=limits, correlation_id=job.id,
+        report_state=reports.reporter_for(job.connection, job.id, attempt),
     )  # fmt: skip
 
 

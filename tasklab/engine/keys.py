@@ -49,3 +49,9 @@ def output_key(job_id: str) -> str:
 def exception_key(job_id: str) -> str:
     """Hash: the final exception's type, message and pickled form."""
     return f"tasklab:job:{job_id}:exc"
+
+
+def report_key(job_id: str) -> str:
+    """String: the state and meta a running task last reported (``self.update_state``), signed and
+    pickled (see :mod:`tasklab.engine.reports`)."""
+    return f"tasklab:job:{job_id}:report"

@@ -21,6 +21,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicHelpFormatter, argument, kwds, magic_arguments
 
+from ..client.result import AsyncResult
 from ..code import cells
 from ..code.define import register_cell
 from ..core import options as opts
@@ -33,6 +34,7 @@ _TASKLAB_USAGE = """\
 %tasklab status             server, queues and workers
 %tasklab monitor            the live monitor widget
 %tasklab workers N          start or stop local workers until N run
+%tasklab debug ID           re-run task ID's failed attempt here and open the debugger at its exception
 %tasklab connect URL [--namespace NAME]   use the Redis at URL from now on
 %tasklab stop               stop the local workers and leave the embedded server"""
 
@@ -137,7 +139,7 @@ class TaskLabMagics(Magics):
 
     @line_magic
     def tasklab(self, line: str) -> None:
-        """Control tasklab: start, status, monitor, workers N, connect URL, stop."""
+        """Control tasklab: start, status, monitor, workers N, debug ID, connect URL, stop."""
         words = _words(line)
         command, rest = (words[0], words[1:]) if words else ("", [])
         try:
@@ -153,6 +155,8 @@ class TaskLabMagics(Magics):
             elif command == "workers" and len(rest) == 1 and rest[0].isdigit():
                 pool = current_lab().workers(int(rest[0]))
                 print(f"tasklab: {len(pool)} local workers")
+            elif command == "debug" and len(rest) == 1:
+                AsyncResult(rest[0], current_lab()).debug()
             elif command == "connect" and rest:
                 url, namespace = rest[0], None
                 if rest[1:2] == ["--namespace"] and len(rest) == 3:

@@ -24,7 +24,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.worker import Worker as RQWorker
 
 from .. import defaults
-from ..client.progress import unserved_hint, unserved_queues
+from ..client.progress import progress_html, running_progress, unserved_hint, unserved_queues
 from ..client.result import AsyncResult
 from ..code.loader import task_for
 from ..code.serialization import Serializer
@@ -202,6 +202,8 @@ class Monitor:
         return {
             "totals": totals, "tasks": tasks, "recent": recent, "workers": sorted(workers, key=lambda r: r["name"]),
             "queues": queue_rows,
+            # What running tasks report (self.update_state): job id -> (state, current, total).
+            "progress": running_progress([AsyncResult(str(r["job"]), lab) for r in workers if r["job"]]),
         }  # fmt: skip
 
     def refresh(self, plots: bool = False) -> None:
@@ -225,9 +227,9 @@ class Monitor:
             if selected in {value for _, value in options}:
                 self.recent.value = selected
         self.workers.value = _table(
-            ["worker", "state", "pid", "host", "running", "ok", "failed"],
+            ["worker", "state", "pid", "host", "running", "ok", "failed", "progress"],
             [[html.escape(r["name"]), r["state"], r["pid"], html.escape(str(r["host"])), r["job"] or "",
-              r["ok"], r["failed"]] for r in data["workers"]],
+              r["ok"], r["failed"], _progress_cell(data, r["job"])] for r in data["workers"]],
         )  # fmt: skip
         self.queues.value = _table(
             ["queue", "waiting", "scheduled", "running", "workers"],
@@ -368,6 +370,12 @@ def _served(queue: dict[str, Any]) -> str:
     if queue["served"]:
         return "served"
     return f"<span style='color:#c62828'>{html.escape(unserved_hint(queue['name']))}</span>"
+
+
+def _progress_cell(data: dict[str, Any], job_id: str | None) -> str:
+    """A worker's progress column: a bar of what its running task reports (``self.update_state``), if it does."""
+    reported = data["progress"].get(job_id) if job_id else None
+    return progress_html(*reported) if reported is not None else ""
 
 
 def _seconds(value: float | None) -> str:

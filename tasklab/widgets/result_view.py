@@ -1,14 +1,15 @@
-"""Live views of results shown as a cell's output: a state badge for an ``AsyncResult``, and counts
-per state with a progress bar for a ``ResultSet`` (a ``map``, a group's results).
+"""Live views of results shown as a cell's output: a state badge for an ``AsyncResult`` (with a bar of
+the progress its task reports, ``self.update_state``), and counts per state with a progress bar for a
+``ResultSet`` (a ``map``, a group's results).
 
 Each view is built once. One watcher thread, shared by all of them, refreshes the unfinished ones
 every :data:`~tasklab.defaults.RESULT_BADGE_INTERVAL` seconds, setting only trait values (and only
 those that changed), and forgets the finished ones, so results cost nothing once they are done. A
-refresh is one read of a result's job, or one pipelined round trip for a whole set, of the members
-not yet finished. A waiting result whose queue no live worker serves says so, with the fix. Views
-are registered for display by ``%load_ext tasklab``, and by a lab made in a kernel
-(:func:`show_results_live`); :func:`live_view` and :func:`live_set_view` build them without
-displaying them, for tests.
+refresh is one read of a result's job (and one of its report while it runs), or one pipelined round
+trip for a whole set, of the members not yet finished. A waiting result whose queue no live worker
+serves says so, with the fix. Views are registered for display by ``%load_ext tasklab``, and by a lab made in a kernel
+(:func:`show_results_live`); :func:`live_badge` and :func:`live_set_view` build them without
+displaying them, for tests, or to draw a task's progress from other meta keys.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any, Protocol
 import ipywidgets as w
 
 from .. import defaults
-from ..client.progress import Progress
+from ..client.progress import Progress, progress_of
 from ..client.result import AsyncResult, ResultSet
 from ..core.states import FAILURE, READY_STATES, SUCCESS
+from ..engine.reports import StateReport
 
 
 class _LiveView(Protocol):
@@ -63,19 +65,27 @@ def result_bundle(result: AsyncResult | ResultSet, ipython: Any) -> dict[str, An
         static = result._shown(view.progress)
         widget: w.DOMWidget = view.widget
     else:
-        widget = live_view(result)
-        static = {"text/plain": repr(result), "text/html": widget.value}
+        badge = live_badge(result)
+        widget = badge.widget
+        static = {"text/plain": repr(result), "text/html": badge.label.value}
     bundle = widget._repr_mimebundle_() or {}
     bundle.update(static)  # the widget's own text/plain is its repr: "HTML(value=...)"
     return bundle
 
 
 def live_view(result: AsyncResult) -> w.HTML:
-    """An ``HTML`` widget showing ``result``'s state, kept current until it is ready."""
-    badge = _Badge(result)
+    """The state text of ``result``'s live badge (see :func:`live_badge`), kept current until it is ready."""
+    return live_badge(result).label
+
+
+def live_badge(result: AsyncResult, current: str = "current", total: str | float = "total") -> ResultBadge:
+    """A :class:`ResultBadge` of ``result``, kept current until it is ready; its bar shows the meta the
+    task reports (``self.update_state``): its ``current`` key out of its ``total`` key (or out of
+    ``total`` itself, a number). Shown as a cell's last value, it displays itself."""
+    badge = ResultBadge(result, current, total)
     if not badge.ready:
         _watch_view(badge)
-    return badge.widget
+    return badge
 
 
 def live_set_view(results: ResultSet) -> ResultSetView:
@@ -86,26 +96,51 @@ def live_set_view(results: ResultSet) -> ResultSetView:
     return view
 
 
-class _Badge:
-    """A single result's state badge: one ``HTML`` widget."""
+class ResultBadge:
+    """A single result's live badge: its state (``label``, an ``HTML`` widget) and, once the task
+    reports progress, a bar (``bar``) and its numbers (``count``)."""
 
-    def __init__(self, result: AsyncResult):
+    def __init__(self, result: AsyncResult, current: str = "current", total: str | float = "total"):
         self.result = result
-        state, badge = result._badge()
-        self.widget = w.HTML(badge)
-        self.ready = state in READY_STATES
+        self.current, self.total = current, total
+        self.label = w.HTML()
+        self.bar = w.FloatProgress(min=0.0, max=1.0, value=0.0, layout=w.Layout(width="200px", display="none"))
+        self.count = w.HTML()
+        self.widget = w.HBox([self.label, self.bar, self.count])
+        self.ready = False
+        self._show(*result._badge())
 
     def gone(self) -> bool:
-        return _gone(self.widget, self.result)
+        return self.label.comm is None or _gone(self.widget, self.result)
 
     def refresh(self) -> bool:
         if self.gone():
             return True
-        state, badge = self.result._badge()
-        if badge != self.widget.value:
-            self.widget.value = badge
-        self.ready = state in READY_STATES
+        self._show(*self.result._badge())
         return self.ready
+
+    def _show(self, state: str, badge: str, report: StateReport | None) -> None:
+        if badge != self.label.value:
+            self.label.value = badge
+        self.ready = state in READY_STATES
+        pair = progress_of(report.meta, self.current, self.total) if report is not None else None
+        if pair is not None:
+            done, of = pair
+            self.bar.max = of  # before the value, which the bar clips to its max
+            self.bar.value = min(done, of)
+            self.bar.layout.display = None
+            count = f"&nbsp;{done:g} / {of:g}"
+            if self.count.value != count:
+                self.count.value = count
+        elif state == SUCCESS and self.bar.layout.display is None:  # it reported progress: the bar ends full
+            self.bar.value = self.bar.max
+        if self.ready:
+            self.bar.bar_style = "success" if state == SUCCESS else "danger" if state == FAILURE else "warning"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+        bundle.update({"text/plain": repr(self.result), "text/html": self.label.value})
+        return bundle
 
 
 class ResultSetView:
