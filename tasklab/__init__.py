@@ -13,7 +13,8 @@ from .code.define import task
 from .core.eager import EagerResult
 from .core.request import Request
 from .core.retries import retry_schedule
-from .core.signatures import Signature, chain, chord, group, signature
+from .core.signatures import Signature, chain, chord, group
+from .core.signatures import signature as _signature
 from .core.task import Task, get_task_logger
 from .errors import (
     ArgumentsError,
@@ -23,6 +24,7 @@ from .errors import (
     ChordError,
     ConfigurationError,
     DataDirError,
+    IncompleteStream,
     InsideTaskError,
     MaxRetriesExceededError,
     NotRegistered,
@@ -84,6 +86,7 @@ __all__ = [
     "ChordError",
     "ConfigurationError",
     "DataDirError",
+    "IncompleteStream",
     "InsideTaskError",
     "NotRegistered",
     "RedisBinaryNotFound",
@@ -104,6 +107,14 @@ __all__ = [
     "WorkerLostError",
     "TaskLabWarning",
 ]
+
+
+def signature(task: Any, args: Any = (), kwargs: dict[str, Any] | None = None, **options: Any) -> Signature:
+    """``tasklab.signature(add, args=(2,), queue="io")``, or by name: ``tasklab.signature("tasks.add", ...)``,
+    found among the current lab's tasks (see :meth:`Lab.signature`)."""
+    if isinstance(task, str):
+        return current_lab().signature(task, args, kwargs, **options)
+    return _signature(task, args, kwargs, **options)
 
 
 def history(**filters: Any) -> Any:
