@@ -361,3 +361,5 @@ def test_rate_limited_callbacks_are_held_back_at_their_start(lab):
     starts = sorted(t.timestamp() for t in rows["started_at"])
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.6 - 0.05, f"starts came {min(gaps):.3f} s apart at 100/m: {gaps}"
+    logs = "".join(lab.worker_logs(None).values())
+    assert "is held back by its rate limit" in logs and "RateLimited" not in logs, "one line, no traceback"
