@@ -67,6 +67,25 @@ def wait_for_gate(gate):
     return gate
 
 
+#: What the errbacks of an eager lab's tasks saw (they run in this process).
+errback_calls: list[tuple] = []
+
+
+@tasklab.task(name="tasks.remember_error")
+def remember_error(request, exc, traceback):
+    errback_calls.append(("new", request.id, repr(exc), "Traceback" in traceback))
+
+
+@tasklab.task(name="tasks.remember_id")
+def remember_id(task_id):
+    errback_calls.append(("old", task_id))
+
+
+@tasklab.task(name="tasks.my_expiry", bind=True)
+def my_expiry(self):
+    return self.request.expires
+
+
 @tasklab.task(name="tasks.ticket", rate_limit="100/m")
 def ticket(n):
     return n
@@ -216,6 +235,9 @@ def test_expires_revokes_a_task_not_started_in_time(lab):
     assert rows.loc[late.id, "state"] == "REVOKED"
     assert rows.loc[late.id, "error"].startswith("expired"), "the history says why"
     assert rows.loc[kept.id, "state"] == "SUCCESS"
+    when = datetime.now(timezone.utc) + timedelta(minutes=1)
+    seen = datetime.fromisoformat(my_expiry.apply_async(expires=when).get(timeout=10))
+    assert abs((seen - when).total_seconds()) < 0.001, "self.request.expires, as Celery's, in ISO 8601"
 
 
 def test_expires_is_checked_when_given(lab):
@@ -286,10 +308,12 @@ def test_an_eager_lab_runs_delay_in_this_process(server):
         assert result.get() == 4 and result.state == "SUCCESS"
         linked = add.apply_async((2, 2), link=mul.s(16))
         assert [child.get() for child in linked.children] == [64]
-        failed = fails.apply_async((1, 1))
-        assert failed.state == "FAILURE"
+        errback_calls.clear()
+        failed = fails.apply_async((1, 1), link_error=[remember_error.s(), remember_id.s()], link=add.s(1))
+        assert failed.state == "FAILURE" and failed.children == []
         with pytest.raises(ValueError):
             failed.get()
+        assert errback_calls == [("new", failed.id, "ValueError('cannot add 1 and 1')", True), ("old", failed.id)]
         assert eager.pool is None, "no worker was started"
         with pytest.raises(tasklab.ArgumentsError):
             add.delay(1)

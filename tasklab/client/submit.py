@@ -166,6 +166,7 @@ def prepare(
     depends_on: list[list[str]] | None = None,
     job_ids: list[str] | None = None,
     on_failure: str | None = None,
+    applied_later: bool = False,
 ) -> Prepared:
     """Build and check the jobs of ``calls``: options resolved, arguments bound and serialised.
 
@@ -174,6 +175,8 @@ def prepare(
     fixes the ids (a workflow knows them before it submits); ``on_failure`` is the dotted path
     of RQ's failure callback of every job. When ``meta`` names parents whose results a job
     receives (``keys.META_PARENTS``), the arguments are checked with that value in front.
+    ``applied_later`` jobs (callbacks, errbacks) take no rate-limit slot now: they take one when
+    a worker starts them.
     """
     given = {k: v for k, v in call_options.items() if v is not None}
     links = callbacks_of(given.pop("link", None), "link")
@@ -273,7 +276,7 @@ def prepare(
         if errbacks:
             job.meta[META_ERRBACKS] = [_errback(app, job.id, sig, linked, called) for sig in errbacks]
     starts: list[datetime | None] = [due] * len(jobs)
-    if rate is not None and not (meta or {}).get(keys.META_PARENTS):  # a callback's turn comes when it is applied
+    if rate is not None and not applied_later and not (meta or {}).get(keys.META_PARENTS):
         starts = _rate_slots(queue, base_meta[META_RATE][0], rate, jobs, due)
     return Prepared(app, task, queue, jobs, starts, limit is not None, linked, called, replaces)
 
@@ -285,7 +288,7 @@ def _callback_job(app: App, sig: Signature, what: str, meta: dict[str, Any], arg
         raise CanvasError(f"The {what} {sig!r} sets {early[0]}: a {what} is applied when the task ends; leave it out.")
     shipped(sig.task)
     try:
-        prepared = prepare(app, sig.task, [(args, sig.kwargs)], sig.options, meta=meta)
+        prepared = prepare(app, sig.task, [(args, sig.kwargs)], sig.options, meta=meta, applied_later=True)
     except (SerializationError, ConfigurationError) as exc:
         raise type(exc)(f"In the {what} {sig!r}: {exc}") from exc
     if prepared.one_at_a_time:
@@ -351,8 +354,8 @@ def enqueue(prepared: Prepared) -> None:
         if linked is not prepared:
             linked.app.ensure_code(linked.task)
             linked.app.ensure_workers(linked.queue.name)
-    for task_id in prepared.replaces:
-        forget_finished(prepared.app, task_id)
+        for task_id in linked.replaces:
+            forget_finished(linked.app, task_id)
     queue, jobs, starts = prepared.queue, prepared.jobs, prepared.starts
     if prepared.one_at_a_time:
         for job, start in zip(jobs, starts, strict=True):

@@ -15,6 +15,7 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import redis
@@ -160,7 +161,13 @@ def _request_of(job: Job, task: Task, args: tuple, kwargs: dict, attempt: int) -
         delivery_info={"exchange": "", "routing_key": job.origin, "queue": job.origin, "priority": None},
         group=job.group_id, root_id=meta.get(keys.META_WORKFLOW) or job.id,
         parent_id=parents[-1] if parents else None, is_eager=False, timelimit=limits, correlation_id=job.id,
+        expires=_iso(meta.get(keys.META_EXPIRES)),
     )  # fmt: skip
+
+
+def _iso(timestamp: float | None) -> str | None:
+    """A timestamp as Celery's request shows times: ISO 8601, in UTC."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
 
 
 def _started(job: Job) -> None:
