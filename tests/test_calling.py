@@ -387,3 +387,4 @@ def test_rate_limited_callbacks_are_held_back_at_their_start(lab):
     assert min(gaps) >= 0.6 - 0.05, f"starts came {min(gaps):.3f} s apart at 100/m: {gaps}"
     logs = "".join(lab.worker_logs(None).values())
     assert "is held back by its rate limit" in logs and "RateLimited" not in logs, "one line, no traceback"
+    assert [w.failed for w in lab.status().workers] == [0, 0], "no failed job is counted for the workers"

@@ -213,8 +213,8 @@ def prepare(
             raise ConfigurationError("link and link_error apply to one call; map and starmap take neither.")
         if links and (meta or {}).get(keys.META_WORKFLOW):
             raise CanvasError(
-                f"link on {task.name}, a step of a workflow: chain the callback after the step instead "
-                "(step | callback.s()), or give link to the workflow's apply_async."
+                f"link on {task.name}, a step of a workflow (or on the workflow): chain the callback after it "
+                "instead, (workflow | callback.s()), which gives it the same value."
             )
         job_ids = job_ids or [str(uuid.uuid4())]
     ignore = opts.resolve("ignore_result", call, task_options, lab_options)

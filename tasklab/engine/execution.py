@@ -43,7 +43,7 @@ from .capture import OutputCapture
 from .fence import owned
 from .ratelimit import META_RATE, META_SLOT, take_start
 from .records import expire, record_exception
-from .rq_private import worker_key
+from .rq_private import uncount_failed_job, worker_key
 from .workflow import META_ERRBACKS, callback_writes, has_callbacks
 
 log = logging.getLogger("tasklab.runtime")
@@ -144,7 +144,11 @@ def _take_rate_slot(job: Job) -> None:
         return
     job.meta[META_SLOT] = slot
     job.meta[keys.META_HELD] = "rate_limit"
-    job.save_meta()
+    with job.connection.pipeline() as pipe:
+        pipe.hset(job.key, "meta", Serializer.dumps(job.meta))  # signed as a job's, as WorkerJob.save_meta
+        if job.worker_name:  # RQ's retry path counts a failed job for the worker: this is none
+            uncount_failed_job(pipe, job.worker_name)
+        pipe.execute()
     job.retries_left, job.retry_intervals = 1, [max(slot - time.time(), 0.001)]  # type: ignore[list-item]
     raise RateLimited(f"job {job.id} waits for its rate-limit slot at {slot:.3f} ({rate})")
 
