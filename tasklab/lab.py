@@ -37,7 +37,7 @@ from .code.version import CellVersion
 from .core import options as opts
 from .core import signing
 from .core.app import App, set_default_app
-from .core.eager import EagerResult
+from .core.eager import EagerResult, EagerResultSet
 from .core.signatures import Signature, callbacks_of, signature
 from .core.task import Task
 from .engine.queue import TaskQueue
@@ -240,7 +240,7 @@ class Lab:
         eager lab runs them here instead, one after the other (see :meth:`_apply_eagerly`)."""
         self._check_open()
         if self.eager:
-            return [self._apply_eagerly(task, args, kwargs, call_options) for args, kwargs in calls]
+            return EagerResultSet(self._apply_eagerly(task, args, kwargs, call_options) for args, kwargs in calls)
         return self.reaching_redis(
             lambda: submit_calls(self, task, calls, call_options), _NOT_SUBMITTED, idempotent=False
         )

@@ -124,6 +124,18 @@ def test_collect_follows_callbacks_of_callbacks_in_celerys_order(lab):
     assert values == [2, 3, 6, 300], "breadth first, as Celery's iterdeps: the parent, its children, theirs"
 
 
+def test_iterdeps_of_a_result_not_ready_is_an_incomplete_stream(lab):
+    res = wait_for_gate.apply_async(("gate:deps",), link=log_result.s("linked:deps"))
+    deps = res.iterdeps()
+    assert next(deps) == (None, res)
+    with pytest.raises(tasklab.IncompleteStream, match="intermediate=True"):
+        next(deps)
+    assert list(res.iterdeps(intermediate=True)) == [(None, res)], "its callbacks are not known yet"
+    lab.workers(1)
+    lab.connection.rpush("gate:deps", 1)
+    assert [value for _, value in res.collect(timeout=10)] == ["gate:deps", "gate:deps"]
+
+
 def test_links_as_a_list_are_applied_in_order_and_an_immutable_one_gets_no_value(lab):
     lab.workers(1)
     # Calling guide: link=[add.s(16), other_task.s()]; "reset_buffers.si()" ignores the result
@@ -314,6 +326,7 @@ def test_an_eager_lab_runs_delay_in_this_process(server):
         with pytest.raises(ValueError):
             failed.get()
         assert errback_calls == [("new", failed.id, "ValueError('cannot add 1 and 1')", True), ("old", failed.id)]
+        assert add.starmap([(1, 2), (3, 4)]).get() == [3, 7]
         assert eager.pool is None, "no worker was started"
         with pytest.raises(tasklab.ArgumentsError):
             add.delay(1)

@@ -70,6 +70,28 @@ class EagerResult:
         return f"<EagerResult: {self.id} {self.state}>"
 
 
+class EagerResultSet(list):
+    """The :class:`EagerResult` of each call of a ``map`` in an eager lab, with ``ResultSet``'s ``get``."""
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> list[Any]:
+        """Every value, in order; the first failure is raised unless ``propagate=False``."""
+        return [result.get(propagate=propagate) for result in self]
+
+    join = get
+
+    def ready(self) -> bool:
+        return True
+
+    def successful(self) -> bool:
+        return all(result.successful() for result in self)
+
+    def failed(self) -> bool:
+        return any(result.failed() for result in self)
+
+    def completed_count(self) -> int:
+        return sum(result.successful() for result in self)
+
+
 def apply_eagerly(task: Task, args: tuple, kwargs: dict, task_id: str | None = None, retries: int = 0) -> EagerResult:
     """Run ``task`` in this process until it succeeds or fails for good (see the module's docstring)."""
     task_id = task_id or str(uuid.uuid4())
