@@ -214,6 +214,17 @@ def _flaky(key):
     raise KeyError(key)
 
 
+def test_link_error_of_a_workflow_follows_the_step_that_failed(lab):
+    lab.workers(1)
+    result = (add.s(1, 1) | fails.s(2)).apply_async(link_error=on_failed_id.s("chain"))
+    with pytest.raises(ValueError, match="cannot add 2 and 2"):
+        result.get(timeout=10)
+    wait_for(lambda: lab.connection.lrange("errback:old", 0, -1), 10, "the errback")
+    assert lab.connection.lrange("errback:old", 0, -1) == [f"chain {result.id}".encode()]
+    with pytest.raises(tasklab.CanvasError, match="chain the callback after it"):
+        (add.s(1, 1) | add.s(2)).apply_async(link=add.s(3))
+
+
 def test_bad_callbacks_are_refused_at_submit(lab):
     with pytest.raises(tasklab.CanvasError, match=r"Write tasks.add.s\(...\)"):
         add.apply_async((1, 1), link=add)
