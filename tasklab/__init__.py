@@ -13,7 +13,8 @@ from .code.define import task
 from .core.eager import EagerResult
 from .core.request import Request
 from .core.retries import retry_schedule
-from .core.signatures import Signature, chain, chord, chunks, group, signature, xmap, xstarmap
+from .core.signatures import Signature, chain, chord, chunks, group, xmap, xstarmap
+from .core.signatures import signature as _signature
 from .core.task import Task, get_task_logger
 from .errors import (
     ArgumentsError,
@@ -24,6 +25,7 @@ from .errors import (
     ConfigurationError,
     DataDirError,
     DebugError,
+    IncompleteStream,
     InsideTaskError,
     MaxRetriesExceededError,
     NotRegistered,
@@ -90,6 +92,7 @@ __all__ = [
     "ConfigurationError",
     "DataDirError",
     "DebugError",
+    "IncompleteStream",
     "InsideTaskError",
     "NotRegistered",
     "RedisBinaryNotFound",
@@ -111,6 +114,14 @@ __all__ = [
     "WorkerLostError",
     "TaskLabWarning",
 ]
+
+
+def signature(task: Any, args: Any = (), kwargs: dict[str, Any] | None = None, **options: Any) -> Signature:
+    """``tasklab.signature(add, args=(2,), queue="io")``, or by name: ``tasklab.signature("tasks.add", ...)``,
+    found among the current lab's tasks (see :meth:`Lab.signature`)."""
+    if isinstance(task, str):
+        return current_lab().signature(task, args, kwargs, **options)
+    return _signature(task, args, kwargs, **options)
 
 
 def history(**filters: Any) -> Any:

@@ -103,6 +103,10 @@ class ResultMissing(TaskLabError, LookupError):
     that expired or was forgotten, or a task that keeps no result (``ignore_result``)."""
 
 
+class IncompleteStream(TaskLabError):
+    """Raised by ``result.iterdeps()`` (and so ``collect()``) when a result in the tree is not ready yet."""
+
+
 class InsideTaskError(TaskLabError, RuntimeError):
     """Raised when a task waits for another task's result, which can deadlock the workers."""
 

@@ -25,20 +25,23 @@ import redis
 
 from . import defaults
 from .client.progress import unserved_queues
-from .client.result import ResultSet
+from .client.result import AsyncResult
 from .client.submit import submit_calls
 from .client.workflow import submit_workflow
 from .code import cells, define
 from .code.define import task as task_decorator
 from .code.loader import install as install_loader
-from .code.store import CODE_KEY, CodeRegistry
+from .code.loader import task_for
+from .code.store import CODE_KEY, TASKS_KEY, CodeRegistry
 from .code.version import CellVersion
 from .core import options as opts
 from .core import signing
 from .core.app import App, set_default_app
+from .core.eager import EagerResult, EagerResultSet
+from .core.signatures import Signature, callbacks_of, signature
 from .core.task import Task
 from .engine.queue import TaskQueue
-from .errors import ConfigurationError, RedisUnreachable, TaskLabWarning
+from .errors import ConfigurationError, NotRegistered, RedisUnreachable, TaskLabError, TaskLabWarning
 from .local.connection import check_url, redact
 from .local.connection import connect as connect_redis
 from .local.pool import WorkerPool
@@ -63,6 +66,8 @@ class Lab:
     ``namespace`` keeps this lab's task names apart from other notebooks' on the same Redis
     (default: the notebook's or script's name). On the embedded server, local workers start
     at the first submit unless ``autostart_workers=False`` or ``workers()`` was called.
+    With ``eager=True`` (Celery's ``task_always_eager``), ``delay`` and ``apply_async`` run the
+    task at once in this process, as ``task.apply()`` does, and return an ``EagerResult``.
     Other keyword arguments are lab-wide task option defaults (``queue="io"``).
 
     Jobs, code, results and exceptions are signed with the deployment's key and checked before
@@ -80,6 +85,7 @@ class Lab:
         autostart_workers: bool = True,
         secret: str | None = None,
         insecure: bool = False,
+        eager: bool = False,
         **task_defaults: Any,
     ):
         self.data_dir = Path(data_dir or os.environ.get(defaults.DATA_DIR_ENV) or defaults.DATA_DIR).absolute()
@@ -106,6 +112,9 @@ class Lab:
         self.namespace = namespace or default_namespace()
         self.options = opts.validate(task_defaults, where="lab")
         self.autostart_workers = autostart_workers
+        if not isinstance(eager, bool):
+            raise ConfigurationError(f"eager={eager!r} is invalid: give True (run tasks in this process) or False.")
+        self.eager = eager
         self.registry = CodeRegistry(self.connection)
         self._queues: dict[str, TaskQueue] = {}
         self._published: set[str] = set()
@@ -226,12 +235,85 @@ class Lab:
                 stacklevel=2,
             )
 
-    def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> ResultSet:
-        """Submit ``calls`` (``(args, kwargs)`` pairs) of ``task``; used by ``delay`` and friends."""
+    def submit(self, task: Task, calls: list[tuple[tuple, dict]], call_options: dict[str, Any]) -> Sequence[Any]:
+        """Submit ``calls`` (``(args, kwargs)`` pairs) of ``task``; used by ``delay`` and friends. An
+        eager lab runs them here instead, one after the other (see :meth:`_apply_eagerly`)."""
         self._check_open()
+        if self.eager:
+            return EagerResultSet(self._apply_eagerly(task, args, kwargs, call_options) for args, kwargs in calls)
         return self.reaching_redis(
             lambda: submit_calls(self, task, calls, call_options), _NOT_SUBMITTED, idempotent=False
         )
+
+    def _apply_eagerly(self, task: Task, args: tuple, kwargs: dict, options: dict[str, Any]) -> EagerResult:
+        """Run one call of ``task`` here, as ``task.apply()``, then its callbacks (``link``) with its
+        value, or its errbacks (``link_error``), eagerly too: what ``delay`` does in an eager lab."""
+        task.signature_check(args, kwargs)
+        result = task.apply(args, kwargs, task_id=options.get("task_id"))
+        if result.successful():
+            for sig in callbacks_of(options.get("link"), "link"):
+                value_first = () if sig.immutable else (result.result,)
+                result.children.append(self._apply_eagerly(sig.task, value_first + sig.args, sig.kwargs, sig.options))
+            return result
+        for sig in callbacks_of(options.get("link_error"), "link_error"):
+            try:  # as a worker does (see tasklab.engine.execution): (request, exc, traceback), else the task's id
+                sig.task.signature_check((result, result.result, result.traceback, *sig.args), sig.kwargs)
+            except TypeError:
+                self._apply_eagerly(sig.task, (result.id, *sig.args), sig.kwargs, sig.options)
+            else:
+                sig.task(result.request, result.result, result.traceback, *sig.args, **sig.kwargs)
+        return result
+
+    # -- Celery's app API --
+
+    def signature(
+        self,
+        task: Any,
+        args: Any = (),
+        kwargs: dict[str, Any] | None = None,
+        immutable: bool = False,
+        **options: Any,
+    ) -> Signature:
+        """A signature of ``task``: a task, a signature, or a task's name (``"tasks.add"``), found among
+        this lab's tasks (:meth:`task_named`), as Celery's ``app.signature``."""
+        if isinstance(task, str):
+            task = self.task_named(task)
+        return signature(task, args, kwargs, immutable, **options)
+
+    def send_task(self, name: str, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        """Submit the task called ``name`` (see :meth:`task_named`) with ``args``, ``kwargs`` and
+        ``apply_async``'s options, as Celery's ``app.send_task``; its result."""
+        return self.signature(name, args or (), kwargs, **options).apply_async()
+
+    def AsyncResult(self, id: str) -> AsyncResult:
+        """The result of the task ``id`` in this lab's Redis, as Celery's ``app.AsyncResult``."""
+        if not isinstance(id, str) or not id:
+            raise ConfigurationError(f"AsyncResult({id!r}): give a task id, the string result.id.")
+        return AsyncResult(id, self)
+
+    def task_named(self, name: str) -> Task:
+        """The task called ``name``: the version this lab's namespace has current in Redis (``%%task``
+        cells), else a task of this process with that name (``@tasklab.task``, ``Task`` subclasses);
+        :class:`NotRegistered` if there is none."""
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"A task name is a non-empty string, not {name!r}.")
+        version = self.reaching_redis(
+            lambda: self.connection.hget(TASKS_KEY.format(self.namespace), name), "Ask again once it is back."
+        )
+        if version is not None:
+            try:
+                return task_for(version.decode(), name)
+            except TaskLabError:
+                pass  # its code cannot be loaded here: look among this process's tasks
+        found = _tasks_named(name)
+        if found is None:
+            known = sorted({*self.registry.current(self.namespace), *_task_names()})
+            listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") if known else "none"
+            raise NotRegistered(
+                f"No task is called {name!r} in this lab (namespace {self.namespace!r}). Known: {listed}. Run the "
+                "cell or import the module that defines it, or check the name (task.name says it)."
+            )
+        return found
 
     def submit_workflow(self, node: Any, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         """Submit a chain, group or chord whole; used by their ``apply_async``."""
@@ -367,6 +449,28 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _task_classes() -> list[type[Task]]:
+    """Every task class of this process (subclasses of :class:`Task` with a body), breadth first."""
+    found: list[type[Task]] = []
+    todo = list(Task.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        todo.extend(cls.__subclasses__())
+        if cls.has_run() and isinstance(cls.name, str):
+            found.append(cls)
+    return found
+
+
+def _task_names() -> set[str]:
+    return {cls.name for cls in _task_classes() if cls.name}
+
+
+def _tasks_named(name: str) -> Task | None:
+    """A task of this process called ``name`` (the last found, if a re-run cell made several), if any."""
+    matches = [cls for cls in _task_classes() if cls.name == name]
+    return matches[-1].instance() if matches else None
 
 
 def _fetch_code(version: str) -> CellVersion:

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,8 +33,16 @@ from ..core.states import FAILURE, PENDING, RATE_LIMITED, READY_STATES, RETRY, R
 from ..engine import events, keys
 from ..engine.leases import settle_expired
 from ..engine.reports import StateReport
-from ..engine.workflow import META_CAUSE
-from ..errors import ResultMissing, SignatureError, TaskError, TaskLabWarning, TaskRevokedError, TimeoutError
+from ..engine.workflow import META_CAUSE, META_LINKS
+from ..errors import (
+    IncompleteStream,
+    ResultMissing,
+    SignatureError,
+    TaskError,
+    TaskLabWarning,
+    TaskRevokedError,
+    TimeoutError,
+)
 from .progress import (
     COLOURS,
     WAITING_STATES,
@@ -137,17 +146,25 @@ class AsyncResult:
         """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED; while the task runs, the state it reported
         with ``self.update_state`` (such as PROGRESS), if it did. Unknown ids are PENDING, as in Celery."""
         ((state, _),) = read_states([self])
+        if state == FAILURE and self._expired():
+            return REVOKED
         return state
+
+    def _expired(self) -> bool:
+        """Whether the job was revoked at its start because it had expired (``expires``), which a
+        worker without the hook to record it STOPPED records FAILED, with a TaskRevokedError."""
+        recorded = self.connection.hget(keys.exception_key(self.id), "type")
+        return recorded is not None and recorded.decode().rsplit(".", 1)[-1] == TaskRevokedError.__name__
 
     def _state_from(self, status: JobStatus | None, meta: dict[str, Any]) -> str:
         """The state of this result's job, from its RQ status (``None``: no such job) and its meta
         (read only for the statuses of :data:`_META_STATUSES`, else empty)."""
-        if status in (JobStatus.SCHEDULED, JobStatus.QUEUED) and meta.get(keys.META_RETRIES):
-            return RETRY
         if status == JobStatus.RATE_LIMITED or (
             status == JobStatus.SCHEDULED and meta.get(keys.META_HELD) == "rate_limit"
         ):
             return RATE_LIMITED
+        if status in (JobStatus.SCHEDULED, JobStatus.QUEUED) and meta.get(keys.META_RETRIES):
+            return RETRY
         return PENDING if status is None else _STATES.get(status, PENDING)
 
     status = state
@@ -315,6 +332,40 @@ class AsyncResult:
         if remote and hasattr(exc, "add_note"):
             exc.add_note(f"\nRemote traceback (task {self.id}):\n{remote.rstrip()}")
         return exc
+
+    # -- callbacks (Celery's children) --
+
+    @property
+    @_reaching_redis
+    def children(self) -> list[AsyncResult]:
+        """The results of the callbacks applied when this task succeeded (``link=``), in order, as
+        Celery's ``children``; empty while it has not succeeded, and for a task without callbacks."""
+        job = self._job()
+        if job is None or job.get_status(refresh=False) != JobStatus.FINISHED:
+            return []
+        links = job.meta.get(META_LINKS) or ()
+        return [AsyncResult(entry["id"], self._app, task_name=entry["task"]) for entry in links]
+
+    def iterdeps(self, intermediate: bool = False) -> Iterator[tuple[AsyncResult | None, AsyncResult]]:
+        """``(parent, result)`` for this result and its children, theirs and so on, in Celery's order
+        (breadth first). A result not ready yet raises :class:`IncompleteStream` unless ``intermediate``."""
+        stack: deque[tuple[AsyncResult | None, AsyncResult]] = deque([(None, self)])
+        while stack:
+            parent, node = stack.popleft()
+            yield parent, node
+            if node.ready():
+                stack.extend((node, child) for child in node.children)
+            elif not intermediate:
+                raise IncompleteStream(
+                    f"Task {node.id} is {node.state}, so its callbacks are not known yet: wait for it (get()), or "
+                    "pass intermediate=True."
+                )
+
+    def collect(self, intermediate: bool = False, **kwargs: Any) -> Iterator[tuple[AsyncResult, Any]]:
+        """``(result, value)`` for this result and then its callbacks' (see :attr:`children`), waiting for
+        each with ``get(**kwargs)``, as Celery's ``collect``."""
+        for _, node in self.iterdeps(intermediate=intermediate):
+            yield node, node.get(**kwargs)
 
     def __await__(self) -> Any:
         return asyncio.get_running_loop().run_in_executor(None, self.get).__await__()

@@ -14,27 +14,38 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from rq import Callback
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.rate_limit import RateLimit
+from rq.results import Result
 
 from .. import defaults
 from ..code.serialization import Serializer, describe_unpicklable
 from ..code.shipping import ship
 from ..core import options as opts
 from ..core.app import App
+from ..core.signatures import Signature, callbacks_of
 from ..core.task import Task, task_names_of_args
 from ..engine import events, keys, transaction
 from ..engine.queue import TaskQueue
+from ..engine.ratelimit import META_RATE, META_SLOT, take_slots
 from ..engine.ratelimit import key_for as ratelimit_key
-from ..engine.ratelimit import take_slots
 from ..engine.rq_private import compressed_payload, queued_fields
-from ..errors import ConfigurationError, SerializationError
+from ..engine.workflow import META_ERRBACKS, META_LINKS, parked
+from ..errors import CanvasError, ConfigurationError, SerializationError
 from .result import AsyncResult, ResultSet
 
 #: The function every tasklab job calls; it finds the task from the job's meta.
 EXECUTE = "tasklab.engine.execution.execute_task"
 _SUBMIT_KEYS = {"countdown", "eta", "queue", "task_id"}
+#: Per-call options that are no scalar, taken out before the others are checked.
+_CALLBACK_KEYS = ("link", "link_error")
 _PARENT_VALUE = object()  # stands for a parent's result when checking a step's arguments
+_ERRBACK_ARGS = (object(), object(), object())  # stand for (request, exc, traceback)
+#: RQ statuses of a job that is still to run or running: its id cannot be given to a new one.
+_LIVE = {
+    JobStatus.QUEUED.value, JobStatus.SCHEDULED.value, JobStatus.STARTED.value, JobStatus.DEFERRED.value,
+    JobStatus.CREATED.value, "rate_limited",
+}  # fmt: skip
 
 
 #: Arguments as a job's description shows them: bounded in length and depth, whatever their size (a
@@ -97,6 +108,16 @@ def _due(countdown: float | None, eta: Any) -> datetime | None:
     return None
 
 
+def _expires_at(expires: Any) -> float:
+    """``expires`` (seconds from now, or a datetime) as a timestamp."""
+    if isinstance(expires, datetime):
+        try:
+            return (expires if expires.tzinfo else expires.astimezone(timezone.utc)).timestamp()
+        except (OverflowError, ValueError, OSError) as exc:
+            raise ConfigurationError(f"expires={expires!r} is invalid ({exc}): give a datetime.") from None
+    return datetime.now(timezone.utc).timestamp() + opts.seconds("expires", expires)
+
+
 def _task_id(task_id: Any) -> str:
     if not isinstance(task_id, str) or not re.fullmatch(defaults.TASK_ID_PATTERN, task_id):
         raise ConfigurationError(
@@ -128,6 +149,12 @@ class Prepared:
     one_at_a_time: bool  # RQ enqueues concurrency-limited jobs without a pipeline
     batch: Batch | None = None
     carried: tuple[Task, ...] = ()  # tasks the jobs take as their first argument, whose code they need too
+    #: What the jobs' callbacks and errbacks submit when they are applied (code to store, queues to serve).
+    linked: list[Prepared] = field(default_factory=list)
+    #: Errbacks called in the worker (see :func:`_errback`): their code is stored with the jobs.
+    called: list[Task] = field(default_factory=list)
+    #: Ids of finished jobs whose records go before these are written (``task_id`` given again).
+    replaces: list[str] = field(default_factory=list)
 
     def results(self) -> ResultSet:
         ignore = (self.batch.fields.get("result_ttl") if self.batch else None) == 0
@@ -168,6 +195,7 @@ def prepare(
     depends_on: list[list[str]] | None = None,
     job_ids: list[str] | None = None,
     on_failure: str | None = None,
+    applied_later: bool = False,
 ) -> Prepared:
     """Build and check the jobs of ``calls``: options resolved, arguments bound and serialised.
 
@@ -176,13 +204,18 @@ def prepare(
     fixes the ids (a workflow knows them before it submits); ``on_failure`` is the dotted path
     of RQ's failure callback of every job. When ``meta`` names parents whose results a job
     receives (``keys.META_PARENTS``), the arguments are checked with that value in front.
+    ``applied_later`` jobs (callbacks, errbacks) take no rate-limit slot now: they take one when
+    a worker starts them.
     """
     given = {k: v for k, v in call_options.items() if v is not None}
+    links = callbacks_of(given.pop("link", None), "link")
+    errbacks = callbacks_of(given.pop("link_error", None), "link_error")
+    expires = given.pop("expires", None)
     not_per_call = set(given) - _SUBMIT_KEYS - opts.CALL_OPTIONS
     if not_per_call:
         raise ConfigurationError(
             f"{', '.join(sorted(not_per_call))} cannot be set per call; set it on the task. "
-            f"Per call: {', '.join(sorted(_SUBMIT_KEYS | opts.CALL_OPTIONS))}."
+            f"Per call: {', '.join(sorted(_SUBMIT_KEYS | opts.CALL_OPTIONS | {'expires', *_CALLBACK_KEYS}))}."
         )
     for option, value in given.items():
         if not isinstance(value, _SCALARS):  # the checks below show the value whole, with repr()
@@ -199,26 +232,46 @@ def prepare(
     lab_options = app.options
     due = _due(given.get("countdown"), given.get("eta"))
     task_id = given.get("task_id")
+    replaces: list[str] = []
     if task_id is not None:
         if len(calls) != 1:
             raise ConfigurationError("task_id names one job; it cannot be used with map_async or starmap_async.")
         job_ids = [_task_id(task_id)]
+        replaces = _finished(app, task_id)
+    if links or errbacks:
+        if len(calls) != 1:
+            raise ConfigurationError("link and link_error apply to one call; map_async and starmap_async take neither.")
+        if links and (meta or {}).get(keys.META_WORKFLOW):
+            raise CanvasError(
+                f"link on {task.name}, a step of a workflow (or on the workflow): chain the callback after it "
+                "instead, (workflow | callback.s()), which gives it the same value."
+            )
+        job_ids = job_ids or [new_job_id()]
     ignore = opts.resolve("ignore_result", call, task_options, lab_options)
     result_ttl = 0 if ignore else opts.resolve("result_ttl", call, task_options, lab_options)
     queue: TaskQueue = app.queue(opts.resolve("queue", call, task_options, lab_options))
 
-    base_meta = {keys.META_NAMESPACE: app.namespace, keys.META_TASK: task.name, keys.META_VERSION: task._tl_version}
+    base_meta: dict[str, Any] = {
+        keys.META_NAMESPACE: app.namespace,
+        keys.META_TASK: task.name,
+        keys.META_VERSION: task._tl_version,
+    }
     for option, meta_key in (("time_limit", keys.META_TIME_LIMIT), ("soft_time_limit", keys.META_SOFT_TIME_LIMIT)):
         seconds = opts.resolve(option, call, task_options, lab_options)
         if seconds is not None:
             base_meta[meta_key] = seconds
     if opts.resolve("acks_late", call, task_options, lab_options):
         base_meta[keys.META_ACKS_LATE] = opts.resolve("max_retries", task_options, lab_options)
+    if expires is not None:
+        base_meta[keys.META_EXPIRES] = _expires_at(expires)
+    rate = opts.resolve("rate_limit", task_options, lab_options)
+    if rate is not None:  # applied by the worker, when a job is about to start
+        base_meta[META_RATE] = [ratelimit_key(app.namespace, task.name or ""), rate]
     base_meta.update(meta or {})
     concurrency = opts.resolve("concurrency_limit", task_options, lab_options)
     limit = RateLimit(f"tasklab:{app.namespace}:{task.name}", concurrency) if concurrency else None
-    rate = opts.resolve("rate_limit", task_options, lab_options)
-    if due is None and rate is None and limit is None and not (depends_on or job_ids or on_failure):
+    plain = due is None and rate is None and limit is None and not applied_later
+    if plain and not (depends_on or job_ids or on_failure):
         fields = queued_fields(
             queue, EXECUTE, timeout=-1, result_ttl=result_ttl, failure_ttl=defaults.FAILURE_TTL, meta=base_meta
         )
@@ -240,13 +293,84 @@ def prepare(
         except Exception as exc:
             raise _unserialisable(task, args, kwargs, index if len(calls) > 1 else None, exc) from exc
         jobs.append(job)
-    starts = [due] * len(jobs)
-    if rate is not None:
-        starts = _rate_slots(queue, app.namespace, task.name or "", rate, len(jobs), due)
-        for job, start in zip(jobs, starts, strict=True):
-            if start is not None and (due is None or start > due):
-                job.meta[keys.META_HELD] = "rate_limit"
-    return Prepared(app, task, queue, jobs, starts, one_at_a_time=limit is not None, carried=carried)
+    linked: list[Prepared] = []
+    called: list[Task] = []
+    if links or errbacks:
+        (job,) = jobs
+        if links:
+            job.meta[META_LINKS] = [_link(app, job.id, sig, linked) for sig in links]
+            if job.result_ttl == 0:  # the callbacks read the value
+                job.result_ttl = opts.DEFAULTS["result_ttl"]
+        if errbacks:
+            job.meta[META_ERRBACKS] = [_errback(app, job.id, sig, linked, called) for sig in errbacks]
+    starts: list[datetime | None] = [due] * len(jobs)
+    if rate is not None and not applied_later and not (meta or {}).get(keys.META_PARENTS):
+        starts = _rate_slots(queue, base_meta[META_RATE][0], rate, jobs, due)
+    return Prepared(app, task, queue, jobs, starts, limit is not None, carried=carried, linked=linked, called=called,
+                    replaces=replaces)  # fmt: skip
+
+
+def _callback_job(app: App, sig: Signature, what: str, meta: dict[str, Any], args: tuple) -> Prepared:
+    """The job of a callback or errback, built and checked now, applied later by a worker."""
+    early = [name for name in ("countdown", "eta") if sig.options.get(name) is not None]
+    if early:
+        raise CanvasError(f"The {what} {sig!r} sets {early[0]}: a {what} is applied when the task ends; leave it out.")
+    shipped(sig.task)
+    try:
+        prepared = prepare(app, sig.task, [(args, sig.kwargs)], sig.options, meta=meta, applied_later=True)
+    except (SerializationError, ConfigurationError) as exc:
+        raise type(exc)(f"In the {what} {sig!r}: {exc}") from exc
+    if prepared.one_at_a_time:
+        raise CanvasError(
+            f"The {what} {sig!r} runs a task with a concurrency_limit, which RQ applies when a job is queued by "
+            "the kernel: submit it from the task itself instead."
+        )
+    return prepared
+
+
+def _link(app: App, parent_id: str, sig: Signature, linked: list[Prepared]) -> dict[str, Any]:
+    """A link callback of job ``parent_id``: its job, receiving the parent's value as a chain step does."""
+    meta = {} if sig.immutable else {keys.META_PARENTS: [parent_id], keys.META_MERGE: "one"}
+    prepared = _callback_job(app, sig, "link callback", meta, sig.args)
+    linked.append(prepared)
+    return parked(prepared.jobs[0], prepared.queue.name, sig.task.name)
+
+
+def _errback(app: App, parent_id: str, sig: Signature, linked: list[Prepared], called: list[Task]) -> tuple:
+    """An errback of job ``parent_id``, as Celery applies it: a task taking ``(request, exc,
+    traceback)`` is called in the worker, another is submitted with ``parent_id`` first."""
+    task = shipped(sig.task)
+    try:
+        task.signature_check(_ERRBACK_ARGS + sig.args, sig.kwargs)
+    except TypeError:
+        pass
+    else:
+        called.append(task)
+        return ("call", task._tl_version, task.name, sig.args, sig.kwargs)
+    try:
+        task.signature_check((parent_id, *sig.args), sig.kwargs)
+    except TypeError as exc:
+        raise CanvasError(
+            f"The errback {sig!r} takes neither (request, exc, traceback) nor the failed task's id first: {exc}"
+        ) from None
+    prepared = _callback_job(app, sig, "errback", {}, (parent_id, *sig.args))
+    linked.append(prepared)
+    return ("apply", parked(prepared.jobs[0], prepared.queue.name, task.name))
+
+
+def _finished(app: App, task_id: str) -> list[str]:
+    """``[task_id]`` if a finished job has that id (its records are replaced by the new one's), ``[]`` if
+    none has; a :class:`ConfigurationError` if a job of that id is still to run or running."""
+    status = app.connection.hget(Job.key_for(task_id), "status")
+    if status is None:  # gone (ignore_result, forgotten), though some of its records may be left
+        left = app.connection.exists(Result.get_key(task_id), keys.output_key(task_id), keys.exception_key(task_id))
+        return [task_id] if left else []
+    if status.decode() in _LIVE:
+        raise ConfigurationError(
+            f"task_id={task_id!r} names a task that has not finished (RQ status {status.decode()}): a new task cannot "
+            "take its id. Wait for it, revoke it (AsyncResult(id).revoke()), or give another id."
+        )
+    return [task_id]
 
 
 def _carried(task: Task, calls: list[tuple[tuple, dict]]) -> tuple[Task, ...]:
@@ -305,6 +429,14 @@ def enqueue(prepared: Prepared) -> None:
     for task in (prepared.task, *prepared.carried):
         prepared.app.ensure_code(task)
     prepared.app.ensure_workers(prepared.queue.name)
+    for linked in [prepared, *_linked(prepared)]:
+        for task in linked.called:
+            linked.app.ensure_code(task)
+        if linked is not prepared:
+            linked.app.ensure_code(linked.task)
+            linked.app.ensure_workers(linked.queue.name)
+        for task_id in linked.replaces:
+            forget_finished(linked.app, task_id)
     queue, jobs, starts = prepared.queue, prepared.jobs, prepared.starts
     if prepared.batch is not None:
         task, namespace = prepared.task, prepared.app.namespace
@@ -332,14 +464,39 @@ def enqueue(prepared: Prepared) -> None:
             transaction.execute(queue.connection, pipe)  # as pipe.execute(), with less Python
 
 
-def _rate_slots(
-    queue: TaskQueue, namespace: str, name: str, rate: str, count: int, due: datetime | None
-) -> list[datetime | None]:
-    """When each job may start: ``due`` (or now), pushed later by the task's rate limit."""
-    slots = take_slots(queue.connection, ratelimit_key(namespace, name), rate, count)
+def _rate_slots(queue: TaskQueue, key: str, rate: str, jobs: list[Job], due: datetime | None) -> list[datetime | None]:
+    """When each job may start: ``due`` (or now), pushed later by the task's rate limit. Each job
+    holds its slot (:data:`~tasklab.engine.ratelimit.META_SLOT`), which the worker checks at its start."""
+    slots = take_slots(queue.connection, key, rate, len(jobs))
     now = datetime.now(timezone.utc)
-    starts = [datetime.fromtimestamp(slot, timezone.utc) for slot in slots]
-    return [max(start, due) if due else (start if start > now else None) for start in starts]
+    starts: list[datetime | None] = []
+    for job, slot in zip(jobs, slots, strict=True):
+        start = datetime.fromtimestamp(slot, timezone.utc)
+        job.meta[META_SLOT] = slot
+        if start > now and (due is None or start > due):
+            job.meta[keys.META_HELD] = "rate_limit"
+        starts.append(max(start, due) if due else (start if start > now else None))
+    return starts
+
+
+def _linked(prepared: Prepared) -> list[Prepared]:
+    """The callbacks and errbacks of ``prepared``'s jobs, and theirs, depth first."""
+    found = []
+    for linked in prepared.linked:
+        found += [linked, *_linked(linked)]
+    return found
+
+
+def forget_finished(app: App, task_id: str) -> None:
+    """Delete what a finished task left under ``task_id``: its job, result, output, exception and
+    events, so that a new task submitted with that id starts afresh (``get()`` waits for it)."""
+    connection = app.connection
+    created = connection.hget(Job.key_for(task_id), "created_at")
+    AsyncResult(task_id, app).forget()
+    since = None
+    if created is not None:
+        since = datetime.fromisoformat(created.decode().replace("Z", "+00:00")).timestamp()
+    events.forget(connection, task_id, since)
 
 
 def _enqueue(queue: TaskQueue, job: Job, start: datetime | None, pipe: Any) -> None:

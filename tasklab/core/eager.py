@@ -26,12 +26,24 @@ Task = Any
 class EagerResult:
     """The outcome of :meth:`Task.apply`, with the surface of Celery's ``EagerResult``."""
 
-    def __init__(self, id: str, state: str, value: Any, traceback: str | None = None, retries: int = 0):
+    def __init__(
+        self,
+        id: str,
+        state: str,
+        value: Any,
+        traceback: str | None = None,
+        retries: int = 0,
+        request: Request | None = None,
+    ):
         self.id = id
         self.state = state
         self._value = value
         self.traceback = traceback
         self.retries = retries
+        #: The request the task ran with (an errback taking ``(request, exc, traceback)`` gets it).
+        self.request = request
+        #: The results of the callbacks applied after it succeeded (``link``), in an eager lab.
+        self.children: list[EagerResult] = []
 
     @property
     def result(self) -> Any:
@@ -58,6 +70,28 @@ class EagerResult:
         return f"<EagerResult: {self.id} {self.state}>"
 
 
+class EagerResultSet(list):
+    """The :class:`EagerResult` of each call of a ``map`` in an eager lab, with ``ResultSet``'s ``get``."""
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> list[Any]:
+        """Every value, in order; the first failure is raised unless ``propagate=False``."""
+        return [result.get(propagate=propagate) for result in self]
+
+    join = get
+
+    def ready(self) -> bool:
+        return True
+
+    def successful(self) -> bool:
+        return all(result.successful() for result in self)
+
+    def failed(self) -> bool:
+        return any(result.failed() for result in self)
+
+    def completed_count(self) -> int:
+        return sum(result.successful() for result in self)
+
+
 def apply_eagerly(task: Task, args: tuple, kwargs: dict, task_id: str | None = None, retries: int = 0) -> EagerResult:
     """Run ``task`` in this process until it succeeds or fails for good (see the module's docstring)."""
     task_id = task_id or str(uuid.uuid4())
@@ -80,10 +114,10 @@ def apply_eagerly(task: Task, args: tuple, kwargs: dict, task_id: str | None = N
                     continue
                 call_hook(task, "on_failure", task_id, reported, task_id, args, kwargs, einfo)
                 call_hook(task, "after_return", task_id, states.FAILURE, reported, task_id, args, kwargs, einfo)
-                return EagerResult(task_id, states.FAILURE, reported, einfo.traceback, retries)
+                return EagerResult(task_id, states.FAILURE, reported, einfo.traceback, retries, request)
             call_hook(task, "on_success", task_id, retval, task_id, args, kwargs)
             call_hook(task, "after_return", task_id, states.SUCCESS, retval, task_id, args, kwargs, None)
-            return EagerResult(task_id, states.SUCCESS, retval, None, retries)
+            return EagerResult(task_id, states.SUCCESS, retval, None, retries, request)
         finally:
             stack.pop()
 

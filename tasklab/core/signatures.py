@@ -15,7 +15,7 @@ from ..errors import CanvasError, ConfigurationError
 from . import options as opts
 
 #: Options a signature or a workflow takes, as ``Task.apply_async`` does.
-OPTIONS = frozenset({"countdown", "eta", "queue", "task_id"}) | opts.CALL_OPTIONS
+OPTIONS = frozenset({"countdown", "eta", "queue", "task_id", "expires", "link", "link_error"}) | opts.CALL_OPTIONS
 
 
 def _what(obj: Any) -> str:
@@ -108,6 +108,29 @@ class Signature:
         self.options.update(_check_options(options))
         return self
 
+    def link(self, callback: Signature) -> Signature:
+        """Apply ``callback`` when this task succeeds, its return value first among the callback's
+        arguments (unless ``callback`` is immutable, ``task.si(...)``), as Celery's ``link``; returns
+        ``callback``."""
+        self.options["link"] = [*callbacks_of(self.options.get("link"), "link"), *callbacks_of(callback, "link")]
+        return callback
+
+    def link_error(self, errback: Signature) -> Signature:
+        """Apply ``errback`` when this task fails for good (not when it is retried), as Celery's
+        ``link_error``: a task taking ``(request, exc, traceback)`` is called with them in the
+        worker; another one is submitted with the failed task's id as its first argument.
+        Returns ``errback``."""
+        self.options["link_error"] = [
+            *callbacks_of(self.options.get("link_error"), "link_error"),
+            *callbacks_of(errback, "link_error"),
+        ]
+        return errback
+
+    def on_error(self, errback: Signature) -> Signature:
+        """:meth:`link_error` that returns this signature, for chaining: ``add.s(2, 2).on_error(log.s()).delay()``."""
+        self.link_error(errback)
+        return self
+
     def apply_async(
         self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
     ) -> Any:
@@ -134,6 +157,21 @@ class Signature:
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"{self.name}.{'si' if self.immutable else 's'}({', '.join(parts)})"
+
+
+def callbacks_of(value: Any, option: str) -> list[Signature]:
+    """``link=``/``link_error=`` as a list of signatures: one signature, or a list or tuple of them;
+    else a :class:`CanvasError` saying what to give."""
+    if value is None:
+        return []
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    for item in items:
+        if not isinstance(item, Signature):
+            what = "a workflow" if isinstance(item, _Canvas) else _what(item)
+            name = getattr(item, "name", None) if _is_task(item) else None
+            hint = f" Write {name}.s(...)." if name else " Write task.s(...), or task.si(...) to ignore the value."
+            raise CanvasError(f"{option}= takes a signature or a list of them, not {what}.{hint}")
+    return items
 
 
 def signature(

@@ -218,7 +218,12 @@ class Task:
         task_id: str | None = None,
         **options: Any,
     ) -> Any:
-        """Submit one run of the task with ``args`` and ``kwargs``; return its :class:`AsyncResult`."""
+        """Submit one run of the task with ``args`` and ``kwargs``; return its :class:`AsyncResult`.
+
+        Celery's options: ``countdown``/``eta`` (when it may start), ``expires`` (seconds or a
+        datetime: not started by then, it is revoked instead), ``queue``, ``task_id``, ``link`` and
+        ``link_error`` (signatures applied when it succeeds, or fails for good), and the per-call
+        task options (``time_limit``, ``ignore_result``, ...)."""
         if countdown is not None and eta is not None:
             raise ConfigurationError("Give countdown or eta, not both.")
         call = dict(options, countdown=countdown, eta=eta, queue=queue, task_id=task_id)
@@ -248,6 +253,18 @@ class Task:
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature with partial arguments, for workflows: ``add.s(2) | mul.s(10)``."""
         return Signature(self, args, kwargs)
+
+    @_ClassOrInstance
+    def signature(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        immutable: bool = False,
+        **options: Any,
+    ) -> Signature:
+        """A signature with these arguments and options, as Celery's ``add.signature((2, 2), countdown=10)``."""
+        return Signature(self, tuple(args or ()), kwargs, options, immutable)
 
     @_ClassOrInstance
     def si(self, *args: Any, **kwargs: Any) -> Signature:

@@ -75,6 +75,20 @@ def emit_for(pipe: Any, kind: str, job: Job, **fields: Any) -> None:
     emit(pipe, kind, job.id, task, meta.get(keys.META_NAMESPACE, "default"), **fields)
 
 
+def forget(connection: Any, job_id: str, since: float | None = None) -> int:
+    """Delete the events of ``job_id`` written since ``since`` (a timestamp; ``None``: the whole
+    stream), when a new task takes a finished one's id; how many were deleted."""
+    start = str(int(since * 1000)) if since is not None else "-"
+    found: list[bytes] = []
+    while True:
+        chunk = connection.xrange(STREAM, start, "+", count=defaults.HISTORY_READ_CHUNK)
+        found += [entry_id for entry_id, fields in chunk if fields.get(b"id") == job_id.encode()]
+        if len(chunk) < defaults.HISTORY_READ_CHUNK:
+            break
+        start = "(" + chunk[-1][0].decode()
+    return connection.xdel(STREAM, *found) if found else 0
+
+
 def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     """A stream entry as a dict of strings, with ``stream_id`` added."""
     out = {k.decode(): v.decode() for k, v in fields.items()}

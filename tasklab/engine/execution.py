@@ -15,6 +15,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import redis
@@ -29,12 +30,21 @@ from ..core.hooks import ExceptionInfo, call_hook
 from ..core.request import Request, request_stack
 from ..core.retries import Decision, decide
 from ..core.task import Task
-from ..errors import NotRegistered, SerializationError, SoftTimeLimitExceeded, TaskLabError, TimeLimitExceeded
+from ..errors import (
+    NotRegistered,
+    SerializationError,
+    SoftTimeLimitExceeded,
+    TaskLabError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
 from . import events, keys, reports
 from .capture import OutputCapture
 from .fence import owned
+from .ratelimit import META_RATE, META_SLOT, take_start
 from .records import expire, record_exception
-from .rq_private import worker_key
+from .rq_private import uncount_failed_job, worker_key
+from .workflow import META_ERRBACKS, callback_writes, has_callbacks
 
 log = logging.getLogger("tasklab.runtime")
 
@@ -53,6 +63,11 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
     started = time.time()
     capture = OutputCapture()
     stack = request_stack()
+    expires = meta.get(keys.META_EXPIRES)
+    if expires is not None and started > expires:
+        _revoke_expired(job, attempt, capture, started, expires)
+    if meta.get(META_RATE):
+        _take_rate_slot(job)
     with capture:
         try:
             task = _riding_out(job, lambda: task_for(meta[keys.META_VERSION], meta[keys.META_TASK]))
@@ -96,6 +111,50 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
     return retval
 
 
+class RateLimited(TaskLabError):
+    """Raised by the runtime to put a job back until its rate-limit slot (not a failure, nor a retry)."""
+
+
+def _revoke_expired(job: Job, attempt: int, capture: OutputCapture, started: float, expires: float) -> None:
+    """Revoke ``job`` instead of running it: it was not started before ``expires`` (Celery's
+    ``expires``). Its history row is REVOKED, with the reason "expired"; ``get()`` raises
+    :class:`TaskRevokedError`. The worker records the job STOPPED (state REVOKED) where it offers
+    the hook for it (``job._tl_mark_stopped``); the result reads the state from the exception."""
+    job.retries_left = 0
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(expires))
+    exc = TaskRevokedError(f"Task {job.id} expired at {when} UTC before it started, so it was revoked (expires).")
+    mark_stopped = getattr(job, "_tl_mark_stopped", None)
+    if mark_stopped is not None:
+        mark_stopped()
+    _record(job, attempt, capture, exc, started, kind=events.REVOKED, reason="expired")
+    raise exc
+
+
+def _take_rate_slot(job: Job) -> None:
+    """Start ``job`` only in a free slot of its task's rate limit (see :mod:`tasklab.engine.ratelimit`);
+    else put it back, scheduled for its slot, through RQ's retry path without counting a retry or
+    recording a failure, and raise :class:`RateLimited` for the worker to go on with its next job."""
+    key, rate = job.meta[META_RATE]
+    held = job.meta.get(META_SLOT)
+    _started(job)  # before anything else about the attempt is written
+    slot = take_start(job.connection, key, rate, held)
+    if slot is None:
+        if held is not None:
+            job.meta.pop(META_SLOT, None)
+            job.meta.pop(keys.META_HELD, None)
+            job.save_meta()
+        return
+    job.meta[META_SLOT] = slot
+    job.meta[keys.META_HELD] = "rate_limit"
+    with job.connection.pipeline() as pipe:
+        pipe.hset(job.key, "meta", Serializer.dumps(job.meta))  # signed as a job's, as WorkerJob.save_meta
+        if job.worker_name:  # RQ's retry path counts a failed job for the worker: this is none
+            uncount_failed_job(pipe, job.worker_name)
+        pipe.execute()
+    job.retries_left, job.retry_intervals = 1, [max(slot - time.time(), 0.001)]  # type: ignore[list-item]
+    raise RateLimited(f"job {job.id} waits for its rate-limit slot at {slot:.3f} ({rate})")
+
+
 def _request_of(job: Job, task: Task, args: tuple, kwargs: dict, attempt: int) -> Request:
     """``self.request`` for an attempt of ``job``, with what the job's record tells of it."""
     meta = job.meta
@@ -109,7 +168,13 @@ def _request_of(job: Job, task: Task, args: tuple, kwargs: dict, attempt: int) -
         group=job.group_id, root_id=meta.get(keys.META_WORKFLOW) or job.id,
         parent_id=parents[-1] if parents else None, is_eager=False, timelimit=limits, correlation_id=job.id,
         report_state=reports.reporter_for(job.connection, job.id, attempt),
+        expires=_iso(meta.get(keys.META_EXPIRES)),
     )  # fmt: skip
+
+
+def _iso(timestamp: float | None) -> str | None:
+    """A timestamp as Celery's request shows times: ISO 8601, in UTC."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
 
 
 def _started(job: Job) -> None:
@@ -220,11 +285,26 @@ def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc:
         _record(job, request.retries, capture, reported, started, retry_at=time.time() + decision.delay)
         return
     job.retries_left = 0
+    _call_errbacks(job, request, reported, einfo.traceback)
     call_hook(task, "on_failure", job.id, reported, job.id, args, kwargs, einfo)
     call_hook(task, "after_return", job.id, FAILURE, reported, job.id, args, kwargs, einfo)
     _record(job, request.retries, capture, reported, started)
     if reported is not exc:
         raise reported from exc
+
+
+def _call_errbacks(job: Job, request: Request, exc: BaseException, traceback_text: str) -> None:
+    """Call the errbacks of ``job`` that take ``(request, exc, traceback)``, here in the worker, as
+    Celery does (what they print is in the failed task's output); an errback's own exception is
+    logged. The others are submitted with the failure's record (see :func:`_record`)."""
+    for errback in job.meta.get(META_ERRBACKS) or ():
+        if errback[0] != "call":
+            continue
+        _, version, name, args, kwargs = errback
+        try:
+            task_for(version, name)(request, exc, traceback_text, *args, **kwargs)
+        except Exception:
+            log.exception("errback %s of job %s raised; the job's own failure stands", name, job.id)
 
 
 @contextlib.contextmanager
@@ -285,21 +365,26 @@ def _record(
     exc: BaseException | None,
     started: float,
     retry_at: float | None = None,
+    *,
+    kind: str | None = None,
+    reason: str | None = None,
 ) -> None:
-    """In one round trip: the attempt's output, the final exception, and the attempt's event."""
+    """In one round trip: the attempt's output, the final exception, the attempt's event, and what
+    follows the final outcome (callbacks, submitted errbacks), in one transaction when there is any.
+    ``kind`` and ``reason`` override the event's kind and exception name (a job revoked at start)."""
     _started(job)  # when the task did not get to run
     text = capture.text()
     ttl = (job.failure_ttl or defaults.FAILURE_TTL) if exc is not None else job.result_ttl
-    kind = events.SUCCEEDED if exc is None else events.RETRY if retry_at is not None else events.FAILED
+    kind = kind or (events.SUCCEEDED if exc is None else events.RETRY if retry_at is not None else events.FAILED)
     run_s = round(time.time() - started, 6)
     deferred = getattr(job, "_tl_finish_writes", None)
-    if exc is None and deferred is not None:
+    if exc is None and deferred is not None:  # the worker sends them with the job's success
         deferred.append(lambda pipe: _write_attempt(pipe, job, attempt, text, ttl, None, kind, run_s, None))
         return
     if not owned(job):
         return
-    with job.connection.pipeline(transaction=False) as pipe:
-        _write_attempt(pipe, job, attempt, text, ttl, exc, kind, run_s, retry_at)
+    with job.connection.pipeline(transaction=has_callbacks(job)) as pipe:
+        _write_attempt(pipe, job, attempt, text, ttl, exc, kind, run_s, retry_at, reason)
         pipe.execute()
 
 
@@ -313,8 +398,10 @@ def _write_attempt(
     kind: str,
     run_s: float,
     retry_at: float | None,
+    reason: str | None = None,
 ) -> None:
-    """Queue on ``pipe``: the attempt's output, the final exception, and the attempt's event."""
+    """Queue on ``pipe``: the attempt's output, the final exception, the attempt's event, and after a
+    final outcome what follows it (see :func:`tasklab.engine.workflow.callback_writes`)."""
     if text and ttl != 0:
         pipe.hset(keys.output_key(job.id), str(attempt), text)
         expire(pipe, keys.output_key(job.id), ttl)
@@ -322,6 +409,8 @@ def _write_attempt(
         record_exception(job, exc, pipe)
     events.emit_for(
         pipe, kind, job, n=attempt, run=run_s, w=job.worker_name,
-        x=type(exc).__name__ if exc is not None else None, msg=str(exc)[:200] if exc is not None else None,
-        next=repr(retry_at) if retry_at is not None else None,
+        x=reason or (type(exc).__name__ if exc is not None else None),
+        msg=str(exc)[:200] if exc is not None else None, next=repr(retry_at) if retry_at is not None else None,
     )  # fmt: skip
+    if retry_at is None and kind != events.REVOKED:
+        callback_writes(job, pipe, succeeded=exc is None)

@@ -16,6 +16,8 @@ META_MERGE = "tl_merge"
 META_WORKFLOW = "tl_workflow"
 #: Why a job waits although it is due: "rate_limit" while its rate-limit slot comes.
 META_HELD = "tl_held"
+#: When a job not started by then is revoked instead of run (``expires``; a float timestamp).
+META_EXPIRES = "tl_expires"
 #: With acks_late: how many times a job lost with its worker is requeued (its max_retries).
 META_ACKS_LATE = "tl_acks_late"
 #: Field of a worker's RQ record: when its current job's hard time limit runs out (epoch s).

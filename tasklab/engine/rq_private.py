@@ -140,6 +140,13 @@ def renew_execution(pipe: Pipeline, execution: Any, started_registry: Any, ttl: 
     )
 
 
+def uncount_failed_job(pipe: Pipeline, worker_name: str) -> None:
+    """Queue on ``pipe`` the undoing of the failed job RQ's failure path counts for ``worker_name``
+    (``failed_job_count`` of its hash), for a job the runtime puts back through that path without
+    failing it (a rate-limit hold); RQ offers no public way to count it otherwise."""
+    pipe.hincrby(worker_key(worker_name), "failed_job_count", -1)
+
+
 def worker_key(worker_name: str) -> str:
     """The hash of the worker called ``worker_name``: RQ 3 has no ``key_for`` for workers."""
     return BaseWorker.redis_worker_namespace_prefix + worker_name

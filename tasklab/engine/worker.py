@@ -50,6 +50,7 @@ from .refusal import PlainSerializer, check_signed, foreign_callback, refuse, si
 from .rq_private import (
     end_execution,
     handle_success,
+    mark_stopped,
     ordered_queues,
     set_state_locally,
     start_execution,
@@ -334,6 +335,7 @@ class Worker(FencingWorker):
         self._started_job_id = job.id
         job._tl_running = (running_key(job.id), execution.id)  # type: ignore[attr-defined]  # see owned()
         job._tl_wait_for_redis = lambda: self.wait_for_redis(f"it records the outcome of job {job.id}")  # type: ignore[attr-defined]
+        job._tl_mark_stopped = lambda: mark_stopped(self, job.id)  # type: ignore[attr-defined]  # an expired job: STOPPED
         self.running = (execution, job.started_job_registry, ttl)
         if getattr(job, "_tl_started_written", False):
             # A tasklab task: send the start now, and read its reply only when the task is about

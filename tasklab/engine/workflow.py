@@ -1,4 +1,5 @@
-"""Workflow steps on the worker's side: what follows a step that failed for good.
+"""Workflow steps on the worker's side: what follows a step that failed for good, and the
+callbacks (``link``) and errbacks (``link_error``) of a task, queued by the worker that ran it.
 
 A workflow's steps are RQ jobs linked by RQ's dependencies (see :mod:`tasklab.client.workflow`).
 When a step fails for good, RQ leaves the steps after it deferred forever. tasklab cancels them
@@ -23,6 +24,8 @@ from .. import defaults
 from ..code.serialization import Serializer
 from . import events, keys
 from .fence import owned
+from .queue import TaskJob, TaskQueue
+from .rq_private import take_queued_commands
 
 log = logging.getLogger("tasklab.workflow")
 
@@ -35,6 +38,15 @@ META_CAUSE = "tl_cause"
 FAILURE_CALLBACK = "tasklab.engine.workflow.on_step_failure"
 #: What a join job runs (a dotted path stored with the job).
 JOIN = "tasklab.engine.workflow.join"
+#: Job meta of a task submitted with ``link=``: its callbacks' jobs, built and signed at submit
+#: (see :func:`parked`), which the worker queues in the transaction that records the task's success.
+#: A callback receives the task's value as a chain step does (:data:`keys.META_PARENTS`).
+META_LINKS = "tl_links"
+#: Job meta of a task submitted with ``link_error=``: its errbacks, each ``("call", version, task
+#: name, args, kwargs)`` for a task that takes ``(request, exc, traceback)``, called in the worker
+#: (as Celery does), or ``("apply", parked job)`` for one submitted with the failed task's id, queued
+#: by the worker with the failure's record.
+META_ERRBACKS = "tl_errbacks"
 
 
 def failures_key(workflow_id: str) -> str:
@@ -100,3 +112,42 @@ def cancel_downstream(connection: redis.Redis, job_id: str) -> list[str]:
 
 def join() -> None:
     """What a join job runs: nothing. It finishes once the jobs it depends on have finished."""
+
+
+def parked(job: Job, queue_name: str, task_name: str | None) -> dict[str, Any]:
+    """A job built (and signed) at submit, for a worker to queue later: its id, queue, task and hash."""
+    return {"id": job.id, "queue": queue_name, "task": task_name, "fields": job.to_dict()}
+
+
+def queue_parked(connection: redis.Redis, entry: dict[str, Any], pipe: Any) -> None:
+    """Queue on ``pipe`` a job built at submit (see :func:`parked`), with RQ's own enqueue, and its
+    SUBMITTED event."""
+    fields = {k: v if isinstance(v, bytes) else v.encode() if isinstance(v, str) else str(v).encode()
+              for k, v in entry["fields"].items()}  # fmt: skip  # as redis-py writes them (a JobStatus is a str)
+    job = TaskJob(entry["id"], connection=connection, serializer=Serializer)
+    job.restore(fields)
+    queue = TaskQueue(entry["queue"], connection=connection)
+    # RQ's enqueue wants a pipeline it can put in MULTI mode itself, which ``pipe`` (a transaction
+    # already under way) cannot be: its writes are made on one of their own, then moved over.
+    with connection.pipeline() as staged:
+        queue.enqueue_job(job, pipeline=staged)
+        for args, options in take_queued_commands(staged):
+            pipe.execute_command(*args, **options)
+    events.emit_for(pipe, events.SUBMITTED, job, q=queue.name, v=job.meta.get(keys.META_VERSION))
+
+
+def callback_writes(job: Job, pipe: Any, succeeded: bool) -> None:
+    """Queue on ``pipe`` what follows ``job``'s final outcome: its callbacks after a success, its
+    submitted errbacks after a failure (those called in the worker are not here)."""
+    if succeeded:
+        for entry in job.meta.get(META_LINKS) or ():
+            queue_parked(job.connection, entry, pipe)
+        return
+    for errback in job.meta.get(META_ERRBACKS) or ():
+        if errback[0] == "apply":
+            queue_parked(job.connection, errback[1], pipe)
+
+
+def has_callbacks(job: Job) -> bool:
+    """Whether ``job`` has callbacks or errbacks (its outcome's writes then go in one transaction)."""
+    return bool(job.meta.get(META_LINKS) or job.meta.get(META_ERRBACKS))
