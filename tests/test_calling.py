@@ -234,8 +234,8 @@ def test_bad_callbacks_are_refused_at_submit(lab):
         add.apply_async((1, 1), link=add.s(1, 2))  # add(value, 1, 2) does not fit
     with pytest.raises(tasklab.CanvasError, match="countdown"):
         add.apply_async((1, 1), link=add.s(1).set(countdown=5))
-    with pytest.raises(tasklab.ConfigurationError, match="map and starmap"):
-        add.starmap([(1, 1), (2, 2)], link=add.s(1))
+    with pytest.raises(tasklab.ConfigurationError, match="map_async and starmap_async"):
+        add.starmap_async([(1, 1), (2, 2)], link=add.s(1))
     assert lab.connection.llen("rq:queue:default") == 0, "nothing was submitted"
 
 
@@ -337,7 +337,8 @@ def test_an_eager_lab_runs_delay_in_this_process(server):
         with pytest.raises(ValueError):
             failed.get()
         assert errback_calls == [("new", failed.id, "ValueError('cannot add 1 and 1')", True), ("old", failed.id)]
-        assert add.starmap([(1, 2), (3, 4)]).get() == [3, 7]
+        assert add.starmap_async([(1, 2), (3, 4)]).get() == [3, 7]
+        assert ~add.starmap([(1, 2), (3, 4)]) == [3, 7], "Celery's one-job starmap, eagerly too"
         assert eager.pool is None, "no worker was started"
         with pytest.raises(tasklab.ArgumentsError):
             add.delay(1)
@@ -385,7 +386,7 @@ def test_a_finished_task_id_is_replaced_cleanly(lab):
 
 def test_rate_limit_spacing_holds_at_start_times(lab):
     lab.workers(2)
-    results = ticket.map(range(6))
+    results = ticket.map_async(range(6))
     assert "RATE_LIMITED" in {r.state for r in results}, "jobs waiting for their slot say so"
     assert results.get(timeout=30) == list(range(6))
     rows = lab.history(name="tasks.ticket")
