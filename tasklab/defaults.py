@@ -116,6 +116,10 @@ DESCRIPTION_MAX = 200
 
 #: Characters of output kept per attempt: the end of what a task printed, where the error usually is.
 OUTPUT_LIMIT = 64 * 1024
+#: Seconds ``AsyncResult.output`` waits for a task's ``on_success``/``after_return`` hooks, which
+#: run after its result is stored, to end (and how often it looks): what they print is output too.
+HOOKS_OUTPUT_WAIT = 10.0
+HOOKS_OUTPUT_POLL = 0.02
 
 #: Most jobs a workflow step waits for directly. RQ checks every dependency of a step each time one
 #: of them finishes, so a callback after N members costs O(N²); past this many, the step waits for

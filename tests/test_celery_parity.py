@@ -89,7 +89,9 @@ class Hooked(tasklab.Task):
     assert succeeded.get(timeout=20) == "done"
     with pytest.raises(ValueError, match="for good"):
         failed.get(timeout=20)
-    hooks = lab.connection.lrange(f"{succeeded.id}:hooks", 0, -1)
+    # A success's hooks run once its result is stored (see test_the_result_is_stored_before_on_success_runs).
+    hooks = wait_for(lambda: (h := lab.connection.lrange(f"{succeeded.id}:hooks", 0, -1)) and len(h) >= 3 and h, 10,
+                     "after_return of the success")  # fmt: skip
     assert hooks == [b"on_retry", b"on_retry", b"after_return SUCCESS"]
     hooks = lab.connection.lrange(f"{failed.id}:hooks", 0, -1)
     assert hooks == [b"on_retry", b"on_retry", b"after_return FAILURE"]
@@ -206,3 +208,33 @@ def test_apply_of_a_cell_task_needs_no_worker(shell, lab):
     seen = shell.user_ns["seen"].apply((1, 2)).get()
     assert seen["is_eager"] is True and seen["values"] == [1, 2] and seen["correlation_id"] == seen["id"]
     assert lab.connection.llen("rq:queue:default") == 0, "nothing was submitted"
+
+
+SLOW_HANDLER = """
+import tasklab
+from rq import get_current_job
+
+
+class SlowToCelebrate(tasklab.Task):
+    def run(self, x):
+        print("ran", x)
+        return x * 2
+
+    def on_success(self, retval, task_id, args, kwargs):
+        get_current_job().connection.blpop(f"{task_id}:gate", timeout=30)  # held until the test opens it
+        print("on_success", retval, self.request.id == task_id)
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        print("after_return", status)
+"""
+
+
+def test_the_result_is_stored_before_on_success_runs(shell, lab):
+    """As Celery: a slow on_success does not delay get(); what the hooks print is output all the same."""
+    lab.workers(1)
+    task_cell(shell, SLOW_HANDLER)
+    result = shell.user_ns["SlowToCelebrate"]().delay(21)
+    assert result.get(timeout=10) == 42, "get() returns while on_success waits for its gate"
+    assert result.state == "SUCCESS"
+    lab.connection.rpush(f"{result.id}:gate", 1)
+    assert result.output.splitlines() == ["ran 21", "on_success 42 True", "after_return SUCCESS"]

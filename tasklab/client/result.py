@@ -242,12 +242,19 @@ class AsyncResult:
     @property
     @_reaching_redis
     def output(self) -> str:
-        """What the last attempt printed (stdout, stderr, task loggers), bounded."""
-        data = self.connection.hgetall(keys.output_key(self.id))
-        if not data:
+        """What the last attempt printed (stdout, stderr, task loggers), bounded. A task's
+        ``on_success`` and ``after_return`` run once its result is stored: what they print is
+        waited for, up to :data:`~tasklab.defaults.HOOKS_OUTPUT_WAIT` seconds."""
+        key = keys.output_key(self.id)
+        deadline = time.monotonic() + defaults.HOOKS_OUTPUT_WAIT
+        data = self.connection.hgetall(key)
+        while data.get(keys.OUTPUT_HOOKS_PENDING.encode()) is not None and time.monotonic() < deadline:
+            time.sleep(defaults.HOOKS_OUTPUT_POLL)  # the worker deletes the mark once the hooks end
+            data = self.connection.hgetall(key)
+        attempts = {int(field): text for field, text in data.items() if field.isdigit()}
+        if not attempts:
             return ""
-        last = max(data, key=lambda attempt: int(attempt))
-        return data[last].decode(errors="replace")
+        return attempts[max(attempts)].decode(errors="replace")
 
     # -- waiting --
 

@@ -43,7 +43,7 @@ from .capture import OutputCapture
 from .fence import owned
 from .ratelimit import META_RATE, META_SLOT, take_start
 from .records import expire, record_exception
-from .rq_private import uncount_failed_job, worker_key
+from .rq_private import current_job, uncount_failed_job, worker_key
 from .workflow import META_ERRBACKS, callback_writes, has_callbacks
 
 log = logging.getLogger("tasklab.runtime")
@@ -102,13 +102,63 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
             except Exception as exc:
                 _failed(job, task, request, capture, exc, started)
                 raise
-            call_hook(task, "on_success", job.id, retval, job.id, args, kwargs)
-            call_hook(task, "after_return", job.id, SUCCESS, retval, job.id, args, kwargs, None)
+            hooks = lambda: _success_hooks(task, job.id, retval, args, kwargs)  # noqa: E731
+            if getattr(job, "_tl_finish_writes", None) is not None and _has_success_hooks(task):
+                # tasklab's worker stores the result first, then runs them (see run_success_hooks),
+                # so that a slow handler does not delay get(), as in Celery.
+                job._tl_success_hooks = (hooks, request, attempt)  # type: ignore[attr-defined]
+            else:
+                hooks()
         finally:
             stack.pop()
             reports.reporter.discard(job.id)  # from now on, the state is the attempt's outcome
     _record(job, attempt, capture, None, started)
     return retval
+
+
+def _hooks_pending(pipe: Any, job_id: str, attempt: int, ttl: int | None) -> None:
+    """Queue the mark that the success hooks of ``attempt`` have yet to run (see run_success_hooks)."""
+    pipe.hset(keys.output_key(job_id), keys.OUTPUT_HOOKS_PENDING, str(attempt))
+    expire(pipe, keys.output_key(job_id), ttl)
+
+
+def _has_success_hooks(task: Task) -> bool:
+    return type(task).on_success is not Task.on_success or type(task).after_return is not Task.after_return
+
+
+def _success_hooks(task: Task, task_id: str, retval: Any, args: tuple, kwargs: dict) -> None:
+    call_hook(task, "on_success", task_id, retval, task_id, args, kwargs)
+    call_hook(task, "after_return", task_id, SUCCESS, retval, task_id, args, kwargs, None)
+
+
+def run_success_hooks(job: Job) -> None:
+    """Run the ``on_success`` and ``after_return`` hooks the runtime left for after the commit that
+    stored ``job``'s result (tasklab's worker calls this then), with the task's request, and add
+    what they print to the attempt's output (``AsyncResult.output`` waits for them)."""
+    pending = getattr(job, "_tl_success_hooks", None)
+    if pending is None:
+        return
+    job._tl_success_hooks = None  # type: ignore[attr-defined]
+    hooks, request, attempt = pending
+    capture, stack = OutputCapture(), request_stack()
+    stack.append(request)
+    try:
+        with capture, current_job(job):
+            hooks()
+    finally:
+        stack.pop()
+        text = capture.text()
+        key = keys.output_key(job.id)
+        try:
+            with job.connection.pipeline() as pipe:
+                if text and job.result_ttl != 0:  # after what the attempt printed before
+                    earlier = getattr(job, "_tl_attempt_text", "")
+                    pipe.hset(key, str(attempt), (earlier + text)[-defaults.OUTPUT_LIMIT :])
+                    expire(pipe, key, job.result_ttl)
+                pipe.hdel(key, keys.OUTPUT_HOOKS_PENDING)
+                pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            log.warning("job %s: what its success hooks printed was not recorded (Redis did not answer)", job.id)
 
 
 class RateLimited(TaskLabError):
@@ -380,6 +430,9 @@ def _record(
     deferred = getattr(job, "_tl_finish_writes", None)
     if exc is None and deferred is not None:  # the worker sends them with the job's success
         deferred.append(lambda pipe: _write_attempt(pipe, job, attempt, text, ttl, None, kind, run_s, None))
+        if getattr(job, "_tl_success_hooks", None) is not None and ttl != 0:  # their output is to follow
+            job._tl_attempt_text = text  # type: ignore[attr-defined]
+            deferred.append(lambda pipe: _hooks_pending(pipe, job.id, attempt, ttl))
         return
     if not owned(job):
         return

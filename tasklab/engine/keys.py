@@ -44,8 +44,13 @@ def running_key(job_id: str) -> str:
 
 
 def output_key(job_id: str) -> str:
-    """Hash: attempt number -> what that attempt printed."""
+    """Hash: attempt number -> what that attempt printed; and :data:`OUTPUT_HOOKS_PENDING`."""
     return f"tasklab:job:{job_id}:output"
+
+
+#: The field of :func:`output_key` naming the attempt whose success hooks run after its result was
+#: stored: what they print is added to that attempt's output, and the field deleted, when they end.
+OUTPUT_HOOKS_PENDING = "hooks"
 
 
 def exception_key(job_id: str) -> str:

@@ -12,10 +12,12 @@ and ``tests/test_rq_private.py`` pins the range.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import re
 import uuid
 import zlib
 from base64 import b64encode
+from collections.abc import Iterator
 from typing import Any
 
 import rq
@@ -225,6 +227,17 @@ def end_execution(job: Job, execution: Execution, pipeline: Pipeline) -> None:
     command("ZREM", ExecutionRegistry.key_template.format(execution.job_id), execution.id)
     if execution.worker_name:
         command("SREM", WORKER_EXECUTIONS_KEY_TEMPLATE.format(execution.worker_name), execution.composite_key)
+
+
+@contextlib.contextmanager
+def current_job(job: Job) -> Iterator[None]:
+    """Make ``job`` what ``rq.get_current_job()`` returns meanwhile, as while RQ performs it (RQ
+    sets its private context variable only around ``Job.perform``)."""
+    token = rq_job._current_job.set(job)
+    try:
+        yield
+    finally:
+        rq_job._current_job.reset(token)
 
 
 def handle_success(job: Job, result_ttl: int, pipeline: Pipeline, **execution: Any) -> None:

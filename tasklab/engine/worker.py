@@ -40,7 +40,7 @@ from ..code.serialization import ResultSerializer, Serializer
 from ..core.signing import find_key, keyring
 from ..errors import SignatureError
 from .claim import SUSPENDED, TRANSACTION
-from .execution import defer_finish_writes, finish_writes, forget_finish_writes, start_writes
+from .execution import defer_finish_writes, finish_writes, forget_finish_writes, run_success_hooks, start_writes
 from .fence import owned
 from .fencing import FencingWorker
 from .joblog import JobLinesAtDebug
@@ -474,6 +474,7 @@ class Worker(FencingWorker):
                     finish_writes(job, pipe)
                     pipe.execute()
                 forget_finish_writes(job)
+            run_success_hooks(job)  # the result is stored: now on_success and after_return
             return
         assert job.started_at is not None and job.ended_at is not None
         # Webhooks are sent after the commit and take time: until then, the worker is busy.
@@ -549,6 +550,7 @@ class Worker(FencingWorker):
             except Exception:
                 self.log.exception("Worker %s: failed to enqueue dependents of job %s", self.name, job.id)
         release_slot(job)
+        run_success_hooks(job)  # the result is stored: now on_success and after_return, as Celery
         assert job.started_at is not None and job.ended_at is not None
         self.log.debug("Worker %s: job %s finished in %s", self.name, job.id, job.ended_at - job.started_at)
 
