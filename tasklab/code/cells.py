@@ -68,6 +68,11 @@ def defining(obj: Any) -> tuple[str, str] | None:
     return None
 
 
+def cell_objects(version: str) -> dict[str, Any] | None:
+    """What ``version`` defined, if this process made or loaded it (never loading it)."""
+    return _objects.get(version)
+
+
 def cell(version: str) -> CellVersion | None:
     """The code of ``version``, if this process made or loaded it."""
     return _cells.get(version)

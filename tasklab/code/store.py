@@ -37,8 +37,12 @@ def to_redis(cell: CellVersion) -> dict[str, bytes | str]:
     }
     if cell.globals_blob is not None:
         mapping["globals"] = cell.globals_blob
+    if cell.late_globals_blob is not None:
+        mapping["late_globals"] = cell.late_globals_blob
     if cell.prelude:
         mapping["prelude"] = cell.prelude
+    if cell.module is not None:
+        mapping["module"] = json.dumps([cell.module, cell.package])
     return mapping
 
 
@@ -53,7 +57,10 @@ def from_redis(version: str, data: dict[bytes, bytes]) -> CellVersion:
         bases=tuple(json.loads(data[b"bases"])),
         deps={name: tuple(ref) for name, ref in json.loads(data[b"deps"]).items()},
         globals_blob=data.get(b"globals"),
+        late_globals_blob=data.get(b"late_globals"),
         prelude=data.get(b"prelude", b"").decode(),
+        module=json.loads(data[b"module"])[0] if b"module" in data else None,
+        package=bool(json.loads(data[b"module"])[1]) if b"module" in data else False,
     )
 
 

@@ -36,8 +36,13 @@ class CellVersion:
     bases: tuple[str, ...] = ()  # Task subclasses without ``run`` that later cells may use
     deps: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (version, name there)
     globals_blob: bytes | None = None  # pickled values the code reads (see tasklab.code.carry)
+    #: Pickled values that hold classes the version carries, loaded once they are defined (see tasklab.code.identity).
+    late_globals_blob: bytes | None = None
     #: Imports and definitions carried from the notebook, run before ``source`` (see tasklab.code.carry).
     prelude: str = ""
+    #: For a local module shipped whole (see tasklab.code.modules): its name, which the worker gives it.
+    module: str | None = None
+    package: bool = False  # whether that module is a package (its ``__init__``)
 
     @property
     def prelude_filename(self) -> str:
