@@ -120,9 +120,10 @@ def handled():
 def test_one_class_per_version_for_cell_tasks(shell, lab):
     lab.workers(1)
     run_cell(shell, CELL_SOURCE)
-    task_cell(shell, HANDLED)
+    # The first cell to use Flaky carries it: its autoretry_for must name the class its body meets.
     task_cell(shell, "def fetch(self):\n    return SOURCE.fetch(self.request.retries)\n",
               "--bind --autoretry-for Flaky --max-retries 2 --default-retry-delay 0")  # fmt: skip
+    task_cell(shell, HANDLED)
     task_cell(shell, "def same():\n    return isinstance(SOURCE, Source)\n")
     assert shell.user_ns["handled"].delay().get(timeout=10) == "handled"
     assert shell.user_ns["fetch"].delay().get(timeout=10) == "fetched at attempt 1"

@@ -93,8 +93,8 @@ class _Sink:
 
 def main_classes(values: Mapping[str, Any], namespace: Mapping[str, Any]) -> dict[str, type]:
     """The classes of ``__main__`` that pickling ``values`` meets (which cloudpickle would copy), by name."""
-    if not values:
-        return {}
+    if not values or not any(_of_main(value, namespace) for value in list(namespace.values())):
+        return {}  # no class to find: the values are not pickled an extra time
     found: dict[str, type] = {}
 
     class Finder(_Pickler):
