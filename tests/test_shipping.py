@@ -216,6 +216,12 @@ def plain(x):
     return ("plain", x)
 """
 
+PACKAGE = {
+    "__init__.py": "from .jobs import tripled\n",
+    "jobs.py": "import tasklab\n\nfrom .util import triple\n\n\n@tasklab.task\ndef tripled(x):\n    return triple(x)\n",
+    "util.py": "def triple(x):\n    return [x] * 3\n",
+}
+
 CLIENT_PY = """
 import json
 import sys
@@ -224,6 +230,7 @@ import tasklab
 
 import mytasks
 from helpers import Refused
+from pipeline import tripled
 
 lab = tasklab.connect(sys.argv[1], autostart_workers=False)
 outcomes = {
@@ -233,6 +240,7 @@ outcomes = {
     "power": mytasks.Power.delay(2, 5).get(timeout=20),
     "plain": lab.task(mytasks.plain, name="plain").delay(4).get(timeout=20),
     "versions": [mytasks.add._tl_version, mytasks.Power._tl_version],
+    "package": [tripled.name, tripled.delay(2).get(timeout=20)],
 }
 try:
     mytasks.refuse.delay("no").get(timeout=20)
@@ -268,6 +276,9 @@ def test_a_local_module_ships_by_source_to_a_worker_that_cannot_import_it(server
     (project / "helpers.py").write_text(HELPERS_PY)
     (project / "mytasks.py").write_text(MYTASKS_PY)
     (project / "client.py").write_text(CLIENT_PY)
+    (project / "pipeline").mkdir()
+    for name, text in PACKAGE.items():
+        (project / "pipeline" / name).write_text(text)
     out = subprocess.run(
         [sys.executable, "client.py", server.url], capture_output=True, text=True, timeout=120, cwd=project
     )
@@ -280,6 +291,7 @@ def test_a_local_module_ships_by_source_to_a_worker_that_cannot_import_it(server
     assert outcomes["refused"] == "no", "the module's exception class comes back as itself"
     assert outcomes["versions"][0] == outcomes["versions"][1], "one version: the module"
     assert not outcomes["versions"][0].startswith("py:")
+    assert outcomes["package"] == ["pipeline.jobs.tripled", [2, 2, 2]], "a local package ships whole"
 
 
 def test_tasks_of_modules_are_named_as_celery_names_them(shell, lab):

@@ -24,7 +24,7 @@ from ..errors import NotRegistered
 from . import cells
 from .build import build_tasks
 from .identity import load_late
-from .modules import MODULE_DEP, module_objects
+from .modules import MODULE_DEP, ShippedModules, module_objects
 from .serialization import loads, unpickled
 from .version import CellVersion
 
@@ -77,29 +77,23 @@ class CodeLoader:
         return defined
 
     def _module(self, version: str, cell: CellVersion) -> dict[str, Any]:
-        """A local module shipped whole (see :mod:`tasklab.code.modules`): run as a module of its own
-        name, in ``sys.modules``, after the local modules it imports; its tasks are this version's."""
+        """A local package shipped whole (see :mod:`tasklab.code.modules`): its modules imported, under
+        their own names, from their shipped source, after the local packages they import; the tasks
+        they define are this version's. A version of it loaded before is replaced in ``sys.modules``
+        (its tasks keep their own module)."""
         assert cell.module is not None
-        module = types.ModuleType(cell.module)
-        module.__file__ = cell.filename
-        module.__package__ = cell.module if cell.package else cell.module.rpartition(".")[0]
-        if cell.package:
-            module.__path__ = []  # its submodules come shipped too, never from this host's files
         _load_deps(cell, {})
-        sys.modules[cell.module] = module
-        parent, _, leaf = cell.module.rpartition(".")
-        if parent in sys.modules:
-            setattr(sys.modules[parent], leaf, module)
-        try:
-            _run(cell.source, cell.filename, module.__dict__)
-        except BaseException:
-            del sys.modules[cell.module]
-            raise
-        defined = module_objects(module)
-        for name, value in defined.items():
+        top = cell.module
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
+        sys.meta_path.insert(0, ShippedModules(cell.module_files))  # also for imports its code makes later
+        defined: dict[str, Any] = {}
+        for name in sorted(cell.module_files, key=lambda n: n.count(".")):
+            defined.update(module_objects(importlib.import_module(name)))
+        for key, value in defined.items():
             cls = value if isinstance(value, type) else type(value)
             if issubclass(cls, Task) and cls.has_run() and "<locals>" not in cls.__qualname__:
-                cls._tl_version, cls._tl_attr = version, name
+                cls._tl_version, cls._tl_attr = version, key
                 if cls.name is None:
                     cls.name = default_name(cls)
                 if cls._tl_app is None:

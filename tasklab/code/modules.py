@@ -11,13 +11,14 @@ once per module whether the workers can import it (:func:`importable_by_workers`
 * **by source** otherwise: a module in the working directory, in the script's directory, or on a
   ``sys.path`` entry of this process only.
 
-A module shipped by source becomes a code version of its own, its whole file (:func:`module_cell`).
-A worker runs it once, as a module of the same name that it puts in ``sys.modules`` (with the local
-modules it imports, shipped the same way, loaded first), so the module keeps its meaning there:
-its tasks with their decorators and names, its classes (exceptions come back as themselves, and
-pickle by reference both ways), its module-level objects. A changed file makes a new version when
-a task of it is first submitted in a process (edit the file, then restart the kernel or
-``importlib.reload`` it, as for any module).
+A module shipped by source travels with its whole top-level package, every module of it loaded
+here (its modules import one another), as one code version (:func:`module_cell`); other local
+packages it imports are versions it depends on. A worker imports those modules under their own
+names from the shipped source (:class:`ShippedModules`, a finder ahead of its own), once, so they
+keep their meaning there: their tasks with their decorators and names, their classes (exceptions
+come back as themselves, and pickle by reference both ways), their module-level objects; their
+top-level code runs there as an import runs it. A changed file makes a new version when a task of
+it is next submitted after the module was reloaded (``importlib.reload``, or a new kernel).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ import ast
 import functools
 import hashlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.metadata
 import importlib.util
+import json
+import linecache
 import os
 import site
 import sys
@@ -41,8 +46,6 @@ from ..errors import CellError
 from . import cells
 from .version import CellVersion
 
-#: Where a module version keeps its module object among what it defines.
-MODULE = "__module__"
 #: The prefix of a dependency on a module version, in a version's ``deps``: it binds no name.
 MODULE_DEP = "<module "
 
@@ -101,64 +104,86 @@ def ships_by_source(obj: Any) -> str | None:
     return None
 
 
-_shipped: dict[str, CellVersion] = {}  # module name -> its version, made in this process
+_shipped: dict[str, CellVersion] = {}  # top-level local module -> its version, made in this process
+
+
+def module_key(module_name: str, attr: str | None = None) -> str:
+    """The name of a module of a shipped package (``attr`` None), or of what it defines, among what
+    the package's version defines: ``module:pkg.jobs``, ``pkg.jobs.add``."""
+    return f"module:{module_name}" if attr is None else f"{module_name}.{attr}"
 
 
 def module_cell(module_name: str) -> CellVersion:
-    """The version of the local module ``module_name``: its file, and the local modules it imports as
-    dependencies; made once per process, and remembered with what the module defines."""
-    module = sys.modules[module_name]
-    filename = module.__file__ or ""  # as its functions' code names it (see cells.defining)
-    made = _shipped.get(module_name)
-    if made is not None and (not made.version or _still(made, module)):
+    """The version of the local module ``module_name`` and of every module of its top-level package
+    loaded here that ships by source too (a package travels whole: its modules import one another),
+    with the other local packages they import as dependencies; made once per process (again after a
+    reload), and remembered with what its modules define."""
+    top = module_name.partition(".")[0]
+    members = {
+        name: module
+        for name, module in list(sys.modules.items())
+        if (name == top or name.startswith(top + ".")) and module is not None and ships_by_source(module)
+    }
+    made = _shipped.get(top)
+    if made is not None and (not made.version or _still(made, members)):
         return made
-    try:
-        with open(filename, encoding="utf-8") as file:
-            source = file.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CellError(
-            f"The module {module_name}, which the workers cannot import, cannot be read to be sent to them "
-            f"({exc}). Install it where the workers run (pip install -e .), or name it in "
-            f"${defaults.IMPORTABLE_ENV} if every worker can import it."
-        ) from None
+    files: dict[str, list[Any]] = {}
+    for name, module in sorted(members.items()):
+        filename = module.__file__ or ""  # as its functions' code names it (see cells.defining)
+        try:
+            with open(filename, encoding="utf-8") as file:
+                files[name] = [filename, hasattr(module, "__path__"), file.read()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CellError(
+                f"The module {name}, which the workers cannot import, cannot be read to be sent to them "
+                f"({exc}). Install it where the workers run (pip install -e .), or name it in "
+                f"${defaults.IMPORTABLE_ENV} if every worker can import it."
+            ) from None
     deps: dict[str, tuple[str, str]] = {}
-    _shipped[module_name] = CellVersion("", source, filename)  # an import cycle ends here
+    _shipped[top] = CellVersion("", "", "")  # an import cycle between local packages ends here
     try:
-        for imported in sorted(_local_imports(source, module) - {module_name}):
-            dep = module_cell(imported)
-            if dep.version:  # not a module that imports this one, being made
-                deps[f"{MODULE_DEP}{imported}>"] = (dep.version, MODULE)
+        imported = set().union(*(_local_imports(files[n][2], members[n]) for n in files))
+        for other in sorted({name.partition(".")[0] for name in imported} - {top}):
+            dep = module_cell(other)
+            if dep.version:  # not a package that imports this one, being made
+                deps[f"{MODULE_DEP}{other}>"] = (dep.version, module_key(other))
     finally:
-        del _shipped[module_name]
-    digest = hashlib.sha256(f"module {module_name}\0".encode() + source.encode())
+        del _shipped[top]
+    digest = hashlib.sha256(json.dumps([top, files], sort_keys=True).encode())
     digest.update(repr(sorted(deps.items())).encode())
-    is_package = hasattr(module, "__path__")
     cell = CellVersion(
         version=digest.hexdigest()[:12],
-        source=source,
-        filename=filename,
+        source="",
+        filename=files[top][0] if top in files else f"<package {top}>",
         deps=deps,
-        module=module_name,
-        package=is_package,
+        module=top,
+        module_files=files,
     )
-    _shipped[module_name] = cell
-    cells.remember(cell.version, module_objects(module), cell, local=True)
+    _shipped[top] = cell
+    objects: dict[str, Any] = {}
+    for module in members.values():
+        objects.update(module_objects(module))
+    cells.remember(cell.version, objects, cell, local=True)
     return cell
 
 
-def _still(cell: CellVersion, module: types.ModuleType) -> bool:
-    """Whether ``cell`` still holds ``module`` as it is: not reloaded since (which makes new objects)."""
+def _still(cell: CellVersion, members: dict[str, types.ModuleType]) -> bool:
+    """Whether ``cell`` still holds the modules ``members`` as they are: none added, none reloaded since
+    (which makes new objects)."""
     remembered = cells.cell_objects(cell.version)
-    return remembered is not None and all(remembered.get(k) is v for k, v in module_objects(module).items())
+    if remembered is None or set(members) != set(cell.module_files):
+        return False
+    return all(remembered.get(k) is v for module in members.values() for k, v in module_objects(module).items())
 
 
 def module_objects(module: types.ModuleType) -> dict[str, Any]:
-    """What a module version defines: the module itself, and its functions, classes and tasks."""
-    found: dict[str, Any] = {MODULE: module}
+    """What a module of a shipped package defines, by :func:`module_key`: the module itself, and its
+    functions, classes and tasks."""
+    found: dict[str, Any] = {module_key(module.__name__): module}
     for name, value in vars(module).items():
         owner = getattr(value, "__module__", None) if not isinstance(value, types.ModuleType) else None
         if owner == module.__name__:
-            found[name] = value
+            found[module_key(module.__name__, name)] = value
     return found
 
 
@@ -167,8 +192,36 @@ def module_deps(source: str) -> dict[str, tuple[str, str]]:
     their versions: a worker loads them before it runs the code, so that its imports find them."""
     deps = {}
     for name in sorted(_local_imports(source, None, load=True)):
-        deps[f"{MODULE_DEP}{name}>"] = (module_cell(name).version, MODULE)
+        top = name.partition(".")[0]
+        deps[f"{MODULE_DEP}{top}>"] = (module_cell(name).version, module_key(top))
     return deps
+
+
+class ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """In a worker: imports the modules of a shipped package from their shipped source (its files
+    are not on this host). ``files``: module name -> ``[filename, is_package, source]``."""
+
+    def __init__(self, files: dict[str, list[Any]]) -> None:
+        self.files = files
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        found = self.files.get(fullname)
+        if found is None:
+            return None
+        return importlib.util.spec_from_loader(fullname, self, origin=found[0], is_package=bool(found[1]))
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        filename, _, source = self.files[module.__name__]
+        module.__file__ = filename
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        exec(compile(source, filename, "exec"), module.__dict__)
+
+    def get_source(self, fullname: str) -> str | None:
+        found = self.files.get(fullname)
+        return found[2] if found is not None else None
 
 
 def _load_if_local(name: str) -> None:

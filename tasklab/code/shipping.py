@@ -26,7 +26,7 @@ from ..errors import CellError
 from . import cells
 from .carry import carry, definition, importable_path
 from .identity import carry_classes, mark_options, split_values
-from .modules import MODULE, module_cell, module_deps, ships_by_source
+from .modules import module_cell, module_deps, module_key, ships_by_source
 from .version import CellVersion, TaskSpec
 
 
@@ -47,9 +47,10 @@ def ship(task_cls: type[Task]) -> None:
     path = importable_path(subject)
     if path is not None and _found_at(path) is (task_cls.instance() if fn is not None else task_cls):
         local = ships_by_source(subject)
-        if local is not None:  # a module the workers cannot import: it ships whole, by source
+        if local is not None:  # a module the workers cannot import: its package ships whole, by source
             cell = module_cell(local)
-            task_cls._tl_version, task_cls._tl_attr, task_cls._tl_cell = cell.version, path[1], cell
+            task_cls._tl_version, task_cls._tl_cell = cell.version, cell
+            task_cls._tl_attr = module_key(local, path[1])
             return
         version = f"py:{path[0]}:{path[1]}"
         task_cls._tl_version, task_cls._tl_attr = version, path[1]
@@ -211,7 +212,7 @@ def shipped(value: Any) -> tuple[str, str] | None:
     local = ships_by_source(value)
     if local is not None:  # of a local module: that module's version, the worker loads it whole
         cell = module_cell(local)
-        return (cell.version, MODULE) if isinstance(value, types.ModuleType) else cells.defining(value)
+        return (cell.version, module_key(local)) if isinstance(value, types.ModuleType) else cells.defining(value)
     if isinstance(value, Task) or (isinstance(value, type) and issubclass(value, Task) and value is not Task):
         cls = value if isinstance(value, type) else type(value)
         if (

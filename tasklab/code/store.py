@@ -11,6 +11,7 @@ queued job always finds its code.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import redis
 
@@ -42,7 +43,7 @@ def to_redis(cell: CellVersion) -> dict[str, bytes | str]:
     if cell.prelude:
         mapping["prelude"] = cell.prelude
     if cell.module is not None:
-        mapping["module"] = json.dumps([cell.module, cell.package])
+        mapping["module"] = json.dumps([cell.module, cell.module_files])
     return mapping
 
 
@@ -59,9 +60,16 @@ def from_redis(version: str, data: dict[bytes, bytes]) -> CellVersion:
         globals_blob=data.get(b"globals"),
         late_globals_blob=data.get(b"late_globals"),
         prelude=data.get(b"prelude", b"").decode(),
-        module=json.loads(data[b"module"])[0] if b"module" in data else None,
-        package=bool(json.loads(data[b"module"])[1]) if b"module" in data else False,
+        **_package(data.get(b"module")),
     )
+
+
+def _package(field: bytes | None) -> dict[str, Any]:
+    """The fields of a local package shipped whole, from its ``module`` field (see tasklab.code.modules)."""
+    if field is None:
+        return {}
+    module, files = json.loads(field)
+    return {"module": module, "module_files": files}
 
 
 def _signed_content(version: str, fields: dict[str, bytes | str]) -> bytes:

@@ -40,9 +40,10 @@ class CellVersion:
     late_globals_blob: bytes | None = None
     #: Imports and definitions carried from the notebook, run before ``source`` (see tasklab.code.carry).
     prelude: str = ""
-    #: For a local module shipped whole (see tasklab.code.modules): its name, which the worker gives it.
+    #: For a local package shipped whole (see tasklab.code.modules): its top-level name, and its modules:
+    #: name -> ``[filename, is_package, source]``.
     module: str | None = None
-    package: bool = False  # whether that module is a package (its ``__init__``)
+    module_files: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def prelude_filename(self) -> str:
