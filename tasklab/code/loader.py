@@ -144,7 +144,10 @@ def install(fetch: Callable[[str], CellVersion], app: App | None) -> CodeLoader:
 def task_for(version: str, name: str) -> Task:
     """The task ``name`` of code ``version`` in this process, loading the version if needed."""
     for obj in cells.objects(version).values():
-        candidate = obj.instance() if isinstance(obj, type) and issubclass(obj, Task) else obj
-        if isinstance(candidate, Task) and candidate.name == name and candidate._tl_version == version:
-            return candidate
+        if isinstance(obj, type) and issubclass(obj, Task):
+            if obj.__dict__.get("_tl_version") != version or obj.name != name:
+                continue  # a base class, or another task: not made here (it may need arguments)
+            obj = obj.instance()
+        if isinstance(obj, Task) and obj.name == name and obj._tl_version == version:
+            return obj
     raise NotRegistered(f"Task {name!r} is not defined by code version {version}.")

@@ -37,6 +37,7 @@ import os
 import site
 import sys
 import sysconfig
+import threading
 import types
 from typing import Any
 
@@ -105,6 +106,7 @@ def ships_by_source(obj: Any) -> str | None:
 
 
 _shipped: dict[str, CellVersion] = {}  # top-level local module -> its version, made in this process
+_lock = threading.RLock()
 
 
 def module_key(module_name: str, attr: str | None = None) -> str:
@@ -118,6 +120,11 @@ def module_cell(module_name: str) -> CellVersion:
     loaded here that ships by source too (a package travels whole: its modules import one another),
     with the other local packages they import as dependencies; made once per process (again after a
     reload), and remembered with what its modules define."""
+    with _lock:  # submits from several threads make it once
+        return _module_cell(module_name)
+
+
+def _module_cell(module_name: str) -> CellVersion:
     top = module_name.partition(".")[0]
     members = {
         name: module

@@ -1,6 +1,7 @@
 """A cell version: the content-addressed unit of code tasklab ships to workers.
 
-A ``%%task`` cell, or the source assembled for a task of a script, with the tasks it defines
+A ``%%task`` cell, the source assembled for a task of a script, or a local package shipped whole
+(see :mod:`tasklab.code.modules`), with the tasks it defines
 and their options, the other versions it depends on, and what it carries from the notebook
 or module it was written in: imports, helpers and values. The version is a hash of all of that.
 """
