@@ -130,6 +130,14 @@ def test_one_class_per_version_for_cell_tasks(shell, lab):
     assert shell.user_ns["same"].delay().get(timeout=10) is True
 
 
+def test_arguments_and_results_of_a_notebook_class_are_that_class_on_both_sides(shell, lab):
+    lab.workers(1)
+    run_cell(shell, "class Point:\n    def __init__(self, x):\n        self.x = x\n")
+    task_cell(shell, "def moved(p):\n    assert isinstance(p, Point), type(p)\n    return Point(p.x + 1)\n")
+    run_cell(shell, "result = moved.delay(Point(1)).get(timeout=10)")
+    assert isinstance(shell.user_ns["result"], shell.user_ns["Point"]) and shell.user_ns["result"].x == 2
+
+
 # -- 4. decorators below the task's own --
 
 
