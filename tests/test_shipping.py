@@ -249,6 +249,7 @@ outcomes = {
     "plain": lab.task(mytasks.plain, name="plain").delay(4).get(timeout=20),
     "versions": [mytasks.add._tl_version, mytasks.Power._tl_version],
     "package": [tripled.name, tripled.delay(2).get(timeout=20)],
+    "current": sorted(n for n in lab.registry.current(lab.namespace) if n.startswith("mytasks.")),
 }
 try:
     mytasks.refuse.delay("no").get(timeout=20)
@@ -300,6 +301,7 @@ def test_a_local_module_ships_by_source_to_a_worker_that_cannot_import_it(server
     assert outcomes["versions"][0] == outcomes["versions"][1], "one version: the module"
     assert not outcomes["versions"][0].startswith("py:")
     assert outcomes["package"] == ["pipeline.jobs.tripled", [2, 2, 2]], "a local package ships whole"
+    assert outcomes["current"] == ["mytasks.Power", "mytasks.add", "mytasks.greet", "mytasks.refuse"], "by name"
 
 
 def test_tasks_of_modules_are_named_as_celery_names_them(shell, lab):

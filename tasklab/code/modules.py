@@ -42,10 +42,10 @@ import types
 from typing import Any
 
 from .. import defaults
-from ..core.task import CELL_MODULE_PREFIX
+from ..core.task import CELL_MODULE_PREFIX, Task, default_name
 from ..errors import CellError
 from . import cells
-from .version import CellVersion
+from .version import CellVersion, TaskSpec
 
 #: The prefix of a dependency on a module version, in a version's ``deps``: it binds no name.
 MODULE_DEP = "<module "
@@ -158,20 +158,32 @@ def _module_cell(module_name: str) -> CellVersion:
         del _shipped[top]
     digest = hashlib.sha256(json.dumps([top, files], sort_keys=True).encode())
     digest.update(repr(sorted(deps.items())).encode())
+    objects: dict[str, Any] = {}
+    for module in members.values():
+        objects.update(module_objects(module))
     cell = CellVersion(
         version=digest.hexdigest()[:12],
         source="",
         filename=files[top][0] if top in files else f"<package {top}>",
+        tasks=_tasks(objects),
         deps=deps,
         module=top,
         module_files=files,
     )
     _shipped[top] = cell
-    objects: dict[str, Any] = {}
-    for module in members.values():
-        objects.update(module_objects(module))
     cells.remember(cell.version, objects, cell, local=True)
     return cell
+
+
+def _tasks(objects: dict[str, Any]) -> dict[str, TaskSpec]:
+    """The tasks among a package's ``objects``, by name: the lab makes them current under their names."""
+    found = {}
+    for key, value in objects.items():
+        cls = value if isinstance(value, type) else type(value)
+        if issubclass(cls, Task) and cls.has_run() and "<locals>" not in cls.__qualname__:
+            name = cls.name or default_name(cls)
+            found[name] = TaskSpec(name, "module", key)
+    return found
 
 
 def _still(cell: CellVersion, members: dict[str, types.ModuleType]) -> bool:

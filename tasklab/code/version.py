@@ -19,7 +19,7 @@ class TaskSpec:
     """One task of a cell: a function (wrapped in a ``base`` subclass) or a Task subclass."""
 
     name: str
-    kind: str  # "function" | "class"
+    kind: str  # "function" | "class" | "module" (a task of a local package, made by its own code)
     attr: str  # the name the cell binds it to
     base: str | None = None  # for functions: the name of the Task subclass to build on
     options: dict[str, Any] = field(default_factory=dict)
