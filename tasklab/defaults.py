@@ -15,6 +15,11 @@ URL_ENV = "TASKLAB_REDIS_URL"
 #: Environment variable naming the embedded server's data directory.
 DATA_DIR_ENV = "TASKLAB_DATA_DIR"
 
+#: Environment variable naming modules (comma-separated; a package covers its submodules) that every
+#: worker can import although no installed distribution provides them, such as a shared directory on
+#: every worker's PYTHONPATH: their tasks ship by import path, not by source (see tasklab.code.modules).
+IMPORTABLE_ENV = "TASKLAB_IMPORTABLE"
+
 #: Environment variable through which a pool tells a worker which process is its parent.
 PARENT_ENV = "TASKLAB_PARENT_PID"
 

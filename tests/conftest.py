@@ -22,6 +22,10 @@ os.environ.pop("TASKLAB_DATA_DIR", None)
 # directory); a developer's key file is never read.
 os.environ["TASKLAB_SECRET"] = "tasklab-tests-" + "k" * 40
 os.environ["TASKLAB_SECRET_FILE"] = "/nonexistent/tasklab-tests/secret"
+# The tests' own modules (tests.shipped_tasks and the like) are importable by every worker the tests
+# start, which run in this checkout: their tasks ship by import path. A module a test writes elsewhere
+# ships by source (tests/test_shipping.py).
+os.environ["TASKLAB_IMPORTABLE"] = "tests"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..core.task import Task, make_function_task
 from ..errors import NotRegistered
+from .identity import resolve_options
 from .version import TaskSpec
 
 
@@ -22,11 +23,12 @@ def build_tasks(specs: dict[str, TaskSpec], namespace: dict[str, Any], version: 
             base = namespace.get(spec.base) if spec.base else None
             if spec.base and base is None:
                 raise NotRegistered(f"Base class {spec.base!r} of task {spec.name!r} is not defined.")
-            task = make_function_task(namespace[spec.attr], base=base, name=spec.name, **spec.options)
+            options = resolve_options(spec.options, namespace)
+            task = make_function_task(namespace[spec.attr], base=base, name=spec.name, **options)
             namespace[spec.attr] = task
         else:
             cls = namespace[spec.attr]
-            for option, value in spec.options.items():
+            for option, value in resolve_options(spec.options, namespace).items():
                 setattr(cls, option, value)
             cls._tl_instance = None
             task = cls.instance()

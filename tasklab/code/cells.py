@@ -23,6 +23,7 @@ _local: set[str] = set()  # versions made in this process (not loaded from Redis
 _references: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
 _lock = threading.RLock()
 _loader: Callable[[str], dict[str, Any]] | None = None
+_loading: set[str] = set()  # versions being loaded (under _lock): one that needs itself is refused
 
 
 def remember(version: str, objects: dict[str, Any], cell: CellVersion | None = None, *, local: bool = False) -> None:
@@ -66,6 +67,11 @@ def defining(obj: Any) -> tuple[str, str] | None:
                     if candidate is obj:
                         return version, name
     return None
+
+
+def cell_objects(version: str) -> dict[str, Any] | None:
+    """What ``version`` defined, if this process made or loaded it (never loading it)."""
+    return _objects.get(version)
 
 
 def cell(version: str) -> CellVersion | None:
@@ -113,7 +119,16 @@ def objects(version: str) -> dict[str, Any]:
             return found
         if _loader is None:
             raise NotRegistered(f"Cell version {version} is not known in this process.")
-        return _loader(version)
+        if version in _loading:
+            raise NotRegistered(
+                f"Cell version {version} refers to an object of its own that it has not defined yet, so it "
+                "cannot be loaded. Define the task again (re-run its cell, or restart the script) and submit again."
+            )
+        _loading.add(version)
+        try:
+            return _loader(version)
+        finally:
+            _loading.discard(version)
 
 
 def has_loader() -> bool:

@@ -20,8 +20,9 @@ from . import cells
 from .analysis import analyze, suggest_fix
 from .build import build_tasks
 from .carry import carry
-from .serialization import pickled
-from .shipping import shipped
+from .identity import carry_classes, mark_options, split_values
+from .modules import module_deps
+from .shipping import shipped, task_definition
 from .version import CellVersion, TaskSpec
 
 
@@ -115,7 +116,12 @@ def register_cell(
     needed = dict(analysis.undefined)
     if base_name is not None and base_name not in analysis.defined:
         needed.setdefault(base_name, ["--base"])
-    found = carry(needed, user_ns, dependency=shipped, defined=analysis.defined, reading=[source])
+    found, own = carry_classes(
+        lambda wanted: carry(wanted, user_ns, dependency=shipped, defined=analysis.defined, reading=[source]),
+        needed,
+        user_ns,
+        task_options,
+    )
     problems = [
         f"`{used}` is used in {_describe_places(places)} but not defined in this cell or the notebook: "
         f"{suggest_fix(used, None, missing=True)}."
@@ -129,16 +135,18 @@ def register_cell(
             "This cell runs on workers, which get its code and what it uses from the notebook; nothing was "
             "registered:\n  - " + "\n  - ".join(problems)
         )
-    deps = found.deps
+    deps = {**found.deps, **module_deps(source)}  # local modules the cell imports: loaded before it runs
     if base_name is not None and base_name in user_ns and base_name not in analysis.defined:
         base = user_ns[base_name]
         if not (isinstance(base, type) and issubclass(base, Task)):
             raise CellError(f"--base {base_name}: {base_name} is not a tasklab.Task subclass.")
 
-    spec_options = dict(task_options)
+    spec_options = mark_options(task_options, own)  # a class it carries is the version's (tasklab.code.identity)
     prelude = found.prelude()
-    blob = pickled(found.values) if found.values else None
+    blob, late = split_values(found.values, own)
     carried = prelude.encode() + b"\0" + blob if blob is not None else prelude.encode()  # b"" if none
+    if late is not None:
+        carried += b"\0late\0" + late
     version = CellVersion.compute_version(source, deps, {**spec_options, "base": base_name, "name": name}, carried)
     label = ",".join(functions + analysis.classes)[:40] or "cell"
     filename = f"<task {label} v{version[:7]}>"
@@ -164,13 +172,16 @@ def register_cell(
         bases=tuple(bases),
         deps=deps,
         globals_blob=blob,
+        late_globals_blob=late,
         prelude=prelude,
     )
     tasks = build_tasks(specs, user_ns, version)
     for task in tasks.values():
         type(task)._tl_cell = cell
         type(task)._tl_app = app
-    cells.remember(version, {n: user_ns[n] for n in cell.defines if n in user_ns}, cell, local=True)
+    objects = {name: user_ns[name] for name in own.values()}  # the classes it carries are the version's
+    objects.update((n, user_ns[n]) for n in cell.defines if n in user_ns)
+    cells.remember(version, objects, cell, local=True)
     if app is not None:
         app.publish(cell)
     summary = found.summary()
@@ -241,8 +252,10 @@ def _task_specs(
 def task(fn: Any = None, *, app: App | None = None, **options: Any) -> Any:
     """``@tasklab.task`` or ``@tasklab.task(**options)``: make a function a task, as in Celery.
 
-    A function of an importable module ships by import path; one defined in ``__main__``
-    ships by source with the imports and module-level names it uses, at its first submit.
+    A function of a module the workers can import ships by import path, one of a local module with
+    that module (see :mod:`tasklab.code.modules`); one defined in ``__main__`` ships by source with the
+    imports and module-level names it uses, at its first submit. Decorators written below the task's
+    own ship with it; a decorated function the workers could not rebuild is refused here.
     """
     if fn is None:
         return lambda f: task(f, app=app, **options)
@@ -256,6 +269,8 @@ def task(fn: Any = None, *, app: App | None = None, **options: Any) -> Any:
     own_name = name if name is not None else getattr(fn, "__name__", None)
     if isinstance(own_name, str):
         check_task_name(own_name, "The task name" if name is not None else "The function")
+    if getattr(fn, "__module__", None) == "__main__" and hasattr(fn, "__wrapped__"):
+        task_definition(fn)  # decorated below the task: refused now if the workers could not rebuild it
     made = make_function_task(fn, base=base, name=name, **checked)
     type(made)._tl_app = app
     return made

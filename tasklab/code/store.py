@@ -11,6 +11,7 @@ queued job always finds its code.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import redis
 
@@ -37,8 +38,12 @@ def to_redis(cell: CellVersion) -> dict[str, bytes | str]:
     }
     if cell.globals_blob is not None:
         mapping["globals"] = cell.globals_blob
+    if cell.late_globals_blob is not None:
+        mapping["late_globals"] = cell.late_globals_blob
     if cell.prelude:
         mapping["prelude"] = cell.prelude
+    if cell.module is not None:
+        mapping["module"] = json.dumps([cell.module, cell.module_files])
     return mapping
 
 
@@ -53,8 +58,18 @@ def from_redis(version: str, data: dict[bytes, bytes]) -> CellVersion:
         bases=tuple(json.loads(data[b"bases"])),
         deps={name: tuple(ref) for name, ref in json.loads(data[b"deps"]).items()},
         globals_blob=data.get(b"globals"),
+        late_globals_blob=data.get(b"late_globals"),
         prelude=data.get(b"prelude", b"").decode(),
+        **_package(data.get(b"module")),
     )
+
+
+def _package(field: bytes | None) -> dict[str, Any]:
+    """The fields of a local package shipped whole, from its ``module`` field (see tasklab.code.modules)."""
+    if field is None:
+        return {}
+    module, files = json.loads(field)
+    return {"module": module, "module_files": files}
 
 
 def _signed_content(version: str, fields: dict[str, bytes | str]) -> bytes:

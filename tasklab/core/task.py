@@ -438,6 +438,30 @@ def get_task_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"tasklab.task.{name}")
 
 
+#: The prefix of the module a worker runs a ``%%task`` cell or a script's shipped code in.
+CELL_MODULE_PREFIX = "tasklab_cell_"
+
+
+def default_name(obj: Any) -> str:
+    """The name a task gets when none is given, as Celery names it: ``module.qualname`` for a function
+    or class defined at the top of a module (``tasks.add``). A task of ``__main__`` (a script, or a
+    notebook outside ``%%task``) or of a ``%%task`` cell keeps its bare name (``add``): a lab's
+    namespace already keeps one notebook's or script's names apart from another's, as Celery's app
+    name would. So does one defined inside a function, which no import path reaches."""
+    name = obj.__name__
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", name)
+    if (
+        not isinstance(module, str)
+        or module in ("__main__", "builtins")
+        or module.startswith(CELL_MODULE_PREFIX)
+        or not isinstance(qualname, str)
+        or "<locals>" in qualname
+    ):
+        return name
+    return f"{module}.{qualname}"
+
+
 def make_function_task(
     fn: Callable[..., Any], *, base: type[Task] | None = None, name: str | None = None, **options: Any
 ) -> Task:
@@ -448,7 +472,7 @@ def make_function_task(
     bind = bool(options.get("bind", False))
     attrs: dict[str, Any] = {
         "run": fn if bind else staticmethod(fn),
-        "name": name or fn.__name__,
+        "name": name or default_name(fn),
         "__module__": getattr(fn, "__module__", __name__),
         "__doc__": fn.__doc__,
         "__qualname__": getattr(fn, "__qualname__", fn.__name__),
