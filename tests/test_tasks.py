@@ -439,3 +439,40 @@ def test_get_of_a_job_not_in_redis_raises_instead_of_waiting_for_ever(shell, lab
     task_cell(shell, "def noted(x):\n    return x\n")
     ignored = shell.user_ns["noted"].apply_async((1,), ignore_result=True)
     assert ignored.get() is None, "as Celery documents: at once, with no result to wait for"
+
+
+def test_a_class_s_own_attributes_win_over_the_cell_s_options(shell, lab):
+    """The options on a %%task line apply to what the cell defines, but not over what a Task
+    subclass of the cell sets in its own body (the more specific one wins)."""
+    lab.workers(1)
+    task_cell(
+        shell,
+        """
+import tasklab
+
+
+class Transient(Exception):
+    pass
+
+
+class Flaky(tasklab.Task):
+    autoretry_for = (Transient,)
+    max_retries = 2
+    default_retry_delay = 0
+
+    def run(self):
+        if self.request.retries < 2:
+            raise Transient("again")
+        return self.request.retries
+
+
+def plain():
+    return "plain"
+""",
+        "--autoretry-for ConnectionError --max-retries 1 --queue default",
+    )
+    flaky = shell.user_ns["Flaky"]
+    assert flaky.delay().get(timeout=20) == 2, "retried on its own class, as often as it says"
+    assert flaky.autoretry_for == (shell.user_ns["Transient"],) and flaky.max_retries == 2
+    plain = shell.user_ns["plain"]
+    assert plain.autoretry_for == (ConnectionError,) and plain.max_retries == 1, "the cell's options for the rest"

@@ -29,7 +29,8 @@ def build_tasks(specs: dict[str, TaskSpec], namespace: dict[str, Any], version: 
         else:
             cls = namespace[spec.attr]
             for option, value in resolve_options(spec.options, namespace).items():
-                setattr(cls, option, value)
+                if option not in cls.__dict__:  # what the class's own body sets wins over the cell's options
+                    setattr(cls, option, value)
             cls._tl_instance = None
             task = cls.instance()
         cls = type(task)
