@@ -280,7 +280,7 @@ class AsyncResult:
             return None  # as Celery: nothing to wait for
         (final,) = _wait_final([self], timeout)
         if final is None:
-            if self._job() is None:
+            if self._job() is None or self._result_gone():
                 raise self._missing()
             if self.state == REVOKED:
                 cause = self._cause()
@@ -300,9 +300,15 @@ class AsyncResult:
     def _missing(self) -> ResultMissing:
         return ResultMissing(
             f"Task {self.id} is not in this lab's Redis, so it has no result to wait "
-            "for: the id is unknown here, its result expired (result_ttl) or was forgotten, or the task keeps "
-            "none (ignore_result=True). Celery would wait for ever; check the id and the lab it was submitted to."
+            "for: the id is unknown here, its result expired (result_ttl), was forgotten, or was evicted by the "
+            "server at its memory limit, or the task keeps none (ignore_result=True). Celery would wait for ever; "
+            "check the id and the lab it was submitted to."
         )
+
+    def _result_gone(self) -> bool:
+        """Whether the task ended but its result is no longer in Redis (expired, or evicted)."""
+        return _ended_without_result(self.connection.hget(Job.key_for(self.id), "status"),
+                                     self.connection.exists(Result.get_key(self.id)))  # fmt: skip
 
     def _cause(self) -> BaseException | None:
         """For a workflow step cancelled because an earlier step failed: that step's exception."""
@@ -503,7 +509,7 @@ class ResultSet(list):
                 values.append(None)
                 continue
             final = next(waited_finals)
-            if final is None and result._job() is None:
+            if final is None and (result._job() is None or result._result_gone()):
                 raise result._missing()
             if final is None:
                 pending = sum(f is None for f in finals)
@@ -703,6 +709,12 @@ def _ignoring(results: list[AsyncResult]) -> list[bool]:
     return [bool(r._ignored) for r in results]
 
 
+def _ended_without_result(status: bytes | None, stored: int) -> bool:
+    """A job that ended (its result and status are written together) whose result is gone: it expired,
+    or the server evicted it at its memory limit. Nothing will bring it back."""
+    return status in (b"finished", b"failed") and not stored
+
+
 def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Result | None]:
     """Block until each result has a final outcome or ``timeout`` passes; ``None`` where it didn't.
 
@@ -723,7 +735,8 @@ def _wait_final(results: list[AsyncResult], timeout: float | None) -> list[Resul
                 pipe.exists(Result.get_key(job_id))
             replies = pipe.execute()
         for job_id, status, results in zip(pending, replies[::2], replies[1::2], strict=True):
-            if status in (b"canceled", b"stopped") or (status is None and not results):
+            gone = (status is None and not results) or _ended_without_result(status, results)
+            if status in (b"canceled", b"stopped") or gone:
                 streams.drop(job_id)
 
     streams.wait(timeout, check=drop_revoked)
@@ -754,7 +767,11 @@ def _wait_first(results: list[AsyncResult], timeout: float | None) -> list[Async
                 pipe.exists(Result.get_key(job_id))
             replies = pipe.execute()
         for job_id, status, stored in zip(list(streams.pending), replies[::2], replies[1::2], strict=True):
-            if status in (b"canceled", b"stopped") or (status is None and not stored):
+            if (
+                status in (b"canceled", b"stopped")
+                or (status is None and not stored)
+                or (_ended_without_result(status, stored))
+            ):
                 streams.drop(job_id)
                 finished.append(by_id[job_id])
 
