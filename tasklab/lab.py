@@ -9,6 +9,7 @@ and through :data:`current_app`, the default app of tasks and results made witho
 from __future__ import annotations
 
 import atexit
+import difflib
 import logging
 import math
 import os
@@ -307,7 +308,7 @@ class Lab:
                 pass  # its code cannot be loaded here: look among this process's tasks
         found = _tasks_named(name)
         if found is None:
-            known = sorted({*self.registry.current(self.namespace), *_task_names()})
+            known = _nearest_first(name, {*self.registry.current(self.namespace), *_task_names()})
             listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") if known else "none"
             raise NotRegistered(
                 f"No task is called {name!r} in this lab (namespace {self.namespace!r}). Known: {listed}. Run the "
@@ -637,3 +638,10 @@ def register_cell(
     The tasks submit to ``app``, by default to the current lab (connected at the first submit).
     """
     return define.register_cell(source, user_ns, options, app=app if app is not None else current_app)
+
+
+def _nearest_first(name: str, names: set[str]) -> list[str]:
+    """``names`` for a message about ``name``: those of its module and those spelt like it first."""
+    module = name.rpartition(".")[0]
+    close = difflib.get_close_matches(name, names, n=10, cutoff=0.6)
+    return sorted(names, key=lambda n: (not (module and n.startswith(module + ".")), n not in close, n))
