@@ -135,6 +135,9 @@ class TaskLabPeer(ResultStreamWaits):
 
     def __init__(self, url: str, connection: redis.Redis, work_dir: Path):
         self.url, self.connection, self.log_dir = url, connection, work_dir / "tasklab-logs"
+        # Its workers run with benchmarks/ on their path (see measure): they import peer_tasks, as every
+        # peer's do, rather than take it as source stored in Redis, which each configuration flushes.
+        os.environ[defaults.IMPORTABLE_ENV] = "peer_tasks"
         key = new_key()
         self.env = {defaults.SECRET_ENV: key}
         self.lab = tasklab.connect(url, secret=key, autostart_workers=False, data_dir=work_dir / "tasklab")
