@@ -103,10 +103,17 @@ def test_plots_return_figures(ran):
 def test_monitor_state_after_tasks(ran, lab):
     monitor = lab.monitor(display=False, plots=False)
     totals = monitor.data["totals"]
-    assert totals["SUCCESS"] == 4 and totals["FAILURE"] == 1 and totals["RETRY"] == 1
-    assert "<b>4</b>" in monitor.counts["SUCCESS"].value and "<b>1</b>" in monitor.counts["FAILURE"].value
+    # Tasks by their final state: the retried task failed for good, and is no longer in RETRY.
+    assert totals == {"PENDING": 0, "STARTED": 0, "RETRY": 0, "SUCCESS": 4, "FAILURE": 1, "REVOKED": 0, "LOST": 0}
+    assert (monitor.data["attempts"], monitor.data["retries"]) == (6, 1), "attempts and retries are counted apart"
+    assert "<b>4</b>" in monitor.counts["SUCCESS"].value and "<b>0</b>" in monitor.counts["RETRY"].value
+    assert "5 tasks · 6 attempts · 1 retries" in monitor.attempts.value
     rows = {t["name"]: t for t in monitor.data["tasks"]}
     assert rows["ok"]["succeeded"] == 4 and rows["bad"]["retries"] == 1
+    assert (rows["bad"]["submitted"], rows["bad"]["failed"], rows["bad"]["attempts"]) == (1, 1, 2)
+    # The workers' attempts are the tasks' attempts: a retried attempt is not a failed task on either.
+    assert sum(w["attempts"] for w in monitor.data["workers"]) == monitor.data["attempts"]
+    assert "failed" not in monitor.workers.value
     assert rows["ok"]["version"] == ran["ok"]._tl_version[:7]
     assert "ok" in monitor.tasks.value and "bad" in monitor.tasks.value
     labels = [label for label, _ in monitor.recent.options]
@@ -121,8 +128,13 @@ def test_monitor_shows_busy_workers_and_tracebacks(ran, lab):
     monitor = Monitor(lab, plots=False)
     monitor.refresh()
     busy = [w for w in monitor.data["workers"] if w["job"] == running.id]
-    assert busy and busy[0]["state"] == "busy" and running.id in monitor.workers.value
+    assert busy and busy[0]["state"] == "busy" and busy[0]["task"] == "gated" and busy[0]["running_s"] >= 0
+    assert busy[0]["cpu"] is not None and busy[0]["memory"] > 0, "a worker on this host: psutil reads it"
+    assert "gated" in monitor.workers.value and " MB" in monitor.workers.value
     assert monitor.data["totals"]["STARTED"] == 1
+    (row,) = monitor.data["running"]
+    assert (row["id"], row["name"], row["worker"]) == (running.id, "gated", busy[0]["name"])
+    assert running.id[:8] in monitor.running.value
     failed_id = next(value for label, value in monitor.recent.options if "FAILURE" in label)
     monitor.recent.value = failed_id
     assert "ValueError: bad 7" in monitor.details.value
@@ -225,3 +237,71 @@ def test_the_extension_shows_results_as_live_badges_in_a_kernel(shell, lab, monk
     monkeypatch.setattr(shell, "kernel", object(), raising=False)
     data, _ = shell.display_formatter.format(result)
     assert "application/vnd.jupyter.widget-view+json" in data and result.id in data["text/html"]
+
+
+FLAKY = """
+def flaky(x):
+    raise ConnectionError(f"flaky {x}")
+"""
+
+
+def test_the_counters_count_tasks_by_their_current_state(shell, lab):
+    """Unfinished tasks by where they stand (waiting, running, waiting for a retry), finished ones by
+    their final state; a monitor made while they run and one made before agree."""
+    lab.workers(1)
+    task_cell(shell, TASKS)
+    task_cell(shell, FLAKY, "--autoretry-for ConnectionError --max-retries 1 --retry-backoff 60")
+    before = Monitor(lab, plots=False)
+    before.refresh()
+    ns = shell.user_ns
+    retrying = ns["flaky"].delay(1)
+    wait_for(lambda: retrying.state == "RETRY", 10, "the flaky task's first attempt to fail")
+    held = [ns["gated"].delay("count-gate") for _ in range(2)]
+    wait_for(lambda: held[0].state == "STARTED", 10, "the first gated task to start")
+    ns["ok"].delay(1)  # waits behind the gated one on the single worker
+    after = Monitor(lab, plots=False)
+    for monitor in (before, after):
+        monitor.refresh()
+        assert monitor.data["totals"] == {"PENDING": 2, "STARTED": 1, "RETRY": 1, "SUCCESS": 0, "FAILURE": 0,
+                                          "REVOKED": 0, "LOST": 0}, monitor.data["totals"]  # fmt: skip
+        rows = {t["name"]: t for t in monitor.data["tasks"]}
+        assert (rows["gated"]["running"], rows["gated"]["waiting"], rows["gated"]["submitted"]) == (1, 1, 2)
+        assert (rows["flaky"]["retrying"], rows["flaky"]["retries"], rows["flaky"]["attempts"]) == (1, 1, 1)
+        assert "1 running" in monitor.tasks.value and "1 waiting" in monitor.tasks.value
+    lab.connection.rpush("count-gate", 1, 1)
+    for result in held:
+        result.get(timeout=10)
+    wait_for(lambda: ns["ok"].delay(2).get(timeout=10) == 2, 10, "the worker to be free")
+    retrying.revoke()
+    for monitor in (before, after):
+        monitor.refresh()
+        totals = monitor.data["totals"]
+        assert (totals["SUCCESS"], totals["REVOKED"], totals["PENDING"], totals["STARTED"], totals["RETRY"]) == (
+            4, 1, 0, 0, 0)  # fmt: skip
+        bar = {t["name"]: t for t in monitor.data["tasks"]}["gated"]
+        assert (bar["succeeded"], bar["running"], bar["waiting"]) == (2, 0, 0)
+
+
+def test_a_stopped_monitor_says_so_greys_its_controls_and_restarts(ran, lab, shell):
+    monitor = Monitor(lab, interval=0.05, plots=False).start()
+    wait_for(lambda: monitor.data.get("totals"), 10, "the first refresh")
+    assert monitor.status == "running" and not monitor.close_button.disabled and monitor.restart_button.disabled
+    monitor.close()
+    monitor._thread.join(timeout=5)
+    assert monitor.status == "stopped" and "monitor stopped at" in monitor.header.value
+    assert all(control.disabled for control in monitor.controls) and not monitor.restart_button.disabled
+    frozen = monitor.data
+    ran["ok"].delay(9).get(timeout=10)
+    assert monitor.data is frozen, "a stopped monitor reads nothing"
+    monitor.restart_button.click()
+    assert monitor.status == "running" and not any(control.disabled for control in monitor.controls)
+    wait_for(lambda: monitor.data["totals"]["SUCCESS"] == 5, 10, "the restarted monitor to see the new task")
+    assert "stopped" not in monitor.header.value
+    run_cell(shell, "%tasklab stop")
+    wait_for(lambda: monitor.status == "lab stopped", 10, "the monitor to see the lab stop")
+    assert not monitor._thread.is_alive() or monitor._thread.join(timeout=5) is None
+    assert not monitor._thread.is_alive()
+    assert "the lab was stopped at" in monitor.header.value and "%tasklab start" in monitor.header.value
+    assert "no workers: the lab is stopped" in monitor.workers.value and "idle" not in monitor.workers.value
+    assert all(control.disabled for control in monitor.controls) and monitor.restart_button.disabled
+    assert monitor.start().status == "lab stopped", "a monitor of a stopped lab does not start"

@@ -1,11 +1,14 @@
-"""The live monitor: one ipywidgets widget with states, tasks, recent attempts, workers, queues
+"""The live monitor: one ipywidgets widget with task counts by state, a progress bar per task,
+the running tasks, recent attempts, workers (CPU and memory of those on this host), queues
 (marking those no live worker serves), plots.
 
 It is built once and displayed once; a background thread then only sets trait values, about
 twice a second, and renders the plots to PNG bytes for ``Image`` widgets at a slower pace
 (drawing or displaying from a thread is not reliable in Jupyter). One refresh reads running
 totals kept in Redis (see :mod:`tasklab.engine.events`), not the history, so it costs the same
-however many tasks ran before. ``lab.monitor(display=False)`` (or ``Monitor(lab)``) builds it
+however many tasks ran before; where the unfinished tasks stand is kept from the events that are
+new (see :mod:`tasklab.diagnostics.live`). A stopped monitor says so and greys its controls; its
+*restart* button starts it again. ``lab.monitor(display=False)`` (or ``Monitor(lab)``) builds it
 without showing or starting it, for tests and scripts: :meth:`refresh` then updates it on the
 caller's thread.
 """
@@ -29,32 +32,23 @@ from ..client.result import AsyncResult
 from ..code.loader import task_for
 from ..code.serialization import Serializer
 from ..diagnostics.frames import attempts, read_recent
+from ..diagnostics.live import LiveTasks
 from ..diagnostics.plots import runtime_distribution, task_stream, throughput, to_png
 from ..engine import events, keys
 from ..engine.leases import LEASES
+from ..local.status import ProcessUsage
+from . import views
+from .views import STATES, badge
 
-STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "LOST")
-_BADGE = {
-    "PENDING": "#757575", "STARTED": "#1565c0", "RETRY": "#ef6c00", "SUCCESS": "#2e7d32",
-    "FAILURE": "#c62828", "REVOKED": "#6d4c41", "LOST": "#ad1457",
-}  # fmt: skip
 _EVENT_STATE = {events.SUCCEEDED: "SUCCESS", events.FAILED: "FAILURE", events.RETRY: "RETRY",
                 events.DUPLICATE: "DUPLICATE",
                 events.REVOKED: "REVOKED", events.LOST: "LOST", events.STARTED: "STARTED",
                 events.SUBMITTED: "PENDING"}  # fmt: skip
-
-
-def badge(state: str) -> str:
-    colour = _BADGE.get(state, "#757575")
-    return f'<span style="background:{colour};color:white;border-radius:3px;padding:0 4px">{state}</span>'
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th style='text-align:left;padding:0 8px'>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td style='padding:0 8px'>{c}</td>" for c in row) + "</tr>" for row in rows
-    )  # fmt: skip
-    return f"<table style='font-family:monospace;font-size:12px'><tr>{head}</tr>{body}</table>"
+#: Seconds of its lease a tasklab worker has left when it has missed two renewals: shown as stale.
+_STALE_LEASE_S = max(defaults.LEASE_TTL - 2.0, 0.5)
+#: Events that finish a task, and those that end an attempt.
+_FINISHED = (events.SUCCEEDED, events.FAILED, events.REVOKED, events.LOST)
+_ATTEMPT_ENDS = (events.SUCCEEDED, events.FAILED, events.RETRY, events.REVOKED, events.LOST)
 
 
 class Monitor:
@@ -73,6 +67,11 @@ class Monitor:
         self.plot_interval = plot_interval
         self.with_plots = plots
         self.data: dict[str, Any] = {}
+        #: What the monitor is doing: "idle" (built, not started), "running", "stopped", "lab stopped".
+        self.status = "idle"
+        self.stopped_at: float | None = None
+        self.live = LiveTasks(lab.connection, lab.namespace)
+        self.usage = ProcessUsage()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_plot = 0.0
@@ -83,18 +82,25 @@ class Monitor:
     def _build(self) -> None:
         self.header = w.HTML()
         self.counts = {state: w.HTML(layout=w.Layout(margin="0 6px")) for state in STATES}
+        self.attempts = w.HTML(layout=w.Layout(margin="0 6px"))
         self.tasks = w.HTML()
+        self.running = w.HTML()
         self.recent = w.Select(options=[], rows=8, layout=w.Layout(width="100%"))
         self.details = w.HTML()
         self.workers = w.HTML()
         self.queues = w.HTML()
-        self.add_worker = w.Button(description="+ worker", layout=w.Layout(width="auto"))
-        self.remove_worker = w.Button(description="- worker", layout=w.Layout(width="auto"))
-        self.revoke_button = w.Button(description="revoke", button_style="warning", layout=w.Layout(width="auto"))
-        self.retry_current = w.Button(description="retry (current code)", layout=w.Layout(width="auto"))
-        self.retry_original = w.Button(description="retry (original code)", layout=w.Layout(width="auto"))
-        self.purge_button = w.Button(description="purge finished", layout=w.Layout(width="auto"))
-        self.close_button = w.Button(description="stop monitor", layout=w.Layout(width="auto"))
+        button = lambda text, **kw: w.Button(description=text, layout=w.Layout(width="auto"), **kw)  # noqa: E731
+        self.add_worker = button("+ worker")
+        self.remove_worker = button("- worker")
+        self.revoke_button = button("revoke", button_style="warning")
+        self.retry_current = button("retry (current code)")
+        self.retry_original = button("retry (original code)")
+        self.purge_button = button("purge finished")
+        self.close_button = button("stop monitor")
+        self.restart_button = button("restart monitor", button_style="info", disabled=True)
+        #: The controls that act on the lab: greyed while the monitor is stopped.
+        self.controls = [self.add_worker, self.remove_worker, self.revoke_button, self.retry_current,
+                         self.retry_original, self.purge_button, self.close_button]  # fmt: skip
         self.message = w.HTML()
         self.images = {
             "stream": w.Image(format="png", layout=w.Layout(width="100%", max_width="1000px")),
@@ -108,14 +114,16 @@ class Monitor:
         self.retry_original.on_click(lambda _: self._act(self.retry_selected, original=True))
         self.purge_button.on_click(lambda _: self._act(self.purge_finished))
         self.close_button.on_click(lambda _: self.close())
+        self.restart_button.on_click(lambda _: self.restart())
         self.recent.observe(lambda change: self._show_details(change["new"]), names="value")
         controls = w.HBox([self.revoke_button, self.retry_current, self.retry_original, self.purge_button,
-                           self.close_button])  # fmt: skip
+                           self.close_button, self.restart_button])  # fmt: skip
         plots = w.VBox([self.images["stream"], w.HBox([self.images["runtime"], self.images["throughput"]])])
         self.widget = w.VBox([
             self.header,
-            w.HBox(list(self.counts.values())),
+            w.HBox([*self.counts.values(), self.attempts]),
             w.HTML("<b>Tasks</b>"), self.tasks,
+            w.HTML("<b>Running</b>"), self.running,
             w.HTML("<b>Recent attempts</b> (select one for its traceback and output)"), self.recent, self.details,
             w.HTML("<b>Workers</b>"), self.workers, w.HBox([self.add_worker, self.remove_worker]),
             w.HTML("<b>Queues</b>"), self.queues,
@@ -126,8 +134,9 @@ class Monitor:
     # -- reading Redis: one refresh --
 
     def read(self) -> dict[str, Any]:
-        """Totals, per-task rows, recent attempts, workers and queues, from a constant number of reads
-        (whether each queue has a worker is asked at most every few seconds)."""
+        """Task counts, per-task rows, running tasks, recent attempts, workers and queues, from a
+        constant number of reads plus the events written since the last (whether each queue has a
+        worker is asked at most every few seconds)."""
         lab, connection, ns = self.lab, self.lab.connection, self.lab.namespace
         counts_raw = connection.hgetall(events.counts_key(ns))
         names = sorted({k.decode().split("|", 1)[0] for k in counts_raw})
@@ -144,12 +153,16 @@ class Monitor:
                 pipe.llen(queue.key)
                 pipe.zcard(queue.scheduled_job_registry.key)
                 pipe.zcard(StartedJobRegistry(queue.name, connection=connection).key)
+            pipe.time()
             replies = pipe.execute()
         runtimes = replies[: len(names)]
         recent_raw = replies[len(names)]
-        depth = replies[len(names) + 1 :]
-        waiting = sum(depth[0::3]) + sum(depth[1::3])
-        running = sum(depth[2::3])
+        depth = replies[len(names) + 1 : -1]
+        seconds, micros = replies[-1]
+        now = seconds + micros / 1e6
+        finished = {n: sum(c.get(k, 0) for k in _FINISHED) for n, c in by_task.items()}
+        self.live.update(sum(c.get(events.SUBMITTED, 0) for c in by_task.values()) - sum(finished.values()))
+        live = self.live.count()
         unserved = set(unserved_queues(lab, [queue.name for queue in queues]))
         queue_rows = [
             {"name": queue.name, "waiting": queued, "scheduled": scheduled, "running": started,
@@ -157,27 +170,36 @@ class Monitor:
             for queue, queued, scheduled, started in zip(queues, depth[0::3], depth[1::3], depth[2::3], strict=True)
         ]  # fmt: skip
         current = lab.registry.current(ns)
-        tasks = []
-        for name, values in zip(names, runtimes, strict=True):
-            c = by_task[name]
+        tasks: list[dict[str, Any]] = []
+        for name in sorted(set(names) | set(live)):
+            c, now_in = by_task.get(name, {}), live.get(name, {})
+            values = runtimes[names.index(name)] if name in by_task else []
             run = np.array([float(v) for v in values]) if values else np.array([])
             tasks.append({
                 "name": name, "version": (current.get(name) or "")[:7],
-                "submitted": c.get(events.SUBMITTED, 0), "succeeded": c.get(events.SUCCEEDED, 0),
-                "failed": c.get(events.FAILED, 0), "retries": c.get(events.RETRY, 0),
-                "lost": c.get(events.LOST, 0), "revoked": c.get(events.REVOKED, 0),
+                "submitted": max(c.get(events.SUBMITTED, 0), finished.get(name, 0) + sum(now_in.values())),
+                "succeeded": c.get(events.SUCCEEDED, 0), "failed": c.get(events.FAILED, 0),
+                "revoked": c.get(events.REVOKED, 0), "lost": c.get(events.LOST, 0),
+                "running": now_in.get("STARTED", 0), "retrying": now_in.get("RETRY", 0),
+                "waiting": now_in.get("PENDING", 0) + now_in.get("RETRY", 0),
+                "retries": c.get(events.RETRY, 0), "attempts": sum(c.get(k, 0) for k in _ATTEMPT_ENDS),
                 "p50_s": float(np.percentile(run, 50)) if run.size else None,
                 "p95_s": float(np.percentile(run, 95)) if run.size else None,
             })  # fmt: skip
         totals = {
-            "PENDING": waiting,
-            "STARTED": running,
-            "RETRY": sum(t["retries"] for t in tasks),
+            "PENDING": sum(t["waiting"] - t["retrying"] for t in tasks),
+            "STARTED": sum(t["running"] for t in tasks),
+            "RETRY": sum(t["retrying"] for t in tasks),
             "SUCCESS": sum(t["succeeded"] for t in tasks),
             "FAILURE": sum(t["failed"] for t in tasks),
             "REVOKED": sum(t["revoked"] for t in tasks),
             "LOST": sum(t["lost"] for t in tasks),
         }
+        running = [
+            {"id": task_id, "name": task.name, "attempt": task.attempt, "worker": task.worker,
+             "running_s": max(now - task.started, 0.0) if task.started else None, "progress": None}
+            for task_id, task in self.live.running()
+        ]  # fmt: skip
         recent, seen = [], set()
         for entry_id, fields in recent_raw:  # newest first: keep each job's latest event
             event = events.decode(entry_id, fields)
@@ -187,54 +209,75 @@ class Monitor:
             recent.append(event)
             if len(recent) == defaults.MONITOR_RECENT:
                 break
-        workers = []
-        seconds, micros = connection.time()
-        now_ms = seconds * 1000 + micros // 1000
+        return {
+            "totals": totals, "attempts": sum(t["attempts"] for t in tasks),
+            "retries": sum(t["retries"] for t in tasks), "tasks": tasks, "running": running, "recent": recent,
+            "workers": self._read_workers(now), "queues": queue_rows, "time": now,
+        }  # fmt: skip
+
+    def _read_workers(self, now: float) -> list[dict[str, Any]]:
+        connection = self.lab.connection
         lease_ends = {name.decode(): end for name, end in connection.zrange(LEASES, 0, -1, withscores=True)}
+        workers: list[dict[str, Any]] = []
         for rq_worker in RQWorker.all(connection=connection):
             executions = rq_worker.get_current_executions(refresh=True)
-            lost = lease_ends.get(rq_worker.name, now_ms + 1) < now_ms  # its lease ran out: not yet settled
+            job_id = executions[0].job_id if executions else None
+            task = self.live.tasks.get(job_id) if job_id else None
+            lease_s = lease_ends[rq_worker.name] / 1000 - now if rq_worker.name in lease_ends else None
+            state = str(rq_worker.get_state())
+            if lease_s is not None and lease_s < 0:
+                state = "lost"  # its lease ran out: not yet settled
+            elif lease_s is not None and lease_s < _STALE_LEASE_S:
+                state = "stale"  # it missed renewals of its lease
+            cpu, memory = self.usage.read(rq_worker.hostname, rq_worker.pid)
             workers.append({
-                "name": rq_worker.name, "state": "lost" if lost else str(rq_worker.get_state()), "pid": rq_worker.pid,
-                "host": rq_worker.hostname, "job": executions[0].job_id if executions else None,
-                "ok": rq_worker.successful_job_count, "failed": rq_worker.failed_job_count,
+                "name": rq_worker.name, "state": state, "pid": rq_worker.pid, "host": rq_worker.hostname,
+                "cpu": cpu, "memory": memory, "job": job_id,
+                "task": task.name if task else (job_id[:8] if job_id else None),
+                "running_s": max(now - task.started, 0.0) if task and task.started else None,
+                "attempts": rq_worker.successful_job_count + rq_worker.failed_job_count,
             })  # fmt: skip
-        return {
-            "totals": totals, "tasks": tasks, "recent": recent, "workers": sorted(workers, key=lambda r: r["name"]),
-            "queues": queue_rows,
-        }  # fmt: skip
+        self.usage.forget_others({r["pid"] for r in workers if r["pid"] is not None})
+        return sorted(workers, key=lambda r: r["name"])
 
     def refresh(self, plots: bool = False) -> None:
         """Read Redis once and set the widget's traits; with ``plots``, redraw the plots too."""
         data = self.data = self.read()
-        self.header.value = (
-            f"<b>tasklab</b> &nbsp; {html.escape(str(self.lab.url))} &nbsp; namespace "
-            f"<code>{html.escape(self.lab.namespace)}</code> &nbsp; <small>{time.strftime('%H:%M:%S')}</small>"
-        )
+        self._show_header()
         for state, widget in self.counts.items():
-            widget.value = f"{badge(state)} <b>{data['totals'][state]}</b>"
-        self.tasks.value = _table(
-            ["task", "version", "submitted", "succeeded", "failed", "retries", "p50 s", "p95 s"],
-            [[html.escape(t["name"]), t["version"], t["submitted"], t["succeeded"], t["failed"], t["retries"],
-              _seconds(t["p50_s"]), _seconds(t["p95_s"])] for t in data["tasks"]],
-        )  # fmt: skip
+            widget.value = views.counter(state, data["totals"][state])
+        self.attempts.value = (
+            f"<span title='attempts that ended, and how many of them were retried'>"
+            f"{sum(data['totals'].values())} tasks · {data['attempts']} attempts · {data['retries']} retries</span>"
+        )
+        self.tasks.value = views.tasks_table(data["tasks"])
+        self.running.value = views.running_table(data["running"])
         options = [(self._describe(e), e["id"]) for e in data["recent"]]
         if options != list(self.recent.options):
             selected = self.recent.value
             self.recent.options = options
             if selected in {value for _, value in options}:
                 self.recent.value = selected
-        self.workers.value = _table(
-            ["worker", "state", "pid", "host", "running", "ok", "failed"],
-            [[html.escape(r["name"]), r["state"], r["pid"], html.escape(str(r["host"])), r["job"] or "",
-              r["ok"], r["failed"]] for r in data["workers"]],
-        )  # fmt: skip
-        self.queues.value = _table(
-            ["queue", "waiting", "scheduled", "running", "workers"],
-            [[html.escape(q["name"]), q["waiting"], q["scheduled"], q["running"], _served(q)] for q in data["queues"]],
-        )
+        self.workers.value = views.workers_table(data["workers"])
+        self.queues.value = views.queues_table(data["queues"])
         if plots and self.with_plots:
             self.refresh_plots()
+
+    def _show_header(self) -> None:
+        where = (f"<b>tasklab</b> &nbsp; {html.escape(str(self.lab.url))} &nbsp; namespace "
+                 f"<code>{html.escape(self.lab.namespace)}</code> &nbsp; ")  # fmt: skip
+        if self.status in ("stopped", "lab stopped"):
+            when = time.strftime("%H:%M:%S", time.localtime(self.stopped_at or time.time()))
+            why = "the lab was stopped" if self.status == "lab stopped" else "monitor stopped"
+            note = " (run <code>%tasklab start</code>, then <code>%tasklab monitor</code>)" if (
+                self.status == "lab stopped") else "; <i>restart monitor</i> starts it again"  # fmt: skip
+            state = (
+                f"<span class='tasklab-stopped' style='background:{views.COLOURS['FAILURE']};color:white;"
+                f"border-radius:3px;padding:0 4px'>{why} at {when}</span>{note}; what it shows is as it was then"
+            )
+        else:
+            state = f"<small>{time.strftime('%H:%M:%S')}</small>"
+        self.header.value = where + state
 
     def refresh_plots(self) -> None:
         frame = attempts(read_recent(self.lab.connection, defaults.MONITOR_PLOT_EVENTS))
@@ -315,28 +358,62 @@ class Monitor:
     # -- running --
 
     def start(self) -> Monitor:
-        """Update the widget from a background thread until :meth:`close`."""
+        """Update the widget from a background thread until :meth:`close` (or the lab stops)."""
+        if self.lab._closed:
+            self._lab_stopped()
+            return self
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
+            self._set_status("running")
             self._thread = threading.Thread(target=self._loop, name="tasklab-monitor", daemon=True)
             self._thread.start()
         return self
 
+    def restart(self) -> Monitor:
+        """Start a stopped monitor again (its *restart monitor* button)."""
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.message.value = ""
+        return self.start()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
+            if self.lab._closed:
+                self._lab_stopped()
+                return
             try:
-                if self.lab._closed:
-                    break
                 self.refresh(plots=time.monotonic() - self._last_plot >= self.plot_interval)
             except Exception as exc:
+                if self.lab._closed:  # stopped while this refresh read Redis
+                    continue
                 self.message.value = f"<span style='color:#c62828'>monitor: {html.escape(str(exc))}</span>"
             self._stop.wait(max(self.interval - (time.monotonic() - started), 0.05))
 
     def close(self) -> None:
-        """Stop updating (the widget stays, showing its last state)."""
+        """Stop updating: the widget stays, saying that it stopped and when, with its controls greyed
+        until *restart monitor*."""
         self._stop.set()
-        self.message.value = "monitor stopped"
+        if self.status != "lab stopped":
+            self._set_status("stopped")
+
+    def _lab_stopped(self) -> None:
+        """The lab was shut down (``%tasklab stop``): no worker runs, nothing can be done from here."""
+        self._stop.set()
+        self._set_status("lab stopped")
+        self.workers.value = views.workers_table([], lab_stopped=True)
+        self.running.value = views.running_table([])
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        running = status == "running"
+        self.stopped_at = None if running or status == "idle" else time.time()
+        for control in self.controls:
+            control.disabled = not running
+        self.restart_button.disabled = status != "stopped"
+        if not running:
+            self.message.value = ""
+        self._show_header()
 
     # -- display --
 
@@ -345,16 +422,14 @@ class Monitor:
         if not self.data:
             self.data = self.read()
         data = self.data
-        counts = " ".join(f"{badge(s)} <b>{data['totals'][s]}</b>" for s in STATES)
-        rows = [[html.escape(t["name"]), t["version"], t["succeeded"], t["failed"], t["retries"], _seconds(t["p50_s"])]
-                for t in data["tasks"]]  # fmt: skip
+        counts = " ".join(views.counter(s, data["totals"][s]) for s in STATES)
         unserved = "".join(
             f"<div>{badge('PENDING')} {html.escape(unserved_hint(q['name']))}</div>"
             for q in data["queues"] if not q["served"]
         )  # fmt: skip
         return (
             f"<div><b>tasklab monitor</b> (snapshot; live when the kernel runs)<br>{counts}"
-            + _table(["task", "version", "succeeded", "failed", "retries", "p50 s"], rows)
+            + views.tasks_table(data["tasks"])
             + f"<small>{len(data['workers'])} workers</small>{unserved}</div>"
         )
 
@@ -362,13 +437,3 @@ class Monitor:
         bundle = self.widget._repr_mimebundle_(**kwargs) or {}
         bundle["text/html"] = self.snapshot_html()
         return bundle
-
-
-def _served(queue: dict[str, Any]) -> str:
-    if queue["served"]:
-        return "served"
-    return f"<span style='color:#c62828'>{html.escape(unserved_hint(queue['name']))}</span>"
-
-
-def _seconds(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
