@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+from PIL import Image
 
 import tasklab
+from tasklab.diagnostics.frames import attempts, read_recent
 from tasklab.diagnostics.plots import runtime_distribution, task_stream, throughput, to_png
 from tasklab.engine import events
 from tasklab.widgets.monitor import Monitor
@@ -305,3 +310,76 @@ def test_a_stopped_monitor_says_so_greys_its_controls_and_restarts(ran, lab, she
     assert "no workers: the lab is stopped" in monitor.workers.value and "idle" not in monitor.workers.value
     assert all(control.disabled for control in monitor.controls) and monitor.restart_button.disabled
     assert monitor.start().status == "lab stopped", "a monitor of a stopped lab does not start"
+
+
+SHORT = """
+import time
+
+def short(i):
+    time.sleep(0.05)
+    return i
+"""
+
+
+def separate_marks_in(png: bytes, fig) -> int:
+    """Marks the rendered task stream shows apart: runs of coloured pixels along each lane's middle."""
+    import io
+
+    from matplotlib import image
+
+    pixels = image.imread(io.BytesIO(png))[:, :, :3]
+    scale = pixels.shape[1] / (fig.get_size_inches()[0] * fig.dpi)
+    ax = fig.axes[0]
+    (x0, _), (x1, _) = ax.transData.transform([(ax.get_xlim()[0], 0), (ax.get_xlim()[1], 0)])
+    found = 0
+    for lane in range(len(ax.get_yticks())):
+        _, y = ax.transData.transform((0, lane))
+        row = pixels[round((fig.get_size_inches()[1] * fig.dpi - y) * scale), round(x0 * scale) + 2 : round(x1 * scale)]
+        coloured = (row.max(axis=1) - row.min(axis=1)) > 0.15  # not white, grey or black
+        found += int(np.count_nonzero(np.diff(coloured.astype(int)) == 1) + coloured[0])
+    return found
+
+
+def test_the_task_stream_shows_each_attempt_apart(shell, lab):
+    """50 short tasks back to back on two workers: one mark each, with a gap that shows."""
+    lab.workers(2)
+    task_cell(shell, SHORT)
+    task_cell(shell, TASKS, "--autoretry-for ValueError --max-retries 1 --retry-backoff 0.05")
+    shell.user_ns["short"].map(range(50)).get(timeout=60)
+    with pytest.raises(ValueError):
+        shell.user_ns["bad"].delay(1).get(timeout=10)
+    monitor = Monitor(lab)
+    monitor.refresh(plots=True)
+    marks = monitor.stream_marks
+    assert len(marks[marks["name"] == "short"]) == 50 and set(marks["state"]) == {"SUCCESS", "RETRY", "FAILURE"}
+    apart = 0
+    for _, lane in marks.sort_values("left").groupby("lane"):
+        apart += 1 + int((lane["left"].to_numpy()[1:] > lane["right"].to_numpy()[:-1]).sum())
+    assert apart >= 50, f"only {apart} marks drawn apart"
+    frame = attempts(read_recent(lab.connection, 3000))
+    fig = task_stream(frame)
+    png = to_png(fig)
+    assert separate_marks_in(png, fig) >= 40, "the image shows the attempts apart"
+    # The legend names every outcome drawn, in the plot (not in the title), and nothing else is red.
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert {"short", "bad", "failed, retried", "failed", "waiting in the queue"} <= set(legend)
+    assert fig.axes[0].get_title() == ""
+    # Crisp: rendered at twice the size it is shown at, and shown at its own aspect ratio.
+    width, height = Image.open(io.BytesIO(bytes(monitor.images["stream"].value))).size
+    assert (width, height) == (2 * 960, round(2 * 3.2 * 96))
+    assert monitor.images["stream"].layout.width == "960px" and monitor.images["stream"].layout.height == "auto"
+    # A window of the latest activity: an older run is left out unless the window is widened.
+    assert task_stream(frame, window=0.01).marks["end"].max() <= 0.011 + marks["end"].max()
+    old = frame.copy()
+    for column in ("submitted_at", "started_at", "finished_at"):
+        old[column] = old[column] - pd.Timedelta(hours=1)
+    both = pd.concat([old, frame])
+    assert len(task_stream(both).marks) == len(frame) and len(task_stream(both, window=None).marks) == 2 * len(frame)
+
+
+def test_throughput_labels_match_its_legend(ran):
+    fig = throughput(tasklab.history())
+    ax, depth = fig.axes
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["attempts finished / s", "queue depth"]
+    assert ax.get_ylabel() == "attempts finished / s" and depth.get_ylabel().startswith("queue depth")

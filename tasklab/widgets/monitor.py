@@ -33,7 +33,7 @@ from ..code.loader import task_for
 from ..code.serialization import Serializer
 from ..diagnostics.frames import attempts, read_recent
 from ..diagnostics.live import LiveTasks
-from ..diagnostics.plots import runtime_distribution, task_stream, throughput, to_png
+from ..diagnostics.plots import CSS_DPI, SMALL_SIZE, STREAM_SIZE, runtime_distribution, task_stream, throughput, to_png
 from ..engine import events, keys
 from ..engine.leases import LEASES
 from ..local.status import ProcessUsage
@@ -102,11 +102,24 @@ class Monitor:
         self.controls = [self.add_worker, self.remove_worker, self.revoke_button, self.retry_current,
                          self.retry_original, self.purge_button, self.close_button]  # fmt: skip
         self.message = w.HTML()
+        # Each image is shown at its figure's size (and no wider than the output), its height
+        # following from its width; the PNG has PIXEL_RATIO times as many pixels.
+        sized = lambda size: w.Layout(  # noqa: E731
+            width=f"{round(size[0] * CSS_DPI)}px", max_width="100%", height="auto", margin="0 4px 0 0"
+        )
         self.images = {
-            "stream": w.Image(format="png", layout=w.Layout(width="100%", max_width="1000px")),
-            "runtime": w.Image(format="png", layout=w.Layout(width="49%", max_width="500px")),
-            "throughput": w.Image(format="png", layout=w.Layout(width="49%", max_width="500px")),
+            "stream": w.Image(format="png", layout=sized(STREAM_SIZE)),
+            "runtime": w.Image(format="png", layout=sized(SMALL_SIZE)),
+            "throughput": w.Image(format="png", layout=sized(SMALL_SIZE)),
         }
+        #: What the task stream drew last (see :func:`tasklab.diagnostics.plots.stream_marks`).
+        self.stream_marks: Any = None
+        self.window = w.Dropdown(
+            options=[("last 2 minutes", 120.0), ("last 10 minutes", 600.0), ("last hour", 3600.0), ("all", 0.0)],
+            value=defaults.STREAM_WINDOW if defaults.STREAM_WINDOW in (120.0, 600.0, 3600.0) else 120.0,
+            description="task stream:", layout=w.Layout(width="auto"),
+        )  # fmt: skip
+        self.window.observe(lambda _: self._redraw_plots(), names="value")
         self.add_worker.on_click(lambda _: self._act(self._scale, +1))
         self.remove_worker.on_click(lambda _: self._act(self._scale, -1))
         self.revoke_button.on_click(lambda _: self._act(self.revoke_selected))
@@ -118,7 +131,8 @@ class Monitor:
         self.recent.observe(lambda change: self._show_details(change["new"]), names="value")
         controls = w.HBox([self.revoke_button, self.retry_current, self.retry_original, self.purge_button,
                            self.close_button, self.restart_button])  # fmt: skip
-        plots = w.VBox([self.images["stream"], w.HBox([self.images["runtime"], self.images["throughput"]])])
+        small = w.HBox([self.images["runtime"], self.images["throughput"]], layout=w.Layout(flex_flow="row wrap"))
+        plots = w.VBox([self.window, self.images["stream"], small])
         self.widget = w.VBox([
             self.header,
             w.HBox([*self.counts.values(), self.attempts]),
@@ -280,12 +294,19 @@ class Monitor:
         self.header.value = where + state
 
     def refresh_plots(self) -> None:
+        """Draw the plots from the latest events (:data:`defaults.MONITOR_PLOT_EVENTS` at most)."""
         frame = attempts(read_recent(self.lab.connection, defaults.MONITOR_PLOT_EVENTS))
         frame = frame[frame["namespace"] == self.lab.namespace]
-        self.images["stream"].value = to_png(task_stream(frame))
-        self.images["runtime"].value = to_png(runtime_distribution(frame), dpi=60)
-        self.images["throughput"].value = to_png(throughput(frame), dpi=60)
+        stream = task_stream(frame, window=self.window.value or None)
+        self.stream_marks = stream.marks  # type: ignore[attr-defined]
+        self.images["stream"].value = to_png(stream)
+        self.images["runtime"].value = to_png(runtime_distribution(frame))
+        self.images["throughput"].value = to_png(throughput(frame))
         self._last_plot = time.monotonic()
+
+    def _redraw_plots(self) -> None:
+        if self.with_plots and not self.lab._closed:
+            self._act(self.refresh_plots)
 
     @staticmethod
     def _describe(event: dict[str, Any]) -> str:
