@@ -348,7 +348,7 @@ def test_the_task_stream_shows_each_attempt_apart(shell, lab):
     shell.user_ns["short"].map(range(50)).get(timeout=60)
     with pytest.raises(ValueError):
         shell.user_ns["bad"].delay(1).get(timeout=10)
-    monitor = Monitor(lab)
+    monitor = Monitor(lab, interactive=False)
     monitor.refresh(plots=True)
     marks = monitor.stream_marks
     assert len(marks[marks["name"] == "short"]) == 50 and set(marks["state"]) == {"SUCCESS", "RETRY", "FAILURE"}
@@ -375,6 +375,32 @@ def test_the_task_stream_shows_each_attempt_apart(shell, lab):
         old[column] = old[column] - pd.Timedelta(hours=1)
     both = pd.concat([old, frame])
     assert len(task_stream(both).marks) == len(frame) and len(task_stream(both, window=None).marks) == 2 * len(frame)
+
+
+def test_the_interactive_stream_selects_the_attempt_clicked(ran, lab):
+    monitor = Monitor(lab)  # ipympl is installed: the stream is its canvas widget
+    monitor.refresh(plots=True)
+    assert monitor.stream_canvas is not None and monitor.stream_canvas in monitor.widget.children[-1].children
+    marks = monitor.stream_marks
+    failed = marks[marks["state"] == "FAILURE"].iloc[0]
+    ax = monitor.stream_canvas.figure.axes[0]
+    x, y = ax.transData.transform(((failed["left"] + failed["right"]) / 2, failed["lane"]))
+    monitor.stream_canvas.callbacks.process("button_press_event", _click(monitor.stream_canvas, x, y))
+    assert failed["task_id"][:8] in monitor.selected.value and "FAILURE" in monitor.selected.value
+    assert "ValueError: bad 7" in monitor.details.value, "its traceback, as when chosen in the list"
+    assert monitor.select_at(failed["right"] + 1000, failed["lane"]) is None, (
+        "a click beside every mark selects nothing"
+    )
+    # A zoom is kept when the stream is drawn again.
+    ax.set_xlim(0, 0.001)
+    monitor.refresh_plots()
+    assert monitor.stream_canvas.figure.axes[0].get_xlim() == (0, 0.001)
+
+
+def _click(canvas, x, y):
+    from matplotlib.backend_bases import MouseEvent
+
+    return MouseEvent("button_press_event", canvas, x, y, button=1)
 
 
 def test_throughput_labels_match_its_legend(ran):

@@ -121,14 +121,20 @@ def task_stream(
     window: float | None = defaults.STREAM_WINDOW,
     dependencies: bool = True,
     now: pd.Timestamp | None = None,
+    fig: Figure | None = None,
 ) -> Figure:
     """A timeline of the last ``window`` seconds of activity (``None``: all of it): one lane per
     worker, one mark per attempt in its task's colour, outlined and hatched by how it ended, with
     the time it waited in the queue as a grey line before it. With ``dependencies``, arrows join
     the attempts of one workflow in the order they ran. ``fig.marks`` holds what was drawn (see
-    :func:`stream_marks`, plus the drawn ``left`` and ``right`` edges)."""
+    :func:`stream_marks`, plus the drawn ``left`` and ``right`` edges). With ``fig``, draws into it
+    (an interactive figure), in place of what it showed."""
     frame = _frame(frame)
-    fig, ax = _figure(STREAM_SIZE)
+    if fig is None:
+        fig, ax = _figure(STREAM_SIZE)
+    else:
+        fig.clear()
+        ax = fig.add_subplot()
     marks = stream_marks(frame, window=window, now=now)
     fig.marks = marks  # type: ignore[attr-defined]
     if marks.empty:

@@ -61,11 +61,15 @@ class Monitor:
         interval: float = defaults.MONITOR_INTERVAL,
         plot_interval: float = defaults.MONITOR_PLOT_INTERVAL,
         plots: bool = True,
+        interactive: bool | None = None,
     ):
         self.lab = lab
         self.interval = interval
         self.plot_interval = plot_interval
         self.with_plots = plots
+        #: Whether the task stream is an interactive figure (ipympl: zoom, pan, click an attempt);
+        #: by default, when ipympl is installed. Otherwise, and in snapshots, it is an image.
+        self.interactive = _has_ipympl() if interactive is None else interactive
         self.data: dict[str, Any] = {}
         #: What the monitor is doing: "idle" (built, not started), "running", "stopped", "lab stopped".
         self.status = "idle"
@@ -120,6 +124,9 @@ class Monitor:
             description="task stream:", layout=w.Layout(width="auto"),
         )  # fmt: skip
         self.window.observe(lambda _: self._redraw_plots(), names="value")
+        self.stream_canvas = _stream_canvas(self._clicked) if self.with_plots and self.interactive else None
+        self.selected = w.HTML()
+        self._drawing = threading.Lock()
         self.add_worker.on_click(lambda _: self._act(self._scale, +1))
         self.remove_worker.on_click(lambda _: self._act(self._scale, -1))
         self.revoke_button.on_click(lambda _: self._act(self.revoke_selected))
@@ -132,7 +139,8 @@ class Monitor:
         controls = w.HBox([self.revoke_button, self.retry_current, self.retry_original, self.purge_button,
                            self.close_button, self.restart_button])  # fmt: skip
         small = w.HBox([self.images["runtime"], self.images["throughput"]], layout=w.Layout(flex_flow="row wrap"))
-        plots = w.VBox([self.window, self.images["stream"], small])
+        stream = self.stream_canvas if self.stream_canvas is not None else self.images["stream"]
+        plots = w.VBox([w.HBox([self.window, self.selected]), stream, small])
         self.widget = w.VBox([
             self.header,
             w.HBox([*self.counts.values(), self.attempts]),
@@ -297,12 +305,58 @@ class Monitor:
         """Draw the plots from the latest events (:data:`defaults.MONITOR_PLOT_EVENTS` at most)."""
         frame = attempts(read_recent(self.lab.connection, defaults.MONITOR_PLOT_EVENTS))
         frame = frame[frame["namespace"] == self.lab.namespace]
-        stream = task_stream(frame, window=self.window.value or None)
-        self.stream_marks = stream.marks  # type: ignore[attr-defined]
-        self.images["stream"].value = to_png(stream)
+        window = self.window.value or None
+        if self.stream_canvas is not None:
+            with self._drawing:  # the canvas draws on the kernel's thread when the browser asks
+                figure = self.stream_canvas.figure
+                zoomed = self._zoomed(figure)
+                task_stream(frame, window=window, fig=figure)
+                if zoomed is not None:  # keep what the user zoomed to
+                    figure.axes[0].set_xlim(zoomed[0])
+                    figure.axes[0].set_ylim(zoomed[1])
+                self._drawn_limits = self._limits(figure)
+                self.stream_marks = figure.marks
+            self.stream_canvas.draw_idle()
+        else:
+            stream = task_stream(frame, window=window)
+            self.stream_marks = stream.marks  # type: ignore[attr-defined]
+            self.images["stream"].value = to_png(stream)
         self.images["runtime"].value = to_png(runtime_distribution(frame))
         self.images["throughput"].value = to_png(throughput(frame))
         self._last_plot = time.monotonic()
+
+    @staticmethod
+    def _limits(figure: Any) -> Any:
+        return (figure.axes[0].get_xlim(), figure.axes[0].get_ylim()) if figure.axes else None
+
+    def _zoomed(self, figure: Any) -> Any:
+        """The interactive stream's limits if the user zoomed or panned it since it was drawn."""
+        limits = self._limits(figure)
+        return limits if limits is not None and limits != getattr(self, "_drawn_limits", limits) else None
+
+    def _clicked(self, event: Any) -> None:
+        """A click on the interactive stream: the attempt under it, if any, is selected."""
+        if event.inaxes is None or event.xdata is None or self.stream_marks is None or self.stream_marks.empty:
+            return
+        self.select_at(float(event.xdata), float(event.ydata))
+
+    def select_at(self, x: float, y: float) -> dict[str, Any] | None:
+        """Select the attempt drawn at ``(x, y)`` of the task stream (seconds, lane): its details
+        show below the monitor's recent attempts, as when it is chosen there. The attempt's row."""
+        marks = self.stream_marks
+        lane = marks[(marks["lane"] == round(y)) & (abs(y - marks["lane"]) <= 0.4)]
+        hit = lane[(lane["left"] <= x) & (x <= lane["right"])]
+        if hit.empty:
+            return None
+        row = hit.iloc[0].to_dict()
+        ran = row["end"] - row["start"]
+        self.selected.value = (
+            f"selected: <b>{html.escape(str(row['name']))}</b> {row['task_id'][:8]} attempt {row['attempt']} "
+            f"{badge(str(row['state']))} on {html.escape(str(row['worker']))}, ran {ran:.3f} s, "
+            f"waited {row['start'] - row['queued']:.3f} s"
+        )
+        self._show_details(row["task_id"])
+        return row
 
     def _redraw_plots(self) -> None:
         if self.with_plots and not self.lab._closed:
@@ -458,3 +512,25 @@ class Monitor:
         bundle = self.widget._repr_mimebundle_(**kwargs) or {}
         bundle["text/html"] = self.snapshot_html()
         return bundle
+
+
+def _has_ipympl() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ipympl") is not None
+
+
+def _stream_canvas(on_click: Any) -> Any:
+    """An interactive figure for the task stream (ipympl's canvas widget: zoom, pan, click)."""
+    from ipympl.backend_nbagg import Canvas, FigureManager
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=STREAM_SIZE, dpi=CSS_DPI)
+    canvas = Canvas(figure)
+    FigureManager(canvas, 0)
+    canvas.header_visible = False
+    canvas.footer_visible = False
+    canvas.resizable = False
+    canvas.toolbar_position = "right"
+    canvas.mpl_connect("button_press_event", on_click)
+    return canvas
