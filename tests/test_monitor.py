@@ -199,13 +199,14 @@ def test_the_monitor_marks_queues_no_worker_serves(shell, lab):
 
 
 def test_monitor_updates_live_and_stops(ran, lab):
-    monitor = Monitor(lab, interval=0.05, plots=True, plot_interval=0.05).start()
+    monitor = Monitor(lab, interval=0.05, plots=True, plot_interval=0.05, interactive=False).start()
     try:
         successes = lambda: monitor.data.get("totals", {}).get("SUCCESS")  # noqa: E731
         wait_for(lambda: successes() == 4, 10, "the monitor's first refresh")
         ran["ok"].delay(5).get(timeout=10)
         wait_for(lambda: successes() == 5, 10, "the monitor to see the new success")
-        wait_for(lambda: bytes(monitor.images["stream"].value).startswith(b"\x89PNG"), 10, "the plots to render")
+        for image in monitor.images.values():
+            wait_for(lambda image=image: bytes(image.value).startswith(b"\x89PNG"), 10, "the plots to render")
     finally:
         monitor.close()
     monitor._thread.join(timeout=5)
