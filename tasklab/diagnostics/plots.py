@@ -49,8 +49,8 @@ OUTCOMES = {
     "DUPLICATE": ("late duplicate", "#6d4c41", "...."),
     "STARTED": ("running", "#1565c0", None),
 }
-#: Task colours: matplotlib's tab10 without its red, orange, brown and pink (the states' colours).
-_PALETTE = ["#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a", "#c5b0d5"]
+#: Task colours: matplotlib's tab10 without its green, red, orange, brown and pink (the states' colours).
+_PALETTE = ["#1f77b4", "#9467bd", "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#c5b0d5", "#9edae5", "#dbdb8d"]
 _WAIT = "#9e9e9e"
 
 
@@ -191,7 +191,7 @@ def runtime_distribution(frame: pd.DataFrame | None = None) -> Figure:
     names = sorted(ran["name"].unique())
     colours = task_colours(names)
     data = [ran.loc[ran["name"] == n, "run_s"].to_numpy() for n in names]
-    ax.boxplot(data, orientation="horizontal", showfliers=False)
+    ax.boxplot(data, orientation="horizontal", showfliers=False, medianprops={"color": "black"})
     rng = np.random.default_rng(0)
     for i, (name, values) in enumerate(zip(names, data, strict=True), start=1):
         ax.scatter(values, i + rng.uniform(-0.15, 0.15, len(values)), s=6, alpha=0.5, color=colours[name])

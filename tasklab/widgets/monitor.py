@@ -121,7 +121,7 @@ class Monitor:
         self.window = w.Dropdown(
             options=[("last 2 minutes", 120.0), ("last 10 minutes", 600.0), ("last hour", 3600.0), ("all", 0.0)],
             value=defaults.STREAM_WINDOW if defaults.STREAM_WINDOW in (120.0, 600.0, 3600.0) else 120.0,
-            description="task stream:", layout=w.Layout(width="auto"),
+            description="task stream:", layout=w.Layout(width="auto"), style={"description_width": "initial"},
         )  # fmt: skip
         self.window.observe(lambda _: self._redraw_plots(), names="value")
         self.stream_canvas = _stream_canvas(self._clicked) if self.with_plots and self.interactive else None
