@@ -392,6 +392,7 @@ def test_the_interactive_stream_selects_the_attempt_clicked(ran, lab):
     assert monitor.select_at(failed["right"] + 1000, failed["lane"]) is None, (
         "a click beside every mark selects nothing"
     )
+    assert "<img alt='task stream'" in monitor.snapshot_html(), "without a kernel, the stream is an image"
     # A zoom is kept when the stream is drawn again.
     ax.set_xlim(0, 0.001)
     monitor.refresh_plots()

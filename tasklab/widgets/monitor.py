@@ -15,6 +15,7 @@ caller's thread.
 
 from __future__ import annotations
 
+import base64
 import html
 import threading
 import time
@@ -505,7 +506,22 @@ class Monitor:
         return (
             f"<div><b>tasklab monitor</b> (snapshot; live when the kernel runs)<br>{counts}"
             + views.tasks_table(data["tasks"])
-            + f"<small>{len(data['workers'])} workers</small>{unserved}</div>"
+            + f"<small>{len(data['workers'])} workers</small>{unserved}{self._stream_snapshot()}</div>"
+        )
+
+    def _stream_snapshot(self) -> str:
+        """The task stream as an image in the page (for a notebook shown without its kernel)."""
+        if self.stream_canvas is not None and self.stream_canvas.figure.axes:
+            with self._drawing:
+                png = to_png(self.stream_canvas.figure)
+        else:
+            png = bytes(self.images["stream"].value)
+        if not png:
+            return ""
+        width = round(STREAM_SIZE[0] * CSS_DPI)
+        encoded = base64.b64encode(png).decode()
+        return (
+            f"<br><img alt='task stream' style='width:{width}px;max-width:100%' src='data:image/png;base64,{encoded}'>"
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
