@@ -79,3 +79,16 @@ def test_history_folds_every_kind_of_event(lab):
     due = list(zip(lab.history()["task_id"], lab.history()["attempt"], strict=True))
     assert due[:4] == [("retried", 0), ("lost", 0), ("lost", 0), ("running", 0)], "in the order they were due"
     assert due[4:] == [("retried", 1), ("later", 0)]
+
+
+def test_events_are_read_by_name_whatever_their_order():
+    """Events whose fields come in another order (not written by emit) are read by their names."""
+    from tasklab.diagnostics.stream import _columns
+
+    ordered = [b"e", b"submitted", b"id", b"a", b"t", b"x", b"ns", b"n", b"ts", b"1.5"]
+    shuffled = [b"ts", b"2.5", b"ns", b"n", b"e", b"started", b"w", b"w1", b"id", b"a", b"t", b"x"]
+    frame = _columns([b"1-0", b"2-0"], [ordered, shuffled])
+    assert list(frame["e"]) == ["submitted", "started"] and list(frame["ts"]) == [1.5, 2.5]
+    assert frame["w"].isna().tolist() == [True, False] and frame["w"][1] == "w1" and list(frame["id"]) == ["a", "a"]
+    frame = _columns([b"1-0", b"2-0"], [ordered, ordered])
+    assert list(frame["e"]) == ["submitted", "submitted"] and frame["w"].isna().all()

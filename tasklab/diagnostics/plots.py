@@ -237,7 +237,8 @@ def to_png(fig: Figure, dpi: float | None = None) -> bytes:
     """``fig`` rendered to PNG bytes (for an ``ipywidgets.Image``): by default at its shown size
     times :data:`PIXEL_RATIO`."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi or fig.dpi * PIXEL_RATIO)
+    # Fast compression: a monitor redraws often, and the bytes go over a local socket.
+    fig.savefig(buffer, format="png", dpi=dpi or fig.dpi * PIXEL_RATIO, pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
 
 

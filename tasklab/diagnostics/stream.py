@@ -27,6 +27,8 @@ from ..engine import events
 FIELDS = ("e", "id", "t", "ns", "ts", "n", "w", "q", "v", "x", "msg", "run", "next", "wf", "at")
 #: Those that hold numbers: read as floats (NaN where absent); the others as text.
 NUMBERS = ("ts", "n", "run", "next", "at")
+#: The fields every event begins with, in this order (see :func:`tasklab.engine.events.emit`).
+_LEADING = ("e", "id", "t", "ns", "ts")
 
 
 def bound(when: Any, default: str) -> str:
@@ -79,21 +81,39 @@ def _columns(ids: list[Any], pairs: list[list[Any]]) -> pd.DataFrame:
     lengths = np.fromiter((len(p) // 2 for p in pairs), dtype=np.int64, count=count)
     flat = np.fromiter(itertools.chain.from_iterable(pairs), dtype=object, count=int(lengths.sum()) * 2)
     names, values = flat[0::2], flat[1::2]
+    first = np.cumsum(lengths) - lengths  # where each event's fields begin
     entry = np.repeat(np.arange(count), lengths)
-    names = names.astype("S16")  # fixed width: compared in C, with no hashing
     data: dict[str, Any] = {"stream_id": np.array(ids, dtype=object)}
+    # emit() writes the same first fields, in the same order, in every event: taken by position
+    # when every event has them there, which spares a search of all the names for each.
+    fixed = 0
+    while fixed < len(_LEADING) and count and bool(np.all(lengths > fixed)):
+        if not np.all(names[first + fixed].astype("S16") == _LEADING[fixed].encode()):
+            break
+        data[_LEADING[fixed]] = _column(_LEADING[fixed], np.arange(count), values[first + fixed], count)
+        fixed += 1
+    others = np.ones(len(names), dtype=bool)
+    for position in range(fixed):
+        others[first + position] = False
+    rest = np.flatnonzero(others)
+    rest_names = names[rest].astype("S16")  # fixed width: compared in C, with no hashing
     for field in FIELDS:
-        where = names == field.encode()
-        rows, present = entry[where], values[where]
-        if field in NUMBERS:
-            column: np.ndarray = np.full(count, np.nan)
-            column[rows] = np.fromiter(map(float, present), dtype=np.float64, count=len(present))
-        else:  # few distinct values (but ids): decode each once
-            column = np.full(count, None, dtype=object)
-            value_codes, distinct = pd.factorize(present)
-            column[rows] = np.array([_text_of(v) or None for v in distinct], dtype=object)[value_codes]
-        data[field] = column
+        if field not in data:
+            where = rest[rest_names == field.encode()]
+            data[field] = _column(field, entry[where], values[where], count)
     return pd.DataFrame(data, columns=["stream_id", *FIELDS])
+
+
+def _column(field: str, rows: np.ndarray, present: np.ndarray, count: int) -> np.ndarray:
+    """One field's column: its values ``present`` in events ``rows``; missing elsewhere."""
+    if field in NUMBERS:
+        column: np.ndarray = np.full(count, np.nan)
+        column[rows] = np.fromiter(map(float, present), dtype=np.float64, count=len(present))
+        return column
+    column = np.full(count, None, dtype=object)  # few distinct values (but ids): decode each once
+    value_codes, distinct = pd.factorize(present)
+    column[rows] = np.array([_text_of(v) or None for v in distinct], dtype=object)[value_codes]
+    return column
 
 
 def _text_of(value: Any) -> str:
