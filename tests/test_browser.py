@@ -310,6 +310,16 @@ def test_monitor_renders_live_counts_in_jupyterlab(chromium, jupyter_lab, tmp_pa
             shot = tmp_path / "monitor-task-stream.png"
             monitor.screenshot(path=shot)
             page.screenshot(path=tmp_path / "jupyterlab.png")
+            # Stopped, the monitor says so and greys its controls; restarted, it runs again.
+            buttons = {name: monitor.get_by_role("button", name=name, exact=True)
+                       for name in ("stop monitor", "restart monitor", "revoke", "+ worker")}  # fmt: skip
+            assert buttons["restart monitor"].is_disabled() and buttons["revoke"].is_enabled()
+            buttons["stop monitor"].click()
+            monitor.get_by_text("monitor stopped at").wait_for(timeout=30_000)
+            assert all(buttons[name].is_disabled() for name in ("stop monitor", "revoke", "+ worker"))
+            buttons["restart monitor"].click()
+            wait_for(lambda: buttons["revoke"].is_enabled(), 30, "the restarted monitor's controls")
+            assert buttons["restart monitor"].is_disabled() and monitor.get_by_text("monitor stopped at").count() == 0
         except BaseException:  # pytest.fail's exception too
             with contextlib.suppress(Exception):
                 page.screenshot(path=tmp_path / "failure.png")

@@ -411,3 +411,33 @@ def test_throughput_labels_match_its_legend(ran):
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["attempts finished / s", "queue depth"]
     assert ax.get_ylabel() == "attempts finished / s" and depth.get_ylabel().startswith("queue depth")
+
+
+@pytest.mark.slow
+def test_a_frozen_worker_shows_as_stale_then_lost(lab):
+    import os
+    import signal
+
+    pool = lab.workers(1)
+    frozen = pool.processes[0]
+    monitor = Monitor(lab, plots=False)
+    monitor.refresh()
+    assert [w["state"] for w in monitor.data["workers"]] == ["idle"]
+    seen: list[str] = []
+    shown: list[str] = []
+
+    def state() -> str | None:
+        monitor.refresh()
+        row = next((w for w in monitor.data["workers"] if w["name"] == frozen.name), None)
+        if row is not None and (not seen or seen[-1] != row["state"]):
+            seen.append(row["state"])
+            shown.append(monitor.workers.value)
+        return row["state"] if row is not None else "gone"
+
+    os.kill(frozen.pid, signal.SIGSTOP)  # it stops renewing its lease
+    try:
+        wait_for(lambda: state() in ("lost", "gone"), 10, "the frozen worker's lease to run out")
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    assert "stale" in seen, f"it missed renewals before its lease ran out: {seen}"
+    assert ">stale</span>" in shown[seen.index("stale")], "the table marks it"
