@@ -78,6 +78,7 @@ class Monitor:
         self.live = LiveTasks(lab.connection, lab.namespace)
         self.usage = ProcessUsage()
         self._stop = threading.Event()
+        self._refreshing = threading.RLock()
         self._thread: threading.Thread | None = None
         self._last_plot = 0.0
         self._build()
@@ -125,9 +126,11 @@ class Monitor:
             description="task stream:", layout=w.Layout(width="auto"), style={"description_width": "initial"},
         )  # fmt: skip
         self.window.observe(lambda _: self._redraw_plots(), names="value")
-        self.stream_canvas = _stream_canvas(self._clicked) if self.with_plots and self.interactive else None
+        self._drawing = threading.RLock()
+        self.stream_canvas = (
+            _stream_canvas(self._clicked, self._drawing) if self.with_plots and self.interactive else None
+        )
         self.selected = w.HTML()
-        self._drawing = threading.Lock()
         self.add_worker.on_click(lambda _: self._act(self._scale, +1))
         self.remove_worker.on_click(lambda _: self._act(self._scale, -1))
         self.revoke_button.on_click(lambda _: self._act(self.revoke_selected))
@@ -264,7 +267,12 @@ class Monitor:
         return sorted(workers, key=lambda r: r["name"])
 
     def refresh(self, plots: bool = False) -> None:
-        """Read Redis once and set the widget's traits; with ``plots``, redraw the plots too."""
+        """Read Redis once and set the widget's traits; with ``plots``, redraw the plots too. (The
+        monitor's thread and a button's click may both refresh: one at a time.)"""
+        with self._refreshing:
+            self._refresh(plots)
+
+    def _refresh(self, plots: bool) -> None:
         data = self.data = self.read()
         self._show_header()
         for state, widget in self.counts.items():
@@ -536,13 +544,20 @@ def _has_ipympl() -> bool:
     return importlib.util.find_spec("ipympl") is not None
 
 
-def _stream_canvas(on_click: Any) -> Any:
-    """An interactive figure for the task stream (ipympl's canvas widget: zoom, pan, click)."""
+def _stream_canvas(on_click: Any, drawing: Any) -> Any:
+    """An interactive figure for the task stream (ipympl's canvas widget: zoom, pan, click). It
+    draws on the kernel's thread when the browser asks; ``drawing`` keeps that apart from the
+    monitor's thread, which draws the figure anew."""
     from ipympl.backend_nbagg import Canvas, FigureManager
     from matplotlib.figure import Figure
 
+    class StreamCanvas(Canvas):
+        def draw(self) -> None:
+            with drawing:
+                super().draw()
+
     figure = Figure(figsize=STREAM_SIZE, dpi=CSS_DPI)
-    canvas = Canvas(figure)
+    canvas = StreamCanvas(figure)
     FigureManager(canvas, 0)
     canvas.header_visible = False
     canvas.footer_visible = False
