@@ -206,7 +206,7 @@ def after_gate(x, gate):
     return x
 
 def short(i):
-    time.sleep(0.1)
+    time.sleep(0.2)
     return i
 
 def boom():
@@ -278,10 +278,13 @@ def test_monitor_renders_live_counts_in_jupyterlab(chromium, jupyter_lab, tmp_pa
             count.wait("SUCCESS", lambda n: n == 8, 30, "the monitor to show the three later successes")
 
             monitor = page.locator(".jp-OutputArea-output", has=count.locator("SUCCESS"))
-            plots_shown = "images => images.length === 2 && images.every(image => image.naturalWidth > 0)"
+            plots_shown = "images => images.filter(i => i.clientWidth > 0).every(i => i.naturalWidth > 0)"
             wait_for(lambda: monitor.locator("img").evaluate_all(plots_shown), 30, "the monitor's plots to render")
 
             batch_gate.touch()  # 50 short tasks and a failing one
+            count.wait("STARTED", lambda n: n == 2, 60, "the short tasks to run on both workers")
+            wait_for(lambda: "waiting" in monitor.locator("table").first.inner_text(), 10, "their progress bar")
+            monitor.screenshot(path=tmp_path / "monitor-during-run.png")
             count.wait("SUCCESS", lambda n: n == 58, 120, "the 50 short tasks")
             count.wait("FAILURE", lambda n: n == 1, 60, "the failing task")
             report = page.locator(
@@ -293,13 +296,17 @@ def test_monitor_renders_live_counts_in_jupyterlab(chromium, jupyter_lab, tmp_pa
             canvas = monitor.locator(".jupyter-matplotlib-figure canvas").first
             wait_for(lambda: canvas.evaluate(COLOURED_RUNS, stream) >= 40, 30, "the stream to show 40 marks apart")
             # Every plot has at least as many pixels as it is shown with: nothing is scaled up.
+            # The images shown (the stream's stand-in image is gone once its canvas is set up).
             sizes = monitor.locator("img").evaluate_all(
-                "images => images.map(i => [i.naturalWidth, i.naturalHeight, i.clientWidth, i.clientHeight])"
+                "images => images.filter(i => i.clientWidth > 0)"
+                ".map(i => [i.naturalWidth, i.naturalHeight, i.clientWidth, i.clientHeight])"
             )
+            assert len(sizes) == 2, sizes
             sizes.append(canvas.evaluate("c => [c.width, c.height, c.clientWidth, c.clientHeight]"))
             assert all(nw >= cw > 0 and nh >= ch > 0 for nw, nh, cw, ch in sizes), sizes
             monitor.screenshot(path=tmp_path / "monitor.png")
             # A click on the failed attempt selects it: what it was, and its traceback.
+            canvas.scroll_into_view_if_needed()
             box = canvas.bounding_box()
             x, y = stream["failed_at"]
             page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
@@ -313,13 +320,19 @@ def test_monitor_renders_live_counts_in_jupyterlab(chromium, jupyter_lab, tmp_pa
             # Stopped, the monitor says so and greys its controls; restarted, it runs again.
             buttons = {name: monitor.get_by_role("button", name=name, exact=True)
                        for name in ("stop monitor", "restart monitor", "revoke", "+ worker")}  # fmt: skip
-            assert buttons["restart monitor"].is_disabled() and buttons["revoke"].is_enabled()
+            stopped = monitor.get_by_text("monitor stopped at")
+
+            def controls(enabled: bool) -> bool:
+                return all(buttons[name].is_enabled() == enabled for name in ("stop monitor", "revoke", "+ worker"))
+
+            assert buttons["restart monitor"].is_disabled() and controls(enabled=True) and stopped.count() == 0
             buttons["stop monitor"].click()
-            monitor.get_by_text("monitor stopped at").wait_for(timeout=30_000)
-            assert all(buttons[name].is_disabled() for name in ("stop monitor", "revoke", "+ worker"))
+            # The kernel sets the controls' states, then the header: once the header says so, all are set.
+            stopped.wait_for(timeout=30_000)
+            assert controls(enabled=False) and buttons["restart monitor"].is_enabled()
             buttons["restart monitor"].click()
-            wait_for(lambda: buttons["revoke"].is_enabled(), 30, "the restarted monitor's controls")
-            assert buttons["restart monitor"].is_disabled() and monitor.get_by_text("monitor stopped at").count() == 0
+            wait_for(lambda: stopped.count() == 0, 30, "the restarted monitor's header")
+            assert controls(enabled=True) and buttons["restart monitor"].is_disabled()
         except BaseException:  # pytest.fail's exception too
             with contextlib.suppress(Exception):
                 page.screenshot(path=tmp_path / "failure.png")

@@ -229,7 +229,7 @@ def throughput(frame: pd.DataFrame | None = None, *, bins: int = 40) -> Figure:
     depth_ax.set_ylim(bottom=0)
     ax.legend(handles=[bars, line], loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=2, fontsize="small",
               frameon=False)  # fmt: skip
-    fig.subplots_adjust(left=0.12, right=0.86, bottom=0.16, top=0.86)
+    fig.subplots_adjust(left=0.16, right=0.86, bottom=0.16, top=0.86)
     return fig
 
 

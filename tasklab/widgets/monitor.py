@@ -128,7 +128,9 @@ class Monitor:
         self.window.observe(lambda _: self._redraw_plots(), names="value")
         self._drawing = threading.RLock()
         self.stream_canvas = (
-            _stream_canvas(self._clicked, self._drawing) if self.with_plots and self.interactive else None
+            _stream_canvas(self._clicked, self._drawing, self._canvas_ready)
+            if self.with_plots and self.interactive
+            else None
         )
         self.selected = w.HTML()
         self.add_worker.on_click(lambda _: self._act(self._scale, +1))
@@ -143,8 +145,8 @@ class Monitor:
         controls = w.HBox([self.revoke_button, self.retry_current, self.retry_original, self.purge_button,
                            self.close_button, self.restart_button])  # fmt: skip
         small = w.HBox([self.images["runtime"], self.images["throughput"]], layout=w.Layout(flex_flow="row wrap"))
-        stream = self.stream_canvas if self.stream_canvas is not None else self.images["stream"]
-        plots = w.VBox([w.HBox([self.window, self.selected]), stream, small])
+        stream = [self.images["stream"]] + ([self.stream_canvas] if self.stream_canvas is not None else [])
+        plots = w.VBox([w.HBox([self.window, self.selected]), *stream, small])
         self.widget = w.VBox([
             self.header,
             w.HBox([*self.counts.values(), self.attempts]),
@@ -325,7 +327,13 @@ class Monitor:
                     figure.axes[0].set_ylim(zoomed[1])
                 self._drawn_limits = self._limits(figure)
                 self.stream_marks = figure.marks
-            self.stream_canvas.draw_idle()
+            if self.stream_canvas.syncing_data_url:
+                # No browser has set the canvas up yet: it does so when the kernel is between
+                # cells. Until then the stream is also shown as an image, which the thread updates.
+                self.images["stream"].value = to_png(figure)
+                self.stream_canvas.draw_idle()
+            else:  # drawn and sent now: a request from the browser is read only between cells
+                self.stream_canvas.draw()
         else:
             stream = task_stream(frame, window=window)
             self.stream_marks = stream.marks  # type: ignore[attr-defined]
@@ -366,6 +374,10 @@ class Monitor:
         )
         self._show_details(row["task_id"])
         return row
+
+    def _canvas_ready(self) -> None:
+        """The browser set the interactive stream up: the image that stood in for it goes."""
+        self.images["stream"].layout.display = "none"
 
     def _redraw_plots(self) -> None:
         if self.with_plots and not self.lab._closed:
@@ -544,10 +556,10 @@ def _has_ipympl() -> bool:
     return importlib.util.find_spec("ipympl") is not None
 
 
-def _stream_canvas(on_click: Any, drawing: Any) -> Any:
+def _stream_canvas(on_click: Any, drawing: Any, ready: Any) -> Any:
     """An interactive figure for the task stream (ipympl's canvas widget: zoom, pan, click). It
     draws on the kernel's thread when the browser asks; ``drawing`` keeps that apart from the
-    monitor's thread, which draws the figure anew."""
+    monitor's thread, which draws the figure anew. ``ready()`` is called once a browser set it up."""
     from ipympl.backend_nbagg import Canvas, FigureManager
     from matplotlib.figure import Figure
 
@@ -555,6 +567,11 @@ def _stream_canvas(on_click: Any, drawing: Any) -> Any:
         def draw(self) -> None:
             with drawing:
                 super().draw()
+
+        def _handle_message(self, object: Any, content: dict[str, Any], buffers: Any) -> None:
+            super()._handle_message(object, content, buffers)
+            if content.get("type") == "initialized":
+                ready()
 
     figure = Figure(figsize=STREAM_SIZE, dpi=CSS_DPI)
     canvas = StreamCanvas(figure)
