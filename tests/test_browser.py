@@ -221,8 +221,8 @@ import json, time
 from pathlib import Path
 while not Path({gate!r}).exists():
     time.sleep(0.05)
-shorts, failing = short.map(range(50)), boom.delay()
-shorts.get(timeout=120)
+shorts, failing = [short.delay(i) for i in range(50)], boom.delay()
+[result.get(timeout=120) for result in shorts]
 failing.get(timeout=60, propagate=False)
 monitor.refresh(plots=True)
 marks = monitor.stream_marks
