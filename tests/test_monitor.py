@@ -140,6 +140,17 @@ def test_monitor_shows_busy_workers_and_tracebacks(ran, lab):
     (row,) = monitor.data["running"]
     assert (row["id"], row["name"], row["worker"]) == (running.id, "gated", busy[0]["name"])
     assert running.id[:8] in monitor.running.value
+
+    class Reporting(Monitor):  # the hook a task's progress reports reach the monitor through
+        def read_progress(self, job_ids):
+            return {job_id: ("PROGRESS", 2.0, 4.0) for job_id in job_ids}
+
+    reporting = Reporting(lab, plots=False)
+    reporting.refresh()
+    assert reporting.data["progress"] == {running.id: ("PROGRESS", 2.0, 4.0)}
+    for table in (reporting.running.value, reporting.workers.value):
+        assert '<progress value="2" max="4"' in table and "2/4 PROGRESS" in table
+    assert "<progress" not in monitor.running.value, "nothing reported, nothing shown"
     failed_id = next(value for label, value in monitor.recent.options if "FAILURE" in label)
     monitor.recent.value = failed_id
     assert "ValueError: bad 7" in monitor.details.value

@@ -78,12 +78,21 @@ def tasks_table(tasks: list[dict[str, Any]]) -> str:
     )  # fmt: skip
 
 
+def reported(progress: tuple[str, float, float] | None, width: int = 120) -> str:
+    """A running task's reported progress, ``(state, done, of)``, as a small bar with its numbers."""
+    if progress is None:
+        return ""
+    state, done, of = progress
+    return (f'<progress value="{min(done, of):g}" max="{of:g}" style="width:{width}px"></progress> '
+            f"{done:g}/{of:g} {html.escape(state)}")  # fmt: skip
+
+
 def running_table(running: list[dict[str, Any]]) -> str:
-    """The running tasks; ``progress`` is what a task reported of its progress (empty if nothing)."""
+    """The running tasks; ``progress`` is what a task reported of its progress (see :func:`reported`)."""
     return table(
         ["task", "id", "attempt", "worker", "running for", "progress"],
         [[html.escape(r["name"]), r["id"][:8], r["attempt"], html.escape(str(r["worker"] or "")),
-          duration(r["running_s"]), r.get("progress") or ""] for r in running],
+          duration(r["running_s"]), reported(r.get("progress"))] for r in running],
         "nothing running",
     )  # fmt: skip
 
@@ -92,10 +101,10 @@ def workers_table(workers: list[dict[str, Any]], lab_stopped: bool = False) -> s
     if lab_stopped:
         return table(["worker"], [], "no workers: the lab is stopped")
     return table(
-        ["worker", "state", "host", "pid", "cpu %", "memory", "running", "for", "attempts"],
+        ["worker", "state", "host", "pid", "cpu %", "memory", "running", "for", "progress", "attempts"],
         [[html.escape(r["name"]), worker_state(r["state"]), html.escape(str(r["host"])), r["pid"], _cpu(r["cpu"]),
-          _memory(r["memory"]), html.escape(r["task"] or ""), duration(r["running_s"]), r["attempts"]]
-         for r in workers],
+          _memory(r["memory"]), html.escape(r["task"] or ""), duration(r["running_s"]), reported(r.get("progress")),
+          r["attempts"]] for r in workers],
         "no workers",
     )  # fmt: skip
 
