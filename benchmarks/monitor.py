@@ -3,7 +3,9 @@
 Fills the event history with N finished attempts (default 100,000), then measures:
 
 * one monitor refresh (the widget's read of Redis and its trait updates): target < 50 ms;
-* one plot refresh (the last 3000 events to a DataFrame, three figures to PNG): target < 500 ms;
+* one plot refresh (the last 3000 events to a DataFrame, three figures drawn at twice their
+  shown size): target < 300 ms;
+* ``history()`` over all N attempts: target <= 1 s;
 * Redis memory per finished attempt, for the event history alone (written as the runtime
   writes it) and for real jobs run end to end (RQ's job and result records plus events).
 
@@ -73,11 +75,11 @@ def main() -> None:
         events_bytes = (used_memory(lab) - before) / args.attempts
         stream_len = lab.connection.xlen(events.STREAM)
 
-        monitor = Monitor(lab, plots=True)
+        monitor = Monitor(lab, plots=True, interactive=False)
         monitor.refresh()
         refresh_ms = timed(monitor.refresh, 20)
         plot_ms = timed(monitor.refresh_plots, 3)
-        history_ms = timed(lambda: lab.history(), 1)[0]
+        history_ms = timed(lambda: lab.history(), 3)
 
         lab.connection.flushdb()
         lab.workers(2)
@@ -91,13 +93,16 @@ def main() -> None:
     p50 = statistics.median
     print(f"history: {args.attempts} finished attempts ({stream_len} stream entries) written in {fill_s:.1f} s")
     print(f"monitor refresh:  p50 {p50(refresh_ms):6.1f} ms   max {max(refresh_ms):6.1f} ms   (target < 50 ms)")
-    print(f"plot refresh:     p50 {p50(plot_ms):6.1f} ms   max {max(plot_ms):6.1f} ms   (target < 500 ms;"
+    print(f"plot refresh:     p50 {p50(plot_ms):6.1f} ms   max {max(plot_ms):6.1f} ms   (target < 300 ms;"
           " the last 3000 events)")  # fmt: skip
-    print(f"full history():   {history_ms:6.0f} ms for {args.attempts} attempts (not on the monitor's path)")
+    print(f"history():        p50 {p50(history_ms):6.1f} ms   max {max(history_ms):6.1f} ms   (target <= 1000 ms;"
+          f" {args.attempts} attempts)")  # fmt: skip
     print(f"Redis memory per finished attempt: {events_bytes:.0f} B of events; {real_bytes:.0f} B for a real job "
           "(RQ job hash and result kept for result_ttl, plus events)")  # fmt: skip
-    for name, value, target in (("refresh", p50(refresh_ms), 50), ("plot refresh", p50(plot_ms), 500)):
-        print(f"  {name}: {'met' if value < target else 'MISSED'} ({value:.1f} ms vs {target} ms)")
+    for name, value, target in (
+        ("refresh", p50(refresh_ms), 50), ("plot refresh", p50(plot_ms), 300), ("history()", p50(history_ms), 1000)
+    ):  # fmt: skip
+        print(f"  {name}: {'met' if value <= target else 'MISSED'} ({value:.1f} ms vs {target} ms)")
 
 
 if __name__ == "__main__":

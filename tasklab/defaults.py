@@ -219,6 +219,10 @@ MONITOR_PLOT_EVENTS = 3000
 MONITOR_INTERVAL = 0.5
 MONITOR_PLOT_INTERVAL = 5.0
 
+#: Seconds of activity the task stream shows by default (up to the latest event); the monitor's
+#: window menu widens it, and ``task_stream(frame, window=None)`` shows the whole frame.
+STREAM_WINDOW = 120.0
+
 #: Attempts the monitor lists under "Recent attempts".
 MONITOR_RECENT = 30
 

@@ -404,8 +404,17 @@ class Lab:
 
         return stats(self.history(since=since, until=until, name=name, namespace=namespace))
 
-    def monitor(self, *, display: bool = True, interval: float = defaults.MONITOR_INTERVAL, plots: bool = True) -> Any:
-        """The live monitor widget: shown and updating (``display=False``: built, not shown or started)."""
+    def monitor(
+        self,
+        *,
+        display: bool = True,
+        interval: float = defaults.MONITOR_INTERVAL,
+        plots: bool = True,
+        interactive: bool | None = None,
+    ) -> Any:
+        """The live monitor widget: shown and updating (``display=False``: built, not shown or started).
+        ``interactive=False`` shows the task stream as an image, for a frontend without ipympl's
+        extension (by default it is interactive when ipympl is installed)."""
         # ipywidgets and IPython's display load with the first monitor, not with tasklab: scripts
         # and workers never need them.
         from IPython.display import display as show
@@ -413,7 +422,7 @@ class Lab:
         from .widgets.monitor import Monitor
 
         self._check_open()
-        monitor = Monitor(self, interval=interval, plots=plots)
+        monitor = Monitor(self, interval=interval, plots=plots, interactive=interactive)
         monitor.refresh(plots=plots)
         if display:
             show(monitor)

@@ -204,27 +204,64 @@ def after_gate(x, gate):
     while not Path(gate).exists():
         time.sleep(0.05)
     return x
+
+def short(i):
+    time.sleep(0.2)
+    return i
+
+def boom():
+    raise ZeroDivisionError("boom")
+"""
+
+#: Once the test opens its second gate: 50 short tasks and a failing one, then a report of the task
+#: stream as the kernel drew it: marks drawn apart, where each lane's middle is, and where the failed
+#: attempt is (fractions of the figure, from its top left).
+BATCH_CELL = """\
+import json, time
+from pathlib import Path
+while not Path({gate!r}).exists():
+    time.sleep(0.05)
+shorts, failing = [short.delay(i) for i in range(50)], boom.delay()
+[result.get(timeout=120) for result in shorts]
+failing.get(timeout=60, propagate=False)
+monitor.refresh(plots=True)
+marks = monitor.stream_marks
+fig = monitor.stream_canvas.figure
+ax, (width, height) = fig.axes[0], fig.canvas.get_width_height()
+def where(x, y):
+    px, py = ax.transData.transform((x, y))
+    return px / fig.bbox.width, 1 - py / fig.bbox.height
+apart = sum(1 + int((lane["left"].to_numpy()[1:] > lane["right"].to_numpy()[:-1]).sum())
+            for _, lane in marks.sort_values("left").groupby("lane"))
+bad = marks[marks["state"] == "FAILURE"].iloc[0]
+print("STREAM-REPORT " + json.dumps({{
+    "apart": apart, "short": int((marks["name"] == "short").sum()), "failed_id": bad["task_id"],
+    "lanes": [where(0, lane)[1] for lane in sorted(marks["lane"].unique())],
+    "x_range": [where(ax.get_xlim()[0], 0)[0], where(ax.get_xlim()[1], 0)[0]],
+    "failed_at": where((bad["left"] + bad["right"]) / 2, bad["lane"]),
+}}))
 """
 
 
 def test_monitor_renders_live_counts_in_jupyterlab(chromium, jupyter_lab, tmp_path, capsys):
     from playwright.sync_api import sync_playwright
 
-    gate = tmp_path / "release-more-tasks"
+    gate, batch_gate = tmp_path / "release-more-tasks", tmp_path / "release-the-batch"
     write_notebook(
         jupyter_lab.root / "monitor.ipynb",
         [
-            "%load_ext tasklab",
+            "%load_ext tasklab\nimport tasklab",
             TASK_CELL,
             "rs = square.map_async(range(5))\nrs.get(timeout=60)",
-            "%tasklab monitor",
+            "monitor = tasklab.monitor()",
             # Three more tasks, held until the browser has shown the first five successes.
-            f"more = [after_gate.delay(i, {str(gate)!r}) for i in range(3)]",
+            f"import tasklab\nmore = [after_gate.delay(i, {str(gate)!r}) for i in range(3)]",
+            BATCH_CELL.format(gate=str(batch_gate)),
         ],
     )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page = browser.new_page(viewport={"width": 1600, "height": 1600})
         page.set_default_timeout(30_000)
         try:
             page.goto(f"{jupyter_lab.url}/lab/tree/monitor.ipynb?token={jupyter_lab.token}")
@@ -241,11 +278,61 @@ def test_monitor_renders_live_counts_in_jupyterlab(chromium, jupyter_lab, tmp_pa
             count.wait("SUCCESS", lambda n: n == 8, 30, "the monitor to show the three later successes")
 
             monitor = page.locator(".jp-OutputArea-output", has=count.locator("SUCCESS"))
-            plots_shown = "images => images.length === 3 && images.every(image => image.naturalWidth > 0)"
+            plots_shown = "images => images.filter(i => i.clientWidth > 0).every(i => i.naturalWidth > 0)"
             wait_for(lambda: monitor.locator("img").evaluate_all(plots_shown), 30, "the monitor's plots to render")
-            shot = tmp_path / "monitor.png"
+
+            batch_gate.touch()  # 50 short tasks and a failing one
+            count.wait("STARTED", lambda n: n == 2, 60, "the short tasks to run on both workers")
+            wait_for(lambda: "waiting" in monitor.locator("table").first.inner_text(), 10, "their progress bar")
+            monitor.screenshot(path=tmp_path / "monitor-during-run.png")
+            count.wait("SUCCESS", lambda n: n == 58, 120, "the 50 short tasks")
+            count.wait("FAILURE", lambda n: n == 1, 60, "the failing task")
+            report = page.locator(
+                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']", has_text="STREAM-REPORT"
+            )
+            report.wait_for(timeout=60_000)
+            stream = json.loads(report.inner_text().split("STREAM-REPORT ", 1)[1].strip().splitlines()[0])
+            assert stream["short"] == 50 and stream["apart"] >= 50, stream
+            canvas = monitor.locator(".jupyter-matplotlib-figure canvas").first
+            wait_for(lambda: canvas.evaluate(COLOURED_RUNS, stream) >= 40, 30, "the stream to show 40 marks apart")
+            # Every plot has at least as many pixels as it is shown with: nothing is scaled up.
+            # The images shown (the stream's stand-in image is gone once its canvas is set up).
+            sizes = monitor.locator("img").evaluate_all(
+                "images => images.filter(i => i.clientWidth > 0)"
+                ".map(i => [i.naturalWidth, i.naturalHeight, i.clientWidth, i.clientHeight])"
+            )
+            assert len(sizes) == 2, sizes
+            sizes.append(canvas.evaluate("c => [c.width, c.height, c.clientWidth, c.clientHeight]"))
+            assert all(nw >= cw > 0 and nh >= ch > 0 for nw, nh, cw, ch in sizes), sizes
+            monitor.screenshot(path=tmp_path / "monitor.png")
+            # A click on the failed attempt selects it: what it was, and its traceback.
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()
+            x, y = stream["failed_at"]
+            page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
+            selected = monitor.locator(".widget-html-content", has_text="selected:")
+            wait_for(lambda: stream["failed_id"][:8] in selected.inner_text(), 30, "the clicked attempt's details")
+            wait_for(lambda: "ZeroDivisionError: boom" in monitor.inner_text(), 30, "the attempt's traceback")
+            canvas.scroll_into_view_if_needed()
+            shot = tmp_path / "monitor-task-stream.png"
             monitor.screenshot(path=shot)
             page.screenshot(path=tmp_path / "jupyterlab.png")
+            # Stopped, the monitor says so and greys its controls; restarted, it runs again.
+            buttons = {name: monitor.get_by_role("button", name=name, exact=True)
+                       for name in ("stop monitor", "restart monitor", "revoke", "+ worker")}  # fmt: skip
+            stopped = monitor.get_by_text("monitor stopped at")
+
+            def controls(enabled: bool) -> bool:
+                return all(buttons[name].is_enabled() == enabled for name in ("stop monitor", "revoke", "+ worker"))
+
+            assert buttons["restart monitor"].is_disabled() and controls(enabled=True) and stopped.count() == 0
+            buttons["stop monitor"].click()
+            # The kernel sets the controls' states, then the header: once the header says so, all are set.
+            stopped.wait_for(timeout=30_000)
+            assert controls(enabled=False) and buttons["restart monitor"].is_enabled()
+            buttons["restart monitor"].click()
+            wait_for(lambda: stopped.count() == 0, 30, "the restarted monitor's header")
+            assert controls(enabled=True) and buttons["restart monitor"].is_disabled()
         except BaseException:  # pytest.fail's exception too
             with contextlib.suppress(Exception):
                 page.screenshot(path=tmp_path / "failure.png")
@@ -257,6 +344,27 @@ def test_monitor_renders_live_counts_in_jupyterlab(chromium, jupyter_lab, tmp_pa
         print(f"\nmonitor screenshot: {shot}")
 
 
+#: How many separate coloured runs the browser's canvas shows along each lane's middle (a mark's
+#: colour is neither white, grey nor black); its argument is the kernel's report of the stream.
+COLOURED_RUNS = """(canvas, stream) => {
+  const context = canvas.getContext("2d");
+  let runs = 0;
+  for (const lane of stream.lanes) {
+    const y = Math.round(lane * canvas.height);
+    const x0 = Math.round(stream.x_range[0] * canvas.width) + 2, x1 = Math.round(stream.x_range[1] * canvas.width) - 2;
+    const row = context.getImageData(x0, y, x1 - x0, 1).data;
+    let inside = false;
+    for (let i = 0; i < row.length; i += 4) {
+      const spread = Math.max(row[i], row[i + 1], row[i + 2]) - Math.min(row[i], row[i + 1], row[i + 2]);
+      const coloured = spread > 38;
+      if (coloured && !inside) runs += 1;
+      inside = coloured;
+    }
+  }
+  return runs;
+}"""
+
+
 class MonitorCounts:
     """Reads the monitor's state counts as the browser renders them: the badge, then the count."""
 
@@ -265,7 +373,7 @@ class MonitorCounts:
 
     def locator(self, state: str) -> Locator:
         return self.page.locator(
-            f"xpath=//div[contains(@class, 'widget-html-content')]/span[normalize-space() = '{state}']"
+            f"xpath=//div[contains(@class, 'widget-html-content')]/span/span[normalize-space() = '{state}']"
             "/following-sibling::b[1]"
         )
 

@@ -39,3 +39,56 @@ def test_history_reads_well_and_keeps_the_raw_columns(shell, lab):
     chosen = repr(frame[["task_id", "run_s"]])
     assert "task_id" in chosen.splitlines()[0] and "also in the frame" not in chosen, "a choice of columns shows them"
     assert "also in the frame" in repr(frame[frame["name"] == "ok"]), "rows of it show as history does"
+
+
+def test_history_folds_every_kind_of_event(lab):
+    """The events of a retried task, a task lost and requeued (acks_late), a late duplicate, a
+    countdown, and a running one, written as the runtime writes them, fold into these attempts."""
+    from tasklab.engine import events
+
+    ns, emit = lab.namespace, events.emit
+    with lab.connection.pipeline(transaction=False) as pipe:
+        emit(pipe, events.SUBMITTED, "retried", "fetch", ns, q="io", v="v1")
+        emit(pipe, events.STARTED, "retried", "fetch", ns, n=0, w="w1", q="io")
+        emit(pipe, events.RETRY, "retried", "fetch", ns, n=0, w="w1", run=0.01, x="IOError", msg="down",
+             next=repr(2e9))  # fmt: skip
+        emit(pipe, events.STARTED, "retried", "fetch", ns, n=1, w="w2", v="v2")
+        emit(pipe, events.SUCCEEDED, "retried", "fetch", ns, n=1, w="w2", run=0.02)
+        emit(pipe, events.SUBMITTED, "lost", "crunch", ns, v="v1")
+        emit(pipe, events.STARTED, "lost", "crunch", ns, n=0, w="w3")
+        emit(pipe, events.LOST, "lost", "crunch", ns, n=0, w="w3", x="WorkerLostError", msg="", next=repr(2e9 + 5))
+        emit(pipe, events.DUPLICATE, "lost", "crunch", ns, n=0, w="w3", x="SUCCESS")
+        emit(pipe, events.SUBMITTED, "later", "crunch", ns, at=repr(3e9))
+        emit(pipe, events.SUBMITTED, "running", "crunch", ns, wf="flow")
+        emit(pipe, events.STARTED, "running", "crunch", ns, n=0, w="w1", wf="flow")
+        pipe.execute()
+    frame = lab.history().set_index(["task_id", "attempt", "state"])
+    rows = {key: row for key, row in frame.iterrows()}
+    assert set(rows) == {("retried", 0, "RETRY"), ("retried", 1, "SUCCESS"), ("lost", 0, "LOST"),
+                         ("lost", 0, "DUPLICATE"), ("later", 0, "PENDING"),
+                         ("running", 0, "STARTED")}  # fmt: skip
+    first, second = rows[("retried", 0, "RETRY")], rows[("retried", 1, "SUCCESS")]
+    assert (first["error"], first["worker"], first["queue"], first["version"]) == ("IOError: down", "w1", "io", "v1")
+    assert (second["worker"], second["version"]) == ("w2", "v2") and pd.isna(second["error"])
+    assert second["submitted_at"] == pd.Timestamp(2e9, unit="s", tz="UTC"), "a retry waits from when it was due"
+    assert rows[("lost", 0, "LOST")]["error"] == "WorkerLostError"
+    assert rows[("lost", 0, "DUPLICATE")]["error"] == "late SUCCESS"
+    assert rows[("later", 0, "PENDING")]["submitted_at"] == pd.Timestamp(3e9, unit="s", tz="UTC"), "a countdown"
+    assert rows[("running", 0, "STARTED")]["workflow"] == "flow"
+    assert pd.isna(rows[("running", 0, "STARTED")]["finished_at"])
+    due = list(zip(lab.history()["task_id"], lab.history()["attempt"], strict=True))
+    assert due[:4] == [("retried", 0), ("lost", 0), ("lost", 0), ("running", 0)], "in the order they were due"
+    assert due[4:] == [("retried", 1), ("later", 0)]
+
+
+def test_events_are_read_by_name_whatever_their_order():
+    """Events whose fields come in another order (not written by emit) are read by their names."""
+    from tasklab.diagnostics.stream import _columns
+
+    ordered = [b"e", b"submitted", b"id", b"a", b"t", b"x", b"ns", b"n", b"ts", b"1.5"]
+    shuffled = [b"ts", b"2.5", b"ns", b"n", b"e", b"started", b"w", b"w1", b"id", b"a", b"t", b"x"]
+    frame = _columns([b"1-0", b"2-0"], [ordered, shuffled])
+    assert list(frame["e"]) == ["submitted", "started"] and list(frame["ts"]) == [1.5, 2.5]
+    assert frame["w"].isna().tolist() == [True, False] and frame["w"][1] == "w1" and list(frame["id"]) == ["a", "a"]
+    frame = _columns([b"1-0", b"2-0"], [ordered, ordered])
+    assert list(frame["e"]) == ["submitted", "submitted"] and frame["w"].isna().all()

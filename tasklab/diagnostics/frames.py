@@ -7,7 +7,6 @@ datetime, or seconds ago as a number) and by task name; the time filter is appli
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import redis
 
 from .. import defaults
 from ..engine import events
+from .stream import bound, columns_of, no_collection, read_columns
 
 #: The columns of :func:`history`, those a reader wants first: a short id, the task, how it went,
 #: durations in milliseconds. The rest are for analysis: full ids, timestamps, seconds.
@@ -40,21 +40,10 @@ _STATE = {
 }
 
 
-def _stream_bound(when: Any, default: str) -> str:
-    if when is None:
-        return default
-    if isinstance(when, int | float):
-        when = datetime.now(timezone.utc).timestamp() - when
-    elif isinstance(when, datetime | pd.Timestamp):
-        when = pd.Timestamp(when).tz_localize("UTC").timestamp() if pd.Timestamp(when).tzinfo is None else (
-            pd.Timestamp(when).timestamp()
-        )  # fmt: skip
-    return str(int(float(when) * 1000))
-
-
 def read_events(connection: redis.Redis, since: Any = None, until: Any = None) -> list[dict[str, str]]:
-    """Every event between ``since`` and ``until``, oldest first."""
-    start, end = _stream_bound(since, "-"), _stream_bound(until, "+")
+    """Every event between ``since`` and ``until``, oldest first, one dict each (for a few; a
+    history reads columns, see :func:`tasklab.diagnostics.stream.read_columns`)."""
+    start, end = bound(since, "-"), bound(until, "+")
     found: list[dict[str, str]] = []
     while True:
         chunk = connection.xrange(events.STREAM, start, end, count=defaults.HISTORY_READ_CHUNK)
@@ -70,56 +59,73 @@ def read_recent(connection: redis.Redis, count: int) -> list[dict[str, str]]:
     return [events.decode(entry_id, fields) for entry_id, fields in reversed(newest_first)]
 
 
-def _ts(value: str | None) -> float:
-    return float(value) if value else np.nan
-
-
 def attempts(rows: list[dict[str, str]]) -> pd.DataFrame:
-    """Fold events into one row per attempt (see :data:`COLUMNS`)."""
-    table: dict[tuple[str, int], dict[str, Any]] = {}
-    submitted: dict[str, float] = {}
-    resubmitted: dict[tuple[str, int], float] = {}
+    """Fold decoded events into one row per attempt (see :data:`COLUMNS`)."""
+    return fold(columns_of(rows))
 
-    def attempt(event: dict[str, str], n: int) -> dict[str, Any]:
-        key = (event["id"], n)
-        row = table.get(key)
-        if row is None:
-            row = table[key] = dict.fromkeys(COLUMNS)
-            row.update(task_id=event["id"], name=event["t"], attempt=n, state="PENDING", namespace=event["ns"])
-            row["submitted_at"] = resubmitted.get(key, submitted.get(event["id"], np.nan))
-        return row
 
-    for event in rows:
-        kind, n = event["e"], int(event.get("n", 0))
-        if kind == events.DUPLICATE:  # a late outcome of a settled attempt: a row of its own
-            row = table[(event["id"], n, event["stream_id"])] = dict.fromkeys(COLUMNS)  # type: ignore[index]
-            row.update(task_id=event["id"], name=event["t"], attempt=n, state="DUPLICATE", namespace=event["ns"])
-            row.update(worker=event.get("w"), finished_at=_ts(event["ts"]), error=f"late {event.get('x', '')}")
-            row["submitted_at"] = submitted.get(event["id"], np.nan)
-            continue
-        if kind == events.SUBMITTED:
-            submitted[event["id"]] = max(_ts(event["ts"]), _ts(event.get("at")) if event.get("at") else 0)
-            row = attempt(event, 0)
-            row.update(submitted_at=submitted[event["id"]], version=event.get("v"), queue=event.get("q"))
-        else:
-            row = attempt(event, n)
-            if kind == events.STARTED:
-                row.update(started_at=_ts(event["ts"]), worker=event.get("w"), state="STARTED")
-                row["version"] = event.get("v") or row["version"]
-                row["queue"] = event.get("q") or row["queue"]
-            else:
-                row["state"] = _STATE.get(kind, kind.upper())
-                row["finished_at"] = _ts(event["ts"])
-                row["worker"] = event.get("w") or row["worker"]
-                if "run" in event and row["started_at"] is None:
-                    row["started_at"] = row["finished_at"] - float(event["run"])
-                if event.get("x"):
-                    row["error"] = f"{event['x']}: {event.get('msg', '')}".rstrip(": ")
-                if event.get("next"):
-                    resubmitted[(event["id"], n + 1)] = float(event["next"])
-        if event.get("wf"):
-            row["workflow"] = event["wf"]
-    frame = pd.DataFrame(list(table.values()), columns=COLUMNS)
+def fold(frame: pd.DataFrame) -> History:
+    """Fold events (one row each, as :func:`~tasklab.diagnostics.stream.read_columns` reads them)
+    into one row per attempt (see :data:`COLUMNS`), with pandas' grouped operations.
+
+    An attempt is a task id and an attempt number (a submit opens attempt 0). Its state is that of
+    its latest event other than the submit (PENDING if none); its times are those of its start and
+    of its outcome; it waited from the task's submit, or for a retry from when the retry was due.
+    A DUPLICATE event (a late outcome of a settled attempt) is a row of its own.
+    """
+    kind = frame["e"]
+    duplicate = (kind == events.DUPLICATE).to_numpy()
+    ev, dup = frame[~duplicate], frame[duplicate]
+    kind = ev["e"]
+    ts = pd.to_numeric(ev["ts"], errors="coerce")
+    submit = kind == events.SUBMITTED
+    start = kind == events.STARTED
+    outcome = ~submit & ~start
+    attempt = pd.to_numeric(ev["n"], errors="coerce").fillna(0).astype("int64").where(~submit, 0)
+    at = pd.to_numeric(ev["at"], errors="coerce").fillna(0)
+    submitted = pd.Series(np.maximum(ts, at).where(submit).to_numpy(), index=ev["id"].to_numpy()).dropna()
+    submitted = submitted[~submitted.index.duplicated(keep="last")]
+    error = (ev["x"] + ": " + ev["msg"].fillna("")).str.rstrip(": ").where(outcome & ev["x"].notna())
+    state = kind.map(_STATE).fillna(kind.str.upper()).where(outcome, "STARTED").where(~submit)
+    parts = pd.DataFrame({
+        "task_id": ev["id"], "attempt": attempt, "name": ev["t"], "namespace": ev["ns"],
+        "order": np.arange(len(ev)), "state": state,
+        "started": ts.where(start), "finished": ts.where(outcome),
+        "run": pd.to_numeric(ev["run"], errors="coerce").where(outcome),
+        "worker": ev["w"].where(~submit), "version": ev["v"].where(~outcome), "queue": ev["q"].where(~outcome),
+        "error": error, "workflow": ev["wf"], "next": pd.to_numeric(ev["next"], errors="coerce").where(outcome),
+    })  # fmt: skip
+    grouped = parts.groupby(["task_id", "attempt"], sort=False)
+    rows = grouped.last()  # the latest value of each column that has one
+    rows[["name", "namespace", "order"]] = grouped[["name", "namespace", "order"]].first()
+    rows = rows.reset_index()
+    rows["state"] = rows["state"].fillna("PENDING")
+    # When each attempt was due: a retry from its previous attempt's "next", else the task's submit.
+    due = rows[["task_id", "attempt", "next"]].dropna(subset=["next"])
+    due_at = pd.Series(due["next"].to_numpy(), index=pd.MultiIndex.from_arrays([due["task_id"], due["attempt"] + 1]))
+    due_at = due_at[~due_at.index.duplicated(keep="last")]
+    key = pd.MultiIndex.from_arrays([rows["task_id"], rows["attempt"]])
+    rows["submitted_at"] = due_at.reindex(key).to_numpy()
+    first = rows["attempt"] == 0
+    rows.loc[first, "submitted_at"] = np.nan
+    rows["submitted_at"] = rows["submitted_at"].fillna(rows["task_id"].map(submitted))
+    rows["started_at"] = rows["started"].fillna(rows["finished"] - rows["run"])
+    rows["finished_at"] = rows["finished"]
+    if len(dup):
+        late = pd.DataFrame({
+            "task_id": dup["id"], "attempt": pd.to_numeric(dup["n"], errors="coerce").fillna(0).astype("int64"),
+            "name": dup["t"], "namespace": dup["ns"], "state": "DUPLICATE", "worker": dup["w"],
+            "finished_at": pd.to_numeric(dup["ts"], errors="coerce"), "error": "late " + dup["x"].fillna(""),
+            "workflow": dup["wf"], "submitted_at": dup["id"].map(submitted),
+            "order": np.flatnonzero(duplicate) - np.arange(duplicate.sum()) - 0.5,  # just before the next event
+        })  # fmt: skip
+        rows = pd.concat([rows, late], ignore_index=True)
+    return _finish(rows)
+
+
+def _finish(rows: pd.DataFrame) -> History:
+    """Timestamps, durations and short ids for folded attempt rows; sorted by when they were due."""
+    frame = rows.reindex(columns=[*COLUMNS, "order"])
     for column in ("submitted_at", "started_at", "finished_at"):
         seconds = pd.to_numeric(frame[column], errors="coerce")
         frame[column] = pd.to_datetime(seconds, unit="s", utc=True).astype("datetime64[ms, UTC]")
@@ -127,10 +133,12 @@ def attempts(rows: list[dict[str, str]]) -> pd.DataFrame:
     frame["run_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
     frame["wait_ms"] = (frame["wait_s"] * 1000).round(1)
     frame["run_ms"] = (frame["run_s"] * 1000).round(1)
+    for column in ("name", "state", "worker", "error", "task_id", "version", "queue", "namespace", "workflow"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None).infer_objects()
     frame["id"] = frame["task_id"].str[:SHORT_ID]
-    frame["attempt"] = frame["attempt"].astype(int)
-    frame = frame.sort_values(["submitted_at", "attempt"], kind="stable").reset_index(drop=True)
-    return History(frame)
+    frame["attempt"] = frame["attempt"].fillna(0).astype(int)
+    frame = frame.sort_values(["submitted_at", "attempt", "order"], kind="stable")
+    return History(frame[COLUMNS].reset_index(drop=True))
 
 
 class History(pd.DataFrame):
@@ -197,7 +205,8 @@ def history(
     """One row per attempt (see :data:`COLUMNS`): id (short), name, state, attempt, run_ms, wait_ms,
     worker, error; then started_at, finished_at, submitted_at (UTC, to the millisecond), task_id,
     version, queue, namespace, workflow, wait_s, run_s. Displayed, it shows the first eight."""
-    frame = attempts(read_events(connection, since, until))
+    with no_collection():
+        frame = fold(read_columns(connection, since, until))
     if name is not None:
         frame = frame[frame["name"].isin([name] if isinstance(name, str) else name)]
     if namespace is not None:

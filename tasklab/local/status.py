@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from rq import Queue
@@ -80,3 +82,36 @@ def read_status(connection: redis.Redis, url: str) -> ServerStatus:
             )
         )
     return status
+
+
+class ProcessUsage:
+    """CPU and memory of worker processes on this host, by pid (psutil), for a monitor that asks
+    again and again: a process is kept between calls, so its CPU share is over the time since the
+    last call. A worker on another host, or one psutil cannot read, has ``None`` for both."""
+
+    def __init__(self) -> None:
+        import psutil  # loaded with the first monitor, not with tasklab
+
+        self._psutil = psutil
+        self.hostname = socket.gethostname()
+        self._processes: dict[int, Any] = {}
+
+    def read(self, hostname: str | None, pid: int | None) -> tuple[float | None, int | None]:
+        """(CPU percent, resident memory in bytes) of the worker ``pid`` on ``hostname``."""
+        psutil = self._psutil
+        if pid is None or hostname != self.hostname:
+            return None, None
+        process = self._processes.get(pid)
+        try:
+            if process is None:
+                process = self._processes[pid] = psutil.Process(pid)
+                process.cpu_percent()  # the first reading only starts the interval
+            return process.cpu_percent(), process.memory_info().rss
+        except (psutil.Error, OSError):
+            self._processes.pop(pid, None)
+            return None, None
+
+    def forget_others(self, pids: set[int]) -> None:
+        """Drop the processes of workers that are gone."""
+        for pid in set(self._processes) - pids:
+            del self._processes[pid]

@@ -1,17 +1,21 @@
-"""The live monitor: one ipywidgets widget with states, tasks, recent attempts, workers, queues
+"""The live monitor: one ipywidgets widget with task counts by state, a progress bar per task,
+the running tasks, recent attempts, workers (CPU and memory of those on this host), queues
 (marking those no live worker serves), plots.
 
 It is built once and displayed once; a background thread then only sets trait values, about
 twice a second, and renders the plots to PNG bytes for ``Image`` widgets at a slower pace
 (drawing or displaying from a thread is not reliable in Jupyter). One refresh reads running
 totals kept in Redis (see :mod:`tasklab.engine.events`), not the history, so it costs the same
-however many tasks ran before. ``lab.monitor(display=False)`` (or ``Monitor(lab)``) builds it
+however many tasks ran before; where the unfinished tasks stand is kept from the events that are
+new (see :mod:`tasklab.diagnostics.live`). A stopped monitor says so and greys its controls; its
+*restart* button starts it again. ``lab.monitor(display=False)`` (or ``Monitor(lab)``) builds it
 without showing or starting it, for tests and scripts: :meth:`refresh` then updates it on the
 caller's thread.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import threading
 import time
@@ -24,37 +28,28 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.worker import Worker as RQWorker
 
 from .. import defaults
-from ..client.progress import progress_html, running_progress, unserved_hint, unserved_queues
+from ..client.progress import running_progress, unserved_hint, unserved_queues
 from ..client.result import AsyncResult
 from ..code.loader import task_for
 from ..code.serialization import Serializer
 from ..diagnostics.frames import attempts, read_recent
-from ..diagnostics.plots import runtime_distribution, task_stream, throughput, to_png
+from ..diagnostics.live import LiveTasks
+from ..diagnostics.plots import CSS_DPI, SMALL_SIZE, STREAM_SIZE, runtime_distribution, task_stream, throughput, to_png
 from ..engine import events, keys
 from ..engine.leases import LEASES
+from ..local.status import ProcessUsage
+from . import views
+from .views import STATES, badge
 
-STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "LOST")
-_BADGE = {
-    "PENDING": "#757575", "STARTED": "#1565c0", "RETRY": "#ef6c00", "SUCCESS": "#2e7d32",
-    "FAILURE": "#c62828", "REVOKED": "#6d4c41", "LOST": "#ad1457",
-}  # fmt: skip
 _EVENT_STATE = {events.SUCCEEDED: "SUCCESS", events.FAILED: "FAILURE", events.RETRY: "RETRY",
                 events.DUPLICATE: "DUPLICATE",
                 events.REVOKED: "REVOKED", events.LOST: "LOST", events.STARTED: "STARTED",
                 events.SUBMITTED: "PENDING"}  # fmt: skip
-
-
-def badge(state: str) -> str:
-    colour = _BADGE.get(state, "#757575")
-    return f'<span style="background:{colour};color:white;border-radius:3px;padding:0 4px">{state}</span>'
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th style='text-align:left;padding:0 8px'>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td style='padding:0 8px'>{c}</td>" for c in row) + "</tr>" for row in rows
-    )  # fmt: skip
-    return f"<table style='font-family:monospace;font-size:12px'><tr>{head}</tr>{body}</table>"
+#: Seconds of its lease a tasklab worker has left when it has missed two renewals: shown as stale.
+_STALE_LEASE_S = max(defaults.LEASE_TTL - 2.0, 0.5)
+#: Events that finish a task, and those that end an attempt.
+_FINISHED = (events.SUCCEEDED, events.FAILED, events.REVOKED, events.LOST)
+_ATTEMPT_ENDS = (events.SUCCEEDED, events.FAILED, events.RETRY, events.REVOKED, events.LOST)
 
 
 class Monitor:
@@ -67,13 +62,23 @@ class Monitor:
         interval: float = defaults.MONITOR_INTERVAL,
         plot_interval: float = defaults.MONITOR_PLOT_INTERVAL,
         plots: bool = True,
+        interactive: bool | None = None,
     ):
         self.lab = lab
         self.interval = interval
         self.plot_interval = plot_interval
         self.with_plots = plots
+        #: Whether the task stream is an interactive figure (ipympl: zoom, pan, click an attempt);
+        #: by default, when ipympl is installed. Otherwise, and in snapshots, it is an image.
+        self.interactive = _has_ipympl() if interactive is None else interactive
         self.data: dict[str, Any] = {}
+        #: What the monitor is doing: "idle" (built, not started), "running", "stopped", "lab stopped".
+        self.status = "idle"
+        self.stopped_at: float | None = None
+        self.live = LiveTasks(lab.connection, lab.namespace)
+        self.usage = ProcessUsage()
         self._stop = threading.Event()
+        self._refreshing = threading.RLock()
         self._thread: threading.Thread | None = None
         self._last_plot = 0.0
         self._build()
@@ -83,24 +88,51 @@ class Monitor:
     def _build(self) -> None:
         self.header = w.HTML()
         self.counts = {state: w.HTML(layout=w.Layout(margin="0 6px")) for state in STATES}
+        self.attempts = w.HTML(layout=w.Layout(margin="0 6px"))
         self.tasks = w.HTML()
+        self.running = w.HTML()
         self.recent = w.Select(options=[], rows=8, layout=w.Layout(width="100%"))
         self.details = w.HTML()
         self.workers = w.HTML()
         self.queues = w.HTML()
-        self.add_worker = w.Button(description="+ worker", layout=w.Layout(width="auto"))
-        self.remove_worker = w.Button(description="- worker", layout=w.Layout(width="auto"))
-        self.revoke_button = w.Button(description="revoke", button_style="warning", layout=w.Layout(width="auto"))
-        self.retry_current = w.Button(description="retry (current code)", layout=w.Layout(width="auto"))
-        self.retry_original = w.Button(description="retry (original code)", layout=w.Layout(width="auto"))
-        self.purge_button = w.Button(description="purge finished", layout=w.Layout(width="auto"))
-        self.close_button = w.Button(description="stop monitor", layout=w.Layout(width="auto"))
+        button = lambda text, **kw: w.Button(description=text, layout=w.Layout(width="auto"), **kw)  # noqa: E731
+        self.add_worker = button("+ worker")
+        self.remove_worker = button("- worker")
+        self.revoke_button = button("revoke", button_style="warning")
+        self.retry_current = button("retry (current code)")
+        self.retry_original = button("retry (original code)")
+        self.purge_button = button("purge finished")
+        self.close_button = button("stop monitor")
+        self.restart_button = button("restart monitor", button_style="info", disabled=True)
+        #: The controls that act on the lab: greyed while the monitor is stopped.
+        self.controls = [self.add_worker, self.remove_worker, self.revoke_button, self.retry_current,
+                         self.retry_original, self.purge_button, self.close_button]  # fmt: skip
         self.message = w.HTML()
+        # Each image is shown at its figure's size (and no wider than the output), its height
+        # following from its width; the PNG has PIXEL_RATIO times as many pixels.
+        sized = lambda size: w.Layout(  # noqa: E731
+            width=f"{round(size[0] * CSS_DPI)}px", max_width="100%", height="auto", margin="0 4px 0 0"
+        )
         self.images = {
-            "stream": w.Image(format="png", layout=w.Layout(width="100%", max_width="1000px")),
-            "runtime": w.Image(format="png", layout=w.Layout(width="49%", max_width="500px")),
-            "throughput": w.Image(format="png", layout=w.Layout(width="49%", max_width="500px")),
+            "stream": w.Image(format="png", layout=sized(STREAM_SIZE)),
+            "runtime": w.Image(format="png", layout=sized(SMALL_SIZE)),
+            "throughput": w.Image(format="png", layout=sized(SMALL_SIZE)),
         }
+        #: What the task stream drew last (see :func:`tasklab.diagnostics.plots.stream_marks`).
+        self.stream_marks: Any = None
+        self.window = w.Dropdown(
+            options=[("last 2 minutes", 120.0), ("last 10 minutes", 600.0), ("last hour", 3600.0), ("all", 0.0)],
+            value=defaults.STREAM_WINDOW if defaults.STREAM_WINDOW in (120.0, 600.0, 3600.0) else 120.0,
+            description="task stream:", layout=w.Layout(width="auto"), style={"description_width": "initial"},
+        )  # fmt: skip
+        self.window.observe(lambda _: self._redraw_plots(), names="value")
+        self._drawing = threading.RLock()
+        self.stream_canvas = (
+            _stream_canvas(self._clicked, self._drawing, self._canvas_ready)
+            if self.with_plots and self.interactive
+            else None
+        )
+        self.selected = w.HTML()
         self.add_worker.on_click(lambda _: self._act(self._scale, +1))
         self.remove_worker.on_click(lambda _: self._act(self._scale, -1))
         self.revoke_button.on_click(lambda _: self._act(self.revoke_selected))
@@ -108,14 +140,18 @@ class Monitor:
         self.retry_original.on_click(lambda _: self._act(self.retry_selected, original=True))
         self.purge_button.on_click(lambda _: self._act(self.purge_finished))
         self.close_button.on_click(lambda _: self.close())
+        self.restart_button.on_click(lambda _: self.restart())
         self.recent.observe(lambda change: self._show_details(change["new"]), names="value")
         controls = w.HBox([self.revoke_button, self.retry_current, self.retry_original, self.purge_button,
-                           self.close_button])  # fmt: skip
-        plots = w.VBox([self.images["stream"], w.HBox([self.images["runtime"], self.images["throughput"]])])
+                           self.close_button, self.restart_button])  # fmt: skip
+        small = w.HBox([self.images["runtime"], self.images["throughput"]], layout=w.Layout(flex_flow="row wrap"))
+        stream = [self.images["stream"]] + ([self.stream_canvas] if self.stream_canvas is not None else [])
+        plots = w.VBox([w.HBox([self.window, self.selected]), *stream, small])
         self.widget = w.VBox([
             self.header,
-            w.HBox(list(self.counts.values())),
+            w.HBox([*self.counts.values(), self.attempts]),
             w.HTML("<b>Tasks</b>"), self.tasks,
+            w.HTML("<b>Running</b>"), self.running,
             w.HTML("<b>Recent attempts</b> (select one for its traceback and output)"), self.recent, self.details,
             w.HTML("<b>Workers</b>"), self.workers, w.HBox([self.add_worker, self.remove_worker]),
             w.HTML("<b>Queues</b>"), self.queues,
@@ -126,8 +162,9 @@ class Monitor:
     # -- reading Redis: one refresh --
 
     def read(self) -> dict[str, Any]:
-        """Totals, per-task rows, recent attempts, workers and queues, from a constant number of reads
-        (whether each queue has a worker is asked at most every few seconds)."""
+        """Task counts, per-task rows, running tasks, recent attempts, workers and queues, from a
+        constant number of reads plus the events written since the last (whether each queue has a
+        worker is asked at most every few seconds)."""
         lab, connection, ns = self.lab, self.lab.connection, self.lab.namespace
         counts_raw = connection.hgetall(events.counts_key(ns))
         names = sorted({k.decode().split("|", 1)[0] for k in counts_raw})
@@ -144,12 +181,16 @@ class Monitor:
                 pipe.llen(queue.key)
                 pipe.zcard(queue.scheduled_job_registry.key)
                 pipe.zcard(StartedJobRegistry(queue.name, connection=connection).key)
+            pipe.time()
             replies = pipe.execute()
         runtimes = replies[: len(names)]
         recent_raw = replies[len(names)]
-        depth = replies[len(names) + 1 :]
-        waiting = sum(depth[0::3]) + sum(depth[1::3])
-        running = sum(depth[2::3])
+        depth = replies[len(names) + 1 : -1]
+        seconds, micros = replies[-1]
+        now = seconds + micros / 1e6
+        finished = {n: sum(c.get(k, 0) for k in _FINISHED) for n, c in by_task.items()}
+        self.live.update(sum(c.get(events.SUBMITTED, 0) for c in by_task.values()) - sum(finished.values()))
+        live = self.live.count()
         unserved = set(unserved_queues(lab, [queue.name for queue in queues]))
         queue_rows = [
             {"name": queue.name, "waiting": queued, "scheduled": scheduled, "running": started,
@@ -157,27 +198,40 @@ class Monitor:
             for queue, queued, scheduled, started in zip(queues, depth[0::3], depth[1::3], depth[2::3], strict=True)
         ]  # fmt: skip
         current = lab.registry.current(ns)
-        tasks = []
-        for name, values in zip(names, runtimes, strict=True):
-            c = by_task[name]
+        tasks: list[dict[str, Any]] = []
+        for name in sorted(set(names) | set(live)):
+            c, now_in = by_task.get(name, {}), live.get(name, {})
+            values = runtimes[names.index(name)] if name in by_task else []
             run = np.array([float(v) for v in values]) if values else np.array([])
             tasks.append({
                 "name": name, "version": (current.get(name) or "")[:7],
-                "submitted": c.get(events.SUBMITTED, 0), "succeeded": c.get(events.SUCCEEDED, 0),
-                "failed": c.get(events.FAILED, 0), "retries": c.get(events.RETRY, 0),
-                "lost": c.get(events.LOST, 0), "revoked": c.get(events.REVOKED, 0),
+                "submitted": max(c.get(events.SUBMITTED, 0), finished.get(name, 0) + sum(now_in.values())),
+                "succeeded": c.get(events.SUCCEEDED, 0), "failed": c.get(events.FAILED, 0),
+                "revoked": c.get(events.REVOKED, 0), "lost": c.get(events.LOST, 0),
+                "running": now_in.get("STARTED", 0), "retrying": now_in.get("RETRY", 0),
+                "waiting": now_in.get("PENDING", 0) + now_in.get("RETRY", 0),
+                "retries": c.get(events.RETRY, 0), "attempts": sum(c.get(k, 0) for k in _ATTEMPT_ENDS),
                 "p50_s": float(np.percentile(run, 50)) if run.size else None,
                 "p95_s": float(np.percentile(run, 95)) if run.size else None,
             })  # fmt: skip
         totals = {
-            "PENDING": waiting,
-            "STARTED": running,
-            "RETRY": sum(t["retries"] for t in tasks),
+            "PENDING": sum(t["waiting"] - t["retrying"] for t in tasks),
+            "STARTED": sum(t["running"] for t in tasks),
+            "RETRY": sum(t["retrying"] for t in tasks),
             "SUCCESS": sum(t["succeeded"] for t in tasks),
             "FAILURE": sum(t["failed"] for t in tasks),
             "REVOKED": sum(t["revoked"] for t in tasks),
             "LOST": sum(t["lost"] for t in tasks),
         }
+        progress = self.read_progress([task_id for task_id, _ in self.live.running()])
+        running = [
+            {"id": task_id, "name": task.name, "attempt": task.attempt, "worker": task.worker,
+             "running_s": max(now - task.started, 0.0) if task.started else None, "progress": progress.get(task_id)}
+            for task_id, task in self.live.running()
+        ]  # fmt: skip
+        workers = self._read_workers(now)
+        for worker in workers:
+            worker["progress"] = progress.get(worker["job"]) if worker["job"] else None
         recent, seen = [], set()
         for entry_id, fields in recent_raw:  # newest first: keep each job's latest event
             event = events.decode(entry_id, fields)
@@ -187,64 +241,157 @@ class Monitor:
             recent.append(event)
             if len(recent) == defaults.MONITOR_RECENT:
                 break
-        workers = []
-        seconds, micros = connection.time()
-        now_ms = seconds * 1000 + micros // 1000
-        lease_ends = {name.decode(): end for name, end in connection.zrange(LEASES, 0, -1, withscores=True)}
-        for rq_worker in RQWorker.all(connection=connection):
-            executions = rq_worker.get_current_executions(refresh=True)
-            lost = lease_ends.get(rq_worker.name, now_ms + 1) < now_ms  # its lease ran out: not yet settled
-            workers.append({
-                "name": rq_worker.name, "state": "lost" if lost else str(rq_worker.get_state()), "pid": rq_worker.pid,
-                "host": rq_worker.hostname, "job": executions[0].job_id if executions else None,
-                "ok": rq_worker.successful_job_count, "failed": rq_worker.failed_job_count,
-            })  # fmt: skip
         return {
-            "totals": totals, "tasks": tasks, "recent": recent, "workers": sorted(workers, key=lambda r: r["name"]),
-            "queues": queue_rows,
-            # What running tasks report (self.update_state): job id -> (state, current, total).
-            "progress": running_progress([AsyncResult(str(r["job"]), lab) for r in workers if r["job"]]),
+            "totals": totals, "attempts": sum(t["attempts"] for t in tasks),
+            "retries": sum(t["retries"] for t in tasks), "tasks": tasks, "running": running, "recent": recent,
+            "workers": workers, "queues": queue_rows, "time": now, "progress": progress,
         }  # fmt: skip
 
+    def read_progress(self, job_ids: list[str]) -> dict[str, tuple[str, float, float]]:
+        """What the running tasks ``job_ids`` reported of their progress (``self.update_state`` with a
+        ``current``/``total`` pair): by id, the state reported and ``(done, of)``; the running-tasks
+        and workers tables show it."""
+        return running_progress([AsyncResult(job_id, self.lab) for job_id in job_ids])
+
+    def _read_workers(self, now: float) -> list[dict[str, Any]]:
+        connection = self.lab.connection
+        lease_ends = {name.decode(): end for name, end in connection.zrange(LEASES, 0, -1, withscores=True)}
+        workers: list[dict[str, Any]] = []
+        for rq_worker in RQWorker.all(connection=connection):
+            executions = rq_worker.get_current_executions(refresh=True)
+            job_id = executions[0].job_id if executions else None
+            task = self.live.tasks.get(job_id) if job_id else None
+            lease_s = lease_ends[rq_worker.name] / 1000 - now if rq_worker.name in lease_ends else None
+            state = str(rq_worker.get_state())
+            if lease_s is not None and lease_s < 0:
+                state = "lost"  # its lease ran out: not yet settled
+            elif lease_s is not None and lease_s < _STALE_LEASE_S:
+                state = "stale"  # it missed renewals of its lease
+            cpu, memory = self.usage.read(rq_worker.hostname, rq_worker.pid)
+            workers.append({
+                "name": rq_worker.name, "state": state, "pid": rq_worker.pid, "host": rq_worker.hostname,
+                "cpu": cpu, "memory": memory, "job": job_id,
+                "task": task.name if task else (job_id[:8] if job_id else None),
+                "running_s": max(now - task.started, 0.0) if task and task.started else None,
+                "attempts": rq_worker.successful_job_count + rq_worker.failed_job_count,
+            })  # fmt: skip
+        self.usage.forget_others({r["pid"] for r in workers if r["pid"] is not None})
+        return sorted(workers, key=lambda r: r["name"])
+
     def refresh(self, plots: bool = False) -> None:
-        """Read Redis once and set the widget's traits; with ``plots``, redraw the plots too."""
+        """Read Redis once and set the widget's traits; with ``plots``, redraw the plots too. (The
+        monitor's thread and a button's click may both refresh: one at a time.)"""
+        with self._refreshing:
+            self._refresh(plots)
+
+    def _refresh(self, plots: bool) -> None:
         data = self.data = self.read()
-        self.header.value = (
-            f"<b>tasklab</b> &nbsp; {html.escape(str(self.lab.url))} &nbsp; namespace "
-            f"<code>{html.escape(self.lab.namespace)}</code> &nbsp; <small>{time.strftime('%H:%M:%S')}</small>"
-        )
+        self._show_header()
         for state, widget in self.counts.items():
-            widget.value = f"{badge(state)} <b>{data['totals'][state]}</b>"
-        self.tasks.value = _table(
-            ["task", "version", "submitted", "succeeded", "failed", "retries", "p50 s", "p95 s"],
-            [[html.escape(t["name"]), t["version"], t["submitted"], t["succeeded"], t["failed"], t["retries"],
-              _seconds(t["p50_s"]), _seconds(t["p95_s"])] for t in data["tasks"]],
-        )  # fmt: skip
+            widget.value = views.counter(state, data["totals"][state])
+        self.attempts.value = (
+            f"<span title='attempts that ended, and how many of them were retried'>"
+            f"{sum(data['totals'].values())} tasks · {data['attempts']} attempts · {data['retries']} retries</span>"
+        )
+        self.tasks.value = views.tasks_table(data["tasks"])
+        self.running.value = views.running_table(data["running"])
         options = [(self._describe(e), e["id"]) for e in data["recent"]]
         if options != list(self.recent.options):
             selected = self.recent.value
             self.recent.options = options
             if selected in {value for _, value in options}:
                 self.recent.value = selected
-        self.workers.value = _table(
-            ["worker", "state", "pid", "host", "running", "ok", "failed", "progress"],
-            [[html.escape(r["name"]), r["state"], r["pid"], html.escape(str(r["host"])), r["job"] or "",
-              r["ok"], r["failed"], _progress_cell(data, r["job"])] for r in data["workers"]],
-        )  # fmt: skip
-        self.queues.value = _table(
-            ["queue", "waiting", "scheduled", "running", "workers"],
-            [[html.escape(q["name"]), q["waiting"], q["scheduled"], q["running"], _served(q)] for q in data["queues"]],
-        )
+        self.workers.value = views.workers_table(data["workers"])
+        self.queues.value = views.queues_table(data["queues"])
         if plots and self.with_plots:
             self.refresh_plots()
 
+    def _show_header(self) -> None:
+        where = (f"<b>tasklab</b> &nbsp; {html.escape(str(self.lab.url))} &nbsp; namespace "
+                 f"<code>{html.escape(self.lab.namespace)}</code> &nbsp; ")  # fmt: skip
+        if self.status in ("stopped", "lab stopped"):
+            when = time.strftime("%H:%M:%S", time.localtime(self.stopped_at or time.time()))
+            why = "the lab was stopped" if self.status == "lab stopped" else "monitor stopped"
+            note = " (run <code>%tasklab start</code>, then <code>%tasklab monitor</code>)" if (
+                self.status == "lab stopped") else "; <i>restart monitor</i> starts it again"  # fmt: skip
+            state = (
+                f"<span class='tasklab-stopped' style='background:{views.COLOURS['FAILURE']};color:white;"
+                f"border-radius:3px;padding:0 4px'>{why} at {when}</span>{note}; what it shows is as it was then"
+            )
+        else:
+            state = f"<small>{time.strftime('%H:%M:%S')}</small>"
+        self.header.value = where + state
+
     def refresh_plots(self) -> None:
+        """Draw the plots from the latest events (:data:`defaults.MONITOR_PLOT_EVENTS` at most)."""
         frame = attempts(read_recent(self.lab.connection, defaults.MONITOR_PLOT_EVENTS))
         frame = frame[frame["namespace"] == self.lab.namespace]
-        self.images["stream"].value = to_png(task_stream(frame))
-        self.images["runtime"].value = to_png(runtime_distribution(frame), dpi=60)
-        self.images["throughput"].value = to_png(throughput(frame), dpi=60)
+        window = self.window.value or None
+        if self.stream_canvas is not None:
+            with self._drawing:  # the canvas draws on the kernel's thread when the browser asks
+                figure = self.stream_canvas.figure
+                zoomed = self._zoomed(figure)
+                task_stream(frame, window=window, fig=figure)
+                if zoomed is not None:  # keep what the user zoomed to
+                    figure.axes[0].set_xlim(zoomed[0])
+                    figure.axes[0].set_ylim(zoomed[1])
+                self._drawn_limits = self._limits(figure)
+                self.stream_marks = figure.marks
+            if self.stream_canvas.syncing_data_url:
+                # No browser has set the canvas up yet: it does so when the kernel is between
+                # cells. Until then the stream is also shown as an image, which the thread updates.
+                self.images["stream"].value = to_png(figure)
+                self.stream_canvas.draw_idle()
+            else:  # drawn and sent now: a request from the browser is read only between cells
+                self.stream_canvas.draw()
+        else:
+            stream = task_stream(frame, window=window)
+            self.stream_marks = stream.marks  # type: ignore[attr-defined]
+            self.images["stream"].value = to_png(stream)
+        self.images["runtime"].value = to_png(runtime_distribution(frame))
+        self.images["throughput"].value = to_png(throughput(frame))
         self._last_plot = time.monotonic()
+
+    @staticmethod
+    def _limits(figure: Any) -> Any:
+        return (figure.axes[0].get_xlim(), figure.axes[0].get_ylim()) if figure.axes else None
+
+    def _zoomed(self, figure: Any) -> Any:
+        """The interactive stream's limits if the user zoomed or panned it since it was drawn."""
+        limits = self._limits(figure)
+        return limits if limits is not None and limits != getattr(self, "_drawn_limits", limits) else None
+
+    def _clicked(self, event: Any) -> None:
+        """A click on the interactive stream: the attempt under it, if any, is selected."""
+        if event.inaxes is None or event.xdata is None or self.stream_marks is None or self.stream_marks.empty:
+            return
+        self.select_at(float(event.xdata), float(event.ydata))
+
+    def select_at(self, x: float, y: float) -> dict[str, Any] | None:
+        """Select the attempt drawn at ``(x, y)`` of the task stream (seconds, lane): its details
+        show below the monitor's recent attempts, as when it is chosen there. The attempt's row."""
+        marks = self.stream_marks
+        lane = marks[(marks["lane"] == round(y)) & (abs(y - marks["lane"]) <= 0.4)]
+        hit = lane[(lane["left"] <= x) & (x <= lane["right"])]
+        if hit.empty:
+            return None
+        row = hit.iloc[0].to_dict()
+        ran = row["end"] - row["start"]
+        self.selected.value = (
+            f"selected: <b>{html.escape(str(row['name']))}</b> {row['task_id'][:8]} attempt {row['attempt']} "
+            f"{badge(str(row['state']))} on {html.escape(str(row['worker']))}, ran {ran:.3f} s, "
+            f"waited {row['start'] - row['queued']:.3f} s"
+        )
+        self._show_details(row["task_id"])
+        return row
+
+    def _canvas_ready(self) -> None:
+        """The browser set the interactive stream up: the image that stood in for it goes."""
+        self.images["stream"].layout.display = "none"
+
+    def _redraw_plots(self) -> None:
+        if self.with_plots and not self.lab._closed:
+            self._act(self.refresh_plots)
 
     @staticmethod
     def _describe(event: dict[str, Any]) -> str:
@@ -317,28 +464,62 @@ class Monitor:
     # -- running --
 
     def start(self) -> Monitor:
-        """Update the widget from a background thread until :meth:`close`."""
+        """Update the widget from a background thread until :meth:`close` (or the lab stops)."""
+        if self.lab._closed:
+            self._lab_stopped()
+            return self
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
+            self._set_status("running")
             self._thread = threading.Thread(target=self._loop, name="tasklab-monitor", daemon=True)
             self._thread.start()
         return self
 
+    def restart(self) -> Monitor:
+        """Start a stopped monitor again (its *restart monitor* button)."""
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.message.value = ""
+        return self.start()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
+            if self.lab._closed:
+                self._lab_stopped()
+                return
             try:
-                if self.lab._closed:
-                    break
                 self.refresh(plots=time.monotonic() - self._last_plot >= self.plot_interval)
             except Exception as exc:
+                if self.lab._closed:  # stopped while this refresh read Redis
+                    continue
                 self.message.value = f"<span style='color:#c62828'>monitor: {html.escape(str(exc))}</span>"
             self._stop.wait(max(self.interval - (time.monotonic() - started), 0.05))
 
     def close(self) -> None:
-        """Stop updating (the widget stays, showing its last state)."""
+        """Stop updating: the widget stays, saying that it stopped and when, with its controls greyed
+        until *restart monitor*."""
         self._stop.set()
-        self.message.value = "monitor stopped"
+        if self.status != "lab stopped":
+            self._set_status("stopped")
+
+    def _lab_stopped(self) -> None:
+        """The lab was shut down (``%tasklab stop``): no worker runs, nothing can be done from here."""
+        self._stop.set()
+        self._set_status("lab stopped")
+        self.workers.value = views.workers_table([], lab_stopped=True)
+        self.running.value = views.running_table([])
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        running = status == "running"
+        self.stopped_at = None if running or status == "idle" else time.time()
+        for control in self.controls:
+            control.disabled = not running
+        self.restart_button.disabled = status != "stopped"
+        if not running:
+            self.message.value = ""
+        self._show_header()
 
     # -- display --
 
@@ -347,17 +528,30 @@ class Monitor:
         if not self.data:
             self.data = self.read()
         data = self.data
-        counts = " ".join(f"{badge(s)} <b>{data['totals'][s]}</b>" for s in STATES)
-        rows = [[html.escape(t["name"]), t["version"], t["succeeded"], t["failed"], t["retries"], _seconds(t["p50_s"])]
-                for t in data["tasks"]]  # fmt: skip
+        counts = " ".join(views.counter(s, data["totals"][s]) for s in STATES)
         unserved = "".join(
             f"<div>{badge('PENDING')} {html.escape(unserved_hint(q['name']))}</div>"
             for q in data["queues"] if not q["served"]
         )  # fmt: skip
         return (
             f"<div><b>tasklab monitor</b> (snapshot; live when the kernel runs)<br>{counts}"
-            + _table(["task", "version", "succeeded", "failed", "retries", "p50 s"], rows)
-            + f"<small>{len(data['workers'])} workers</small>{unserved}</div>"
+            + views.tasks_table(data["tasks"])
+            + f"<small>{len(data['workers'])} workers</small>{unserved}{self._stream_snapshot()}</div>"
+        )
+
+    def _stream_snapshot(self) -> str:
+        """The task stream as an image in the page (for a notebook shown without its kernel)."""
+        if self.stream_canvas is not None and self.stream_canvas.figure.axes:
+            with self._drawing:
+                png = to_png(self.stream_canvas.figure)
+        else:
+            png = bytes(self.images["stream"].value)
+        if not png:
+            return ""
+        width = round(STREAM_SIZE[0] * CSS_DPI)
+        encoded = base64.b64encode(png).decode()
+        return (
+            f"<br><img alt='task stream' style='width:{width}px;max-width:100%' src='data:image/png;base64,{encoded}'>"
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
@@ -366,17 +560,35 @@ class Monitor:
         return bundle
 
 
-def _served(queue: dict[str, Any]) -> str:
-    if queue["served"]:
-        return "served"
-    return f"<span style='color:#c62828'>{html.escape(unserved_hint(queue['name']))}</span>"
+def _has_ipympl() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ipympl") is not None
 
 
-def _progress_cell(data: dict[str, Any], job_id: str | None) -> str:
-    """A worker's progress column: a bar of what its running task reports (``self.update_state``), if it does."""
-    reported = data["progress"].get(job_id) if job_id else None
-    return progress_html(*reported) if reported is not None else ""
+def _stream_canvas(on_click: Any, drawing: Any, ready: Any) -> Any:
+    """An interactive figure for the task stream (ipympl's canvas widget: zoom, pan, click). It
+    draws on the kernel's thread when the browser asks; ``drawing`` keeps that apart from the
+    monitor's thread, which draws the figure anew. ``ready()`` is called once a browser set it up."""
+    from ipympl.backend_nbagg import Canvas, FigureManager
+    from matplotlib.figure import Figure
 
+    class StreamCanvas(Canvas):
+        def draw(self) -> None:
+            with drawing:
+                super().draw()
 
-def _seconds(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
+        def _handle_message(self, object: Any, content: dict[str, Any], buffers: Any) -> None:
+            super()._handle_message(object, content, buffers)
+            if content.get("type") == "initialized":
+                ready()
+
+    figure = Figure(figsize=STREAM_SIZE, dpi=CSS_DPI)
+    canvas = StreamCanvas(figure)
+    FigureManager(canvas, 0)
+    canvas.header_visible = False
+    canvas.footer_visible = False
+    canvas.resizable = False
+    canvas.toolbar_position = "right"
+    canvas.mpl_connect("button_press_event", on_click)
+    return canvas
