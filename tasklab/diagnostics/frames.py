@@ -86,7 +86,8 @@ def fold(frame: pd.DataFrame) -> History:
     submitted = pd.Series(np.maximum(ts, at).where(submit).to_numpy(), index=ev["id"].to_numpy()).dropna()
     submitted = submitted[~submitted.index.duplicated(keep="last")]
     error = (ev["x"] + ": " + ev["msg"].fillna("")).str.rstrip(": ").where(outcome & ev["x"].notna())
-    state = kind.map(_STATE).fillna(kind.str.upper()).where(outcome, "STARTED").where(~submit)
+    names = {k: _STATE.get(k, str(k).upper()) for k in kind.dropna().unique()}  # a few kinds: each named once
+    state = kind.map(names).where(outcome, "STARTED").where(~submit)
     parts = pd.DataFrame({
         "task_id": ev["id"], "attempt": attempt, "name": ev["t"], "namespace": ev["ns"],
         "order": np.arange(len(ev)), "state": state,
