@@ -56,8 +56,11 @@ def test_a_map_writes_the_hash_rq_writes(lab, add):
         job = Job.fetch(job_id, connection=conn, serializer=Serializer)  # RQ reads it whole
         assert (job.func_name, job.args, job.kwargs, job.get_status()) == (EXECUTE, (x,), {}, "queued")
         assert job.created_at == job.enqueued_at and job.origin == "default" and job.started_at is None
-    submitted = [e for _, e in conn.xrange(events.STREAM) if e[b"e"] == events.SUBMITTED.encode()]
-    assert [e[b"id"].decode() for e in submitted] == ids
+    entries = conn.xrange(events.STREAM)
+    assert len(entries) == 1, "one SUBMITTED entry stands for the batch"
+    submitted = [e for e in events.decode_all(entries) if e["e"] == events.SUBMITTED]
+    assert [e["id"] for e in submitted] == ids and {e["t"] for e in submitted} == {"add"}
+    assert list(lab.history(name="add")["task_id"]) == ids, "the history has a row per job of the batch"
     assert conn.hget(events.counts_key(lab.namespace), f"add|{events.SUBMITTED}") == b"3"
     lab.workers(1)
     assert results.get(timeout=20) == [1, 2, 3]

@@ -47,7 +47,7 @@ def read_events(connection: redis.Redis, since: Any = None, until: Any = None) -
     found: list[dict[str, str]] = []
     while True:
         chunk = connection.xrange(events.STREAM, start, end, count=defaults.HISTORY_READ_CHUNK)
-        found.extend(events.decode(entry_id, fields) for entry_id, fields in chunk)
+        found.extend(events.decode_all(chunk))
         if len(chunk) < defaults.HISTORY_READ_CHUNK:
             return found
         start = "(" + chunk[-1][0].decode()
@@ -56,7 +56,7 @@ def read_events(connection: redis.Redis, since: Any = None, until: Any = None) -
 def read_recent(connection: redis.Redis, count: int) -> list[dict[str, str]]:
     """The last ``count`` events, oldest first: a read whose cost does not grow with the history."""
     newest_first = connection.xrevrange(events.STREAM, "+", "-", count=count)
-    return [events.decode(entry_id, fields) for entry_id, fields in reversed(newest_first)]
+    return events.decode_all(list(reversed(newest_first)))
 
 
 def attempts(rows: list[dict[str, str]]) -> pd.DataFrame:

@@ -54,8 +54,8 @@ class LiveTasks:
             return
         while True:
             chunk = self.connection.xrange(events.STREAM, "(" + self._last, "+", count=CHUNK)
-            for entry_id, fields in chunk:
-                self._apply(events.decode(entry_id, fields))
+            for event in events.decode_all(chunk):
+                self._apply(event)
             if chunk:
                 self._last = chunk[-1][0].decode()
             if len(chunk) < CHUNK:
@@ -72,8 +72,7 @@ class LiveTasks:
             if read == 0:
                 self._last = chunk[0][0].decode()
             read += len(chunk)
-            for entry_id, fields in chunk:  # newest first: a task's first event seen is its latest
-                event = events.decode(entry_id, fields)
+            for event in events.decode_all(chunk):  # newest first: a task's first event seen is its latest
                 if event["ns"] != self.namespace or event["id"] in seen or event["e"] == events.DUPLICATE:
                     continue
                 seen.add(event["id"])

@@ -24,7 +24,7 @@ from .. import defaults
 from ..engine import events
 
 #: The fields an event may carry (see :func:`tasklab.engine.events.emit` and its callers).
-FIELDS = ("e", "id", "t", "ns", "ts", "n", "w", "q", "v", "x", "msg", "run", "next", "wf", "at")
+FIELDS = ("e", "id", "t", "ns", "ts", "n", "w", "q", "v", "x", "msg", "run", "next", "wf", "at", events.MORE)
 #: Those that hold numbers: read as floats (NaN where absent); the others as text.
 NUMBERS = ("ts", "n", "run", "next", "at")
 #: The fields every event begins with, in this order (see :func:`tasklab.engine.events.emit`).
@@ -59,7 +59,19 @@ def read_columns(connection: redis.Redis, since: Any = None, until: Any = None) 
             if len(reply) < chunk:
                 break
             start = "(" + reply[-1][0].decode()
-        return _columns([entry[0] for entry in entries], [entry[1] for entry in entries])
+        return expand(_columns([entry[0] for entry in entries], [entry[1] for entry in entries]))
+
+
+def expand(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each batch's SUBMITTED event (see :data:`tasklab.engine.events.MORE`) made one
+    row per job of the batch, in the batch's order, without the ``more`` column."""
+    more = frame[events.MORE]
+    batches = more.notna().to_numpy()
+    if not batches.any():
+        return frame.drop(columns=events.MORE)
+    ids = frame["id"].astype(object)
+    ids[batches] = (frame["id"][batches] + " " + more[batches]).str.split(" ")
+    return frame.assign(id=ids).explode("id", ignore_index=True).drop(columns=events.MORE)
 
 
 @contextlib.contextmanager
@@ -124,4 +136,4 @@ def columns_of(rows: list[dict[str, str]]) -> pd.DataFrame:
     """Decoded events (as :func:`tasklab.engine.events.decode` makes them) as :func:`read_columns`
     returns them."""
     pairs = [[item for field in FIELDS if field in row for item in (field, row[field])] for row in rows]
-    return _columns([row.get("stream_id", "") for row in rows], pairs)
+    return expand(_columns([row.get("stream_id", "") for row in rows], pairs))

@@ -82,7 +82,10 @@ def forget(connection: Any, job_id: str, since: float | None = None) -> int:
     found: list[bytes] = []
     while True:
         chunk = connection.xrange(STREAM, start, "+", count=defaults.HISTORY_READ_CHUNK)
-        found += [entry_id for entry_id, fields in chunk if fields.get(b"id") == job_id.encode()]
+        # A batch's SUBMITTED entry (see MORE) stays: it is its other jobs' too, and a new submit of
+        # this id is read after it.
+        found += [entry_id for entry_id, fields in chunk if fields.get(b"id") == job_id.encode()
+                  and MORE.encode() not in fields]  # fmt: skip
         if len(chunk) < defaults.HISTORY_READ_CHUNK:
             break
         start = "(" + chunk[-1][0].decode()
@@ -94,3 +97,22 @@ def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     out = {k.decode(): v.decode() for k, v in fields.items()}
     out["stream_id"] = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return out
+
+
+#: The field of a SUBMITTED event that stands for the submits of a whole batch (a ``map_async``):
+#: the ids of its other jobs, space-separated, after the first's in ``id``. The batch's jobs share
+#: its other fields, so one entry of the stream records them all.
+MORE = "more"
+
+
+def expand(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events an entry stands for, as decoded: one, or a batch's SUBMITTED events, one per job."""
+    more = event.get(MORE)
+    if not more:
+        return [event]
+    return [{**event, "id": job_id} for job_id in [event["id"], *more.split(" ")]]
+
+
+def decode_all(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[dict[str, Any]]:
+    """Stream entries (as XRANGE gives them) decoded, each batch expanded into its jobs' events."""
+    return [event for entry_id, fields in entries for event in expand(decode(entry_id, fields))]

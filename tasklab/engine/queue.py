@@ -68,8 +68,9 @@ class PreciseScheduledJobRegistry(ScheduledJobRegistry):
 
 
 #: Queue a batch of jobs that differ only in id, payload and description, as RQ's enqueue of each
-#: would (its hash, the queue, RQ's set of queues), with tasklab's SUBMITTED event of each and one
-#: count for all. KEYS: the queue, RQ's set of queues, the event stream, the namespace's counts.
+#: would (its hash, the queue, RQ's set of queues), with one SUBMITTED event for all (the other ids
+#: in its ``more`` field: see tasklab.engine.events.MORE) and one count. KEYS: the queue, RQ's set
+#: of queues, the event stream, the namespace's counts.
 #: ARGV: the job key prefix, the stream's length, the count's field, the number of the template's
 #: (field, value) pairs and the pairs, the same for the events' fields (the second is the id's),
 #: then each job's id, payload and description. Replies with the number of jobs queued.
@@ -91,12 +92,16 @@ fields[f + 1], fields[f + 3] = 'data', 'description'
 local ids = {}
 while i <= #ARGV do
     local id = ARGV[i]
-    fields[f + 2], fields[f + 4], event[4] = ARGV[i + 1], ARGV[i + 2], id
+    fields[f + 2], fields[f + 4] = ARGV[i + 1], ARGV[i + 2]
     redis.call('HSET', prefix .. id, unpack(fields))
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', unpack(event))
     ids[#ids + 1] = id
     i = i + 3
 end
+event[4] = ids[1]
+if #ids > 1 then
+    event[#event + 1], event[#event + 2] = 'more', table.concat(ids, ' ', 2)
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', unpack(event))
 redis.call('SADD', KEYS[2], KEYS[1])
 for first = 1, #ids, 1000 do
     redis.call('RPUSH', KEYS[1], unpack(ids, first, math.min(first + 999, #ids)))
@@ -181,7 +186,7 @@ class TaskQueue(Queue):
     ) -> None:
         """Queue ``jobs``, each ``(id, payload, description)``, with the rest of their hash taken from
         ``fields`` (:func:`tasklab.engine.rq_private.queued_fields`): what RQ's enqueue of each writes,
-        and tasklab's SUBMITTED event of each, in one atomic script call."""
+        and tasklab's SUBMITTED event of the batch, in one atomic script call."""
         if not jobs:
             return
         # In the order of tasklab.engine.events.emit's fields, so that the stream can store their
