@@ -283,8 +283,11 @@ def test_at_its_memory_limit_the_server_evicts_old_records_never_a_queued_job(tm
         lab.workers(1)
         # Every queued job ran (the history's events are kept, never evicted); their results are records
         # that expire anyway, which the server may evict at its limit: a get() of one says so at once.
-        wait_for(lambda: len(lab.history(name="echo")) == 300, 60, "every queued job to run")
-        assert set(lab.history(name="echo")["state"]) == {"SUCCESS"}
+        def all_ran() -> bool:
+            runs = lab.history(name="echo")
+            return len(runs) == 300 and set(runs["state"]) == {"SUCCESS"}
+
+        wait_for(all_ran, 60, "every queued job to run")
     finally:
         lab.shutdown()
         srv.stop()

@@ -11,7 +11,7 @@ from rq.worker import Worker as RQWorker
 import tasklab
 from tasklab import defaults
 
-from .conftest import pid_alive, wait_for
+from .conftest import GATED, pid_alive, task_cell, wait_for
 
 
 def registered(lab: tasklab.Lab) -> set[str]:
@@ -106,3 +106,19 @@ def test_queues_change_after_scaling_to_zero(lab):
 def test_bad_worker_count(lab):
     with pytest.raises(tasklab.WorkerError, match="whole number"):
         lab.workers(-1)
+
+
+def test_a_long_task_keeps_its_worker_listed(shell, lab):
+    """RQ renews a worker's record between jobs only: the lease thread renews it while a task runs,
+    so a task longer than the record's TTL (RQ: 480 s) leaves its worker listed and settleable."""
+    lab.workers(1)
+    task_cell(shell, GATED)
+    result = shell.user_ns["gated"].delay("gate:long")
+    wait_for(lambda: result.state == "STARTED", 10, "the task to start")
+    (name,) = lab.pool.names
+    record, executions = f"rq:worker:{name}", f"rq:worker:{name}:executions"
+    lab.connection.expire(record, 3)  # as if the task had run for all but 3 s of the record's TTL
+    lab.connection.expire(executions, 3)
+    wait_for(lambda: lab.connection.ttl(record) > 60 and lab.connection.ttl(executions) > 60, 2.5, "renewals")
+    lab.connection.set("gate:long", 1)
+    assert result.get(timeout=10) == "first attempt"

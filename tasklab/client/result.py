@@ -246,9 +246,12 @@ class AsyncResult:
         ``on_success`` and ``after_return`` run once its result is stored: what they print is
         waited for, up to :data:`~tasklab.defaults.HOOKS_OUTPUT_WAIT` seconds."""
         key = keys.output_key(self.id)
-        deadline = time.monotonic() + defaults.HOOKS_OUTPUT_WAIT
         data = self.connection.hgetall(key)
-        while data.get(keys.OUTPUT_HOOKS_PENDING.encode()) is not None and time.monotonic() < deadline:
+        while (marker := data.get(keys.OUTPUT_HOOKS_PENDING.encode())) is not None:
+            # Waited for from the moment the result was stored: a worker that died meanwhile left the mark.
+            stored = float(marker.split()[-1]) if len(marker.split()) > 1 else 0.0
+            if time.time() > stored + defaults.HOOKS_OUTPUT_WAIT:
+                break
             time.sleep(defaults.HOOKS_OUTPUT_POLL)  # the worker deletes the mark once the hooks end
             data = self.connection.hgetall(key)
         attempts = {int(field): text for field, text in data.items() if field.isdigit()}
@@ -435,7 +438,10 @@ class AsyncResult:
         job = self._job()
         if job is not None:
             job.delete()
-        self.connection.delete(keys.output_key(self.id), keys.exception_key(self.id), keys.report_key(self.id))
+        self.connection.delete(  # the result stream too: its job may be gone (expired, evicted) while it is not
+            Result.get_key(self.id), keys.output_key(self.id), keys.exception_key(self.id), keys.report_key(self.id)
+        )
+        self._final = None
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         """The static state badge; with ``%load_ext tasklab``, a kernel shows a live one instead."""

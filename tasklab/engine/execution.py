@@ -118,7 +118,7 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
 
 def _hooks_pending(pipe: Any, job_id: str, attempt: int, ttl: int | None) -> None:
     """Queue the mark that the success hooks of ``attempt`` have yet to run (see run_success_hooks)."""
-    pipe.hset(keys.output_key(job_id), keys.OUTPUT_HOOKS_PENDING, str(attempt))
+    pipe.hset(keys.output_key(job_id), keys.OUTPUT_HOOKS_PENDING, f"{attempt} {time.time()!r}")
     expire(pipe, keys.output_key(job_id), ttl)
 
 

@@ -21,7 +21,7 @@ from .execution import attempt_of, forget_finish_writes
 from .fence import owned
 from .keys import running_key
 from .lean_worker import LeanWorker
-from .rq_private import renew_execution
+from .rq_private import executions_key, renew_execution
 from .transaction import Fenced
 
 
@@ -81,6 +81,11 @@ class FencingWorker(LeanWorker):
             return False
         execution, registry, ttl = running
         renew_execution(pipe, execution, registry, ttl)
+        # The worker's record and its executions set, which RQ's heartbeat renews between jobs only:
+        # a task longer than their TTL would leave a live worker unlisted (and its job unsettled if it died).
+        keep = max(ttl, self.worker_ttl + 60)
+        pipe.expire(self.key, keep)
+        pipe.expire(executions_key(self.name), keep)
         return True
 
     def _fenced(self, job: Job, outcome: str) -> None:

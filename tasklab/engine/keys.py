@@ -49,7 +49,8 @@ def output_key(job_id: str) -> str:
 
 
 #: The field of :func:`output_key` naming the attempt whose success hooks run after its result was
-#: stored: what they print is added to that attempt's output, and the field deleted, when they end.
+#: stored, and when it was stored (``"<attempt> <timestamp>"``): what they print is added to that
+#: attempt's output, and the field deleted, when they end.
 OUTPUT_HOOKS_PENDING = "hooks"
 
 

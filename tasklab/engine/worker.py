@@ -474,7 +474,10 @@ class Worker(FencingWorker):
                     finish_writes(job, pipe)
                     pipe.execute()
                 forget_finish_writes(job)
-            run_success_hooks(job)  # the result is stored: now on_success and after_return
+            try:
+                run_success_hooks(job)  # the result is stored: now on_success and after_return
+            except Exception:
+                self.log.exception("Worker %s: after job %s was recorded a success", self.name, job.id)
             return
         assert job.started_at is not None and job.ended_at is not None
         # Webhooks are sent after the commit and take time: until then, the worker is busy.
@@ -483,6 +486,9 @@ class Worker(FencingWorker):
         # something else first.
         take_next = take_next and quick and not self._stopping and self.lease is not None and self.lease.valid()
         take_next = take_next and not self.should_run_maintenance_tasks
+        # Hooks left for after the commit (on_success, after_return) may take long: the next job is
+        # taken after them, not held meanwhile in this worker's claimed list.
+        take_next = take_next and getattr(job, "_tl_success_hooks", None) is None
         with self.connection.pipeline() as pipe:
             # Nothing is written if the job was settled meanwhile (its lease ran out): see _fenced.
             pipe.execute_command(FENCE, running_key(job.id), execution.id)
@@ -541,6 +547,14 @@ class Worker(FencingWorker):
         self._after_commit(job, queue, dependents=bool(dependents))
 
     def _after_commit(self, job: Job, queue: Queue, dependents: bool) -> None:
+        """What follows a success's commit. The outcome is recorded: nothing here may turn it into a
+        failure (RQ's perform_job would record one for any exception), so errors are logged."""
+        try:
+            self._follow_commit(job, queue, dependents)
+        except Exception:
+            self.log.exception("Worker %s: after job %s was recorded a success", self.name, job.id)
+
+    def _follow_commit(self, job: Job, queue: Queue, dependents: bool) -> None:
         if dependents:  # added while the job ran; the commit made it FINISHED for them
             try:
                 result_ttl = job.get_result_ttl(self.default_result_ttl)
