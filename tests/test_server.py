@@ -281,6 +281,7 @@ def test_at_its_memory_limit_the_server_evicts_old_records_never_a_queued_job(tm
         assert conn.info("stats")["evicted_keys"] > 0, "the limit was reached and old records went"
         assert lab.queue().count == 300 and all(conn.exists(f"rq:job:{r.id}") for r in queued)
         lab.workers(1)
+
         # Every queued job ran (the history's events are kept, never evicted); their results are records
         # that expire anyway, which the server may evict at its limit: a get() of one says so at once.
         def all_ran() -> bool:
