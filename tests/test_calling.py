@@ -381,6 +381,22 @@ def test_a_finished_task_id_is_replaced_cleanly(lab):
     assert second.traceback is None
 
 
+def test_a_workflow_takes_task_ids_as_one_task_does(lab):
+    """The rule of task_id holds for a workflow's id and a step's own: a finished task's id is taken
+    over cleanly (its old value is not returned), a live one is refused."""
+    lab.workers(1)
+    assert add.apply_async((1, 1), task_id="wf-reused").get(timeout=10) == 2
+    again = (add.s(5, 5) | add.s(1)).apply_async(task_id="wf-reused")
+    assert again.get(timeout=10) == 11, "the new workflow's value, not the old task's"
+    running = wait_for_gate.apply_async(("gate:wf-live",), task_id="wf-live")
+    with pytest.raises(tasklab.ConfigurationError, match="has not finished"):
+        (add.s(1, 1) | add.s(1)).apply_async(task_id="wf-live")
+    with pytest.raises(tasklab.ConfigurationError, match="has not finished"):
+        tasklab.chain(add.s(1, 1).set(task_id="wf-live"), add.s(1)).apply_async()
+    lab.connection.rpush("gate:wf-live", 1)
+    assert running.get(timeout=10) == "gate:wf-live", "the live task was left alone"
+
+
 # -- rate limits hold at the workers' start times --
 
 

@@ -118,7 +118,7 @@ def _expires_at(expires: Any) -> float:
     return datetime.now(timezone.utc).timestamp() + opts.seconds("expires", expires)
 
 
-def _task_id(task_id: Any) -> str:
+def checked_task_id(task_id: Any) -> str:
     if not isinstance(task_id, str) or not re.fullmatch(defaults.TASK_ID_PATTERN, task_id):
         raise ConfigurationError(
             f"task_id={task_id!r} is invalid: expected a string of 1 to 128 letters, digits, '_' and '-' "
@@ -236,7 +236,7 @@ def prepare(
     if task_id is not None:
         if len(calls) != 1:
             raise ConfigurationError("task_id names one job; it cannot be used with map_async or starmap_async.")
-        job_ids = [_task_id(task_id)]
+        job_ids = [checked_task_id(task_id)]
         replaces = _finished(app, task_id)
     if links or errbacks:
         if len(calls) != 1:
@@ -358,6 +358,13 @@ def _errback(app: App, parent_id: str, sig: Signature, linked: list[Prepared], c
     return ("apply", parked(prepared.jobs[0], prepared.queue.name, task.name))
 
 
+def take_id(app: App, task_id: str) -> None:
+    """Let a new task take ``task_id`` (given by the user): refused with :class:`ConfigurationError`
+    while a task of that id has not finished; a finished one's records deleted."""
+    for finished in _finished(app, task_id):
+        forget_finished(app, finished)
+
+
 def _finished(app: App, task_id: str) -> list[str]:
     """``[task_id]`` if a finished job has that id (its records are replaced by the new one's), ``[]`` if
     none has; a :class:`ConfigurationError` if a job of that id is still to run or running."""
@@ -424,19 +431,21 @@ def _unserialisable(task: Task, args: tuple, kwargs: dict, index: int | None, ex
     return SerializationError(f"Cannot submit {task.name}{where}: {detail}.{advice}")
 
 
-def enqueue(prepared: Prepared) -> None:
-    """Write prepared jobs to Redis: queued, or scheduled for their start, in pipelined batches."""
-    for task in (prepared.task, *prepared.carried):
-        prepared.app.ensure_code(task)
-    prepared.app.ensure_workers(prepared.queue.name)
+def make_ready(prepared: Prepared) -> None:
+    """What ``prepared``'s jobs need in Redis before they are written: the code of their task, of the
+    tasks they carry (a map's) and of their callbacks and errbacks (and theirs), workers for their
+    queues, and no records left of the finished tasks whose ids they take again."""
     for linked in [prepared, *_linked(prepared)]:
-        for task in linked.called:
+        for task in (linked.task, *linked.carried, *linked.called):
             linked.app.ensure_code(task)
-        if linked is not prepared:
-            linked.app.ensure_code(linked.task)
-            linked.app.ensure_workers(linked.queue.name)
+        linked.app.ensure_workers(linked.queue.name)
         for task_id in linked.replaces:
             forget_finished(linked.app, task_id)
+
+
+def enqueue(prepared: Prepared) -> None:
+    """Write prepared jobs to Redis: queued, or scheduled for their start, in pipelined batches."""
+    make_ready(prepared)
     queue, jobs, starts = prepared.queue, prepared.jobs, prepared.starts
     if prepared.batch is not None:
         task, namespace = prepared.task, prepared.app.namespace

@@ -21,7 +21,7 @@ from ...core.signatures import signatures_of, with_args
 from ...engine import events, keys
 from ...engine.workflow import FAILURE_CALLBACK, JOIN, META_STEP, META_WHERE
 from ...errors import CanvasError, ConfigurationError, SerializationError
-from ..submit import Prepared, enqueue, prepare, shipped
+from ..submit import Prepared, checked_task_id, enqueue, make_ready, prepare, shipped, take_id
 from .plan import Plan, Step, new_id
 
 _START_OPTIONS = ("countdown", "eta")
@@ -36,9 +36,14 @@ def submit_workflow(app: App, node: Any, args: tuple, kwargs: dict, options: dic
         raise CanvasError(f"The {kind} is empty: give it at least one signature.")
     for sig in signatures:  # before planning, which names the steps by their tasks' names
         shipped(sig.task)
-    final = options.pop("task_id", None) or new_id()
+    given = options.pop("task_id", None)
+    final = given or new_id()
     plan = Plan(app, kind, final, options)
     out = plan.add(with_args(node, args, kwargs), None, "", {}, final)
+    # Ids the user gave (the workflow's, a step's own): as for one task, a live one is refused and a
+    # finished one's records go first.
+    for task_id in {given, *(sig.options.get("task_id") for sig in signatures)} - {None}:
+        take_id(app, checked_task_id(task_id))
     _write(plan)
     return out.result
 
@@ -111,10 +116,8 @@ def _join_jobs(plan: Plan, prepared: dict[str, Prepared]) -> list[tuple[Job, Any
 def _write(plan: Plan) -> None:
     """Write every step's job hash, then queue the first steps (see the module's docstring)."""
     prepared = {step.id: _prepare_step(plan, step) for step in plan.steps}
-    for task in {id(t): t for p in prepared.values() for t in (p.task, *p.carried)}.values():
-        plan.app.ensure_code(task)
-    for queue_name in sorted({p.queue.name for p in prepared.values()}):
-        plan.app.ensure_workers(queue_name)
+    for p in prepared.values():  # code, workers, and those of their callbacks and errbacks
+        make_ready(p)
     writes = [(prepared[s.id].jobs[0], prepared[s.id].queue, s.sig.task, bool(s.depends_on)) for s in plan.steps]
     writes += [(job, queue, None, True) for job, queue in _join_jobs(plan, prepared)]
     connection = plan.connection
