@@ -263,6 +263,19 @@ def test_expires_revokes_a_task_not_started_in_time(lab):
     assert abs((seen - when).total_seconds()) < 0.001, "self.request.expires, as Celery's, in ISO 8601"
 
 
+def test_a_callbacks_expires_counts_from_when_it_is_applied(lab):
+    """As Celery: link=sig.set(expires=1) gives the callback a second from its parent's success, not
+    from the submit (the parent here takes longer than that)."""
+    lab.workers(1)
+    submitted = time.time()
+    parent = wait_for_gate.apply_async(("gate:cb-expires",), link=add.si(2, 3).set(expires=1))
+    wait_for(lambda: time.time() > submitted + 1.2, 5, "a second to pass since the submit")
+    lab.connection.rpush("gate:cb-expires", 1)
+    assert parent.get(timeout=10) == "gate:cb-expires"
+    (callback,) = parent.children
+    assert callback.get(timeout=10) == 5, "applied a moment ago, it had not expired"
+
+
 def test_expires_is_checked_when_given(lab):
     with pytest.raises(tasklab.ConfigurationError, match="expires"):
         add.apply_async((1, 1), expires=-1)

@@ -262,7 +262,9 @@ def prepare(
             base_meta[meta_key] = seconds
     if opts.resolve("acks_late", call, task_options, lab_options):
         base_meta[keys.META_ACKS_LATE] = opts.resolve("max_retries", task_options, lab_options)
-    if expires is not None:
+    if expires is not None and applied_later and not isinstance(expires, datetime):
+        base_meta[keys.META_EXPIRES_AFTER] = opts.seconds("expires", expires)  # from when it is applied
+    elif expires is not None:
         base_meta[keys.META_EXPIRES] = _expires_at(expires)
     rate = opts.resolve("rate_limit", task_options, lab_options)
     if rate is not None:  # applied by the worker, when a job is about to start

@@ -63,7 +63,7 @@ def execute_task(*args: Any, **kwargs: Any) -> Any:
     started = time.time()
     capture = OutputCapture()
     stack = request_stack()
-    expires = meta.get(keys.META_EXPIRES)
+    expires = expires_at(job)
     if expires is not None and started > expires:
         _revoke_expired(job, attempt, capture, started, expires)
     if meta.get(META_RATE):
@@ -218,8 +218,19 @@ def _request_of(job: Job, task: Task, args: tuple, kwargs: dict, attempt: int) -
         group=job.group_id, root_id=meta.get(keys.META_WORKFLOW) or job.id,
         parent_id=parents[-1] if parents else None, is_eager=False, timelimit=limits, correlation_id=job.id,
         report_state=reports.reporter_for(job.connection, job.id, attempt),
-        expires=_iso(meta.get(keys.META_EXPIRES)),
+        expires=_iso(expires_at(job)),
     )  # fmt: skip
+
+
+def expires_at(job: Job) -> float | None:
+    """When ``job`` expires (a timestamp), if it does: given at submit, or for a callback given in
+    seconds, counted from when it was applied (queued)."""
+    meta = job.meta
+    after = meta.get(keys.META_EXPIRES_AFTER)
+    if after is not None and job.enqueued_at is not None:
+        return float(job.enqueued_at.timestamp() + after)
+    expires = meta.get(keys.META_EXPIRES)
+    return float(expires) if expires is not None else None
 
 
 def _iso(timestamp: float | None) -> str | None:

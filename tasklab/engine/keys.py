@@ -18,6 +18,9 @@ META_WORKFLOW = "tl_workflow"
 META_HELD = "tl_held"
 #: When a job not started by then is revoked instead of run (``expires``; a float timestamp).
 META_EXPIRES = "tl_expires"
+#: For a callback or errback given ``expires`` in seconds: counted from when it is applied (queued by
+#: the worker, RQ's ``enqueued_at``), as Celery counts it, not from the submit of the task it follows.
+META_EXPIRES_AFTER = "tl_expires_after"
 #: With acks_late: how many times a job lost with its worker is requeued (its max_retries).
 META_ACKS_LATE = "tl_acks_late"
 #: Field of a worker's RQ record: when its current job's hard time limit runs out (epoch s).
