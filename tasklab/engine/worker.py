@@ -31,6 +31,7 @@ from rq.logutils import blue, green
 from rq.queue import Queue
 from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
+from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import as_text, now
 from rq.worker import WorkerStatus
@@ -449,9 +450,12 @@ class Worker(FencingWorker):
         the job is finished, it was applied, and what follows the commit is done; else the job was
         settled meanwhile (see :meth:`_fenced`)."""
         mark, status = self.connection.get(running_key(job.id)), self.connection.hget(job.key, "status")
+        # Finished with this execution's result: another worker may have run it since it was settled.
+        latest = self.connection.xrevrange(Result.get_key(job.id), "+", "-", count=1)
+        ours = bool(latest) and latest[0][1].get(b"execution_id") == execution.id.encode()
         if mark == execution.id.encode():
             self._finish_success(job, queue, started_job_registry, execution, take_next=False)
-        elif status == JobStatus.FINISHED.encode():
+        elif status == JobStatus.FINISHED.encode() and ours:
             forget_finish_writes(job)
             self._after_commit(job, queue, dependents=True)
         else:
