@@ -52,3 +52,16 @@ def test_request_names_the_workflow_group_and_parent(shell, lab):
     chained = tasklab.chain(seen.s(1), seen.s()).apply_async()
     second = chained.get(timeout=20)
     assert second["parent_id"] == chained.parent.id and second["root_id"] == chained.id
+
+
+def test_request_names_the_callbacks_and_errbacks(shell, lab):
+    lab.workers(1)
+    task_cell(shell, SEEN, "--bind")
+    task_cell(shell, "def after(value):\n    return value\n\n\ndef oops(request, exc, traceback):\n    pass\n")
+    seen, after, oops = (shell.user_ns[name] for name in ("seen", "after", "oops"))
+    result = seen.apply_async(link=after.s(), link_error=oops.s())
+    fields = result.get(timeout=10)
+    (callback,) = result.children
+    assert fields["callbacks"] == [{"task": "after", "id": callback.id}]
+    assert fields["errbacks"] == [{"task": "oops", "id": None}], "called in the worker: no job of its own"
+    assert seen.delay().get(timeout=10)["callbacks"] is None, "none given: None, as Celery's"

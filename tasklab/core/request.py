@@ -13,9 +13,10 @@ class Request:
     """What a running task knows about its job (``self.request`` in a bound task).
 
     The fields after ``called_directly`` have Celery's names and meanings; one tasklab cannot
-    know is ``None``: ``eta`` and ``expires`` (the due time is not kept once a job is queued,
-    and jobs do not expire), ``origin`` (the sender is not recorded), ``chord`` (a header member
-    does not know its callback), and ``callbacks``/``errbacks`` (tasklab has no ``link``).
+    know is ``None``: ``eta`` (the due time is not kept once a job is queued), ``origin`` (the
+    sender is not recorded), ``chord`` (a header member does not know its callback). ``expires``
+    is an ISO 8601 date, and ``callbacks``/``errbacks`` name the task's ``link``/``link_error``
+    (``{"task": name, "id": job id}``; an errback called in the worker has no job id: ``None``).
     """
 
     id: str | None = None

@@ -44,7 +44,7 @@ from .fence import owned
 from .ratelimit import META_RATE, META_SLOT, take_start
 from .records import expire, record_exception
 from .rq_private import current_job, uncount_failed_job, worker_key
-from .workflow import META_ERRBACKS, callback_writes, has_callbacks
+from .workflow import META_ERRBACKS, META_LINKS, callback_writes, has_callbacks
 
 log = logging.getLogger("tasklab.runtime")
 
@@ -210,6 +210,7 @@ def _request_of(job: Job, task: Task, args: tuple, kwargs: dict, attempt: int) -
     meta = job.meta
     parents = meta.get(keys.META_PARENTS) or ()
     limits = (meta.get(keys.META_TIME_LIMIT), meta.get(keys.META_SOFT_TIME_LIMIT))
+    callbacks, errbacks = links_of(job)
     return Request(
         id=job.id, args=args, kwargs=kwargs, retries=attempt, worker=job.worker_name, queue=job.origin,
         version=task._tl_version, called_directly=False,
@@ -218,8 +219,19 @@ def _request_of(job: Job, task: Task, args: tuple, kwargs: dict, attempt: int) -
         group=job.group_id, root_id=meta.get(keys.META_WORKFLOW) or job.id,
         parent_id=parents[-1] if parents else None, is_eager=False, timelimit=limits, correlation_id=job.id,
         report_state=reports.reporter_for(job.connection, job.id, attempt),
-        expires=_iso(expires_at(job)),
+        expires=_iso(expires_at(job)), callbacks=callbacks, errbacks=errbacks,
     )  # fmt: skip
+
+
+def links_of(job: Job) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
+    """``self.request``'s ``callbacks`` and ``errbacks``: the task and job id of each of the job's
+    ``link`` and ``link_error`` (``None`` when it has none, as Celery's)."""
+    links = [{"task": entry["task"], "id": entry["id"]} for entry in job.meta.get(META_LINKS) or ()]
+    errbacks = [
+        {"task": entry[1]["task"], "id": entry[1]["id"]} if entry[0] == "apply" else {"task": entry[2], "id": None}
+        for entry in job.meta.get(META_ERRBACKS) or ()
+    ]
+    return links or None, errbacks or None
 
 
 def expires_at(job: Job) -> float | None:
