@@ -17,6 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import noop_tasks
+from rq import Queue, SimpleWorker
+
 import tasklab
 from tasklab import defaults
 
@@ -43,6 +46,25 @@ def measure(lab: tasklab.Lab, task: tasklab.Task, tasks: int) -> tuple[float, di
     return (after - before) / tasks, {k: v / tasks for k, v in by_pattern.most_common(6)}
 
 
+def rq_floor(lab: tasklab.Lab, jobs: int) -> float:
+    """Bytes of Redis memory per finished no-op job of plain RQ (``Queue.enqueue_many``, RQ's
+    SimpleWorker, no tasklab record at all), with the server's current settings: what RQ's data
+    model alone keeps per job, the floor under tasklab's figure."""
+    connection = lab.connection
+    connection.flushall()
+    lab._published.clear()
+    queue = Queue("plain", connection=connection)
+
+    def run(count: int) -> None:
+        queue.enqueue_many([Queue.prepare_data(noop_tasks.noop) for _ in range(count)])
+        SimpleWorker([queue], connection=connection).work(burst=True, logging_level="ERROR")
+
+    run(20)
+    before = connection.info("memory")["used_memory"]
+    run(jobs)
+    return (connection.info("memory")["used_memory"] - before) / jobs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=3000, help="no-op tasks per setting (default 3000)")
@@ -66,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{per_task:,.0f} bytes per finished task (target <= {TARGET_BYTES}: {met})")  # fmt: skip
                 for pattern, size in where.items():
                     print(f"  {size:8,.0f} B/task  {pattern}")
+                if label == "tasklab's":
+                    floor = rq_floor(lab, args.tasks)
+                    print(f"  RQ's own records alone (plain RQ jobs, RQ's SimpleWorker, these settings): {floor:,.0f} "
+                          "bytes per finished job")  # fmt: skip
         finally:
             lab.shutdown()
     return 0
