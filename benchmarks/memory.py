@@ -3,7 +3,8 @@ and with Redis's own, on one embedded Redis.
 
 For each setting it runs ``--tasks`` no-op tasks on two local workers (after a warm-up), and prints
 Redis's ``used_memory`` growth divided by the tasks, then where the bytes are (``MEMORY USAGE`` of
-every key, grouped by the key's pattern).
+every key, grouped by the key's pattern). With the embedded server's settings it also measures plain RQ
+jobs run by RQ's SimpleWorker: what RQ's own records keep per job, the floor under tasklab's figure.
 
     python benchmarks/memory.py [--tasks 3000]
 """
