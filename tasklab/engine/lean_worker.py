@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import redis
 from redis.client import Pipeline
+from rq import worker_registration
 from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
@@ -126,11 +127,15 @@ class LeanWorker(SimpleWorker):
             def send() -> None:
                 with self.connection.pipeline(transaction=False) as pipe:
                     super(LeanWorker, self).heartbeat(timeout, pipe)
+                    worker_registration.register(self, pipe)
                     pipe.execute()
 
             self.riding_out(send, "its heartbeat goes")
         else:
             super().heartbeat(timeout, pipeline)
+            # Listed again with each heartbeat: a Redis that came back empty, or lost the worker sets,
+            # lists the worker again within a heartbeat, whatever noticed it or not.
+            worker_registration.register(self, pipeline)
         self._heartbeat_sent_at = clock
         self._heartbeat_expires_at = clock + timeout
 
