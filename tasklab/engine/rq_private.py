@@ -240,6 +240,11 @@ def current_job(job: Job) -> Iterator[None]:
         rq_job._current_job.reset(token)
 
 
+def depends_on_others(job: Job) -> bool:
+    """Whether ``job`` was made with dependencies (RQ's public ``dependency_ids`` reads Redis)."""
+    return bool(job._dependency_ids)
+
+
 def handle_success(job: Job, result_ttl: int, pipeline: Pipeline, **execution: Any) -> None:
     """RQ's own writes for a job that succeeded (status, result, finished registry), on ``pipeline``.
     Public RQ does them only inside its worker's own transaction, which tasklab's replaces."""

@@ -49,6 +49,7 @@ from .keys import claimed_key, running_key
 from .lost import requeue_claimed
 from .refusal import PlainSerializer, check_signed, foreign_callback, refuse, signed_job
 from .rq_private import (
+    depends_on_others,
     end_execution,
     handle_success,
     mark_stopped,
@@ -518,7 +519,7 @@ class Worker(FencingWorker):
             # keys, which are none here: a dependent added meanwhile gets it in _after_commit.
             if result_ttl is not None and result_ttl > 0:
                 pipe.expire(job.key, result_ttl)
-                if job._dependency_ids:
+                if depends_on_others(job):
                     pipe.expire(job.dependencies_key, result_ttl)
             end_execution(job, execution, pipe)  # RQ's cleanup_execution
             self.executions.pop(execution.id, None)
