@@ -426,6 +426,19 @@ def test_rate_limit_spacing_holds_at_start_times(lab):
     assert min(gaps) >= 0.6 - 0.05, f"starts came {min(gaps):.3f} s apart at 100/m: {gaps}"
 
 
+def test_a_rate_limit_holds_for_later_steps_of_a_workflow(lab):
+    """Three rate-limited members of a group that follows a first step become ready at once: the
+    workers start them a slot apart, as Celery's limit does at the worker."""
+    lab.workers(2)
+    result = (add.s(1, 1) | tasklab.group(ticket.s(), ticket.s(), ticket.s())).apply_async()
+    assert result.get(timeout=30) == [2, 2, 2]
+    rows = lab.history(name="tasks.ticket")
+    assert list(rows["state"]) == ["SUCCESS"] * 3 and list(rows["attempt"]) == [0] * 3
+    starts = sorted(t.timestamp() for t in rows["started_at"])
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.6 - 0.05, f"starts came {min(gaps):.3f} s apart at 100/m: {gaps}"
+
+
 def test_rate_limited_callbacks_are_held_back_at_their_start(lab):
     lab.workers(2)
     # Three callbacks are queued at once, with no slot taken at submit: the workers hold two back.

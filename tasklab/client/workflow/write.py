@@ -61,11 +61,6 @@ def _prepare_step(plan: Plan, step: Step) -> Prepared:
             )
         for name in _START_OPTIONS:
             options.pop(name, None)
-        if opts.resolve("rate_limit", type(task).task_options(), plan.app.options):
-            raise CanvasError(
-                f"{plan.describe(step.id)}: task {task.name} has a rate_limit, which tasklab applies "
-                "when a job is submitted, so it can only be a first step of a workflow."
-            )
     if step.children:
         options["ignore_result"] = False  # the steps after it read it
     meta: dict[str, Any] = {keys.META_WORKFLOW: plan.id, META_STEP: step.number, META_WHERE: step.where}
@@ -89,6 +84,9 @@ def _prepare_step(plan: Plan, step: Step) -> Prepared:
             depends_on=[list(step.depends_on)] if step.depends_on else None,
             job_ids=[step.id],
             on_failure=FAILURE_CALLBACK if step.children else None,
+            # A later step starts when those it follows finish: its rate limit is held then, at its
+            # start, by the worker (no slot taken now).
+            applied_later=bool(step.parents),
         )
     except (SerializationError, ConfigurationError) as exc:
         raise type(exc)(f"In {plan.describe(step.id)}: {exc}") from exc
