@@ -9,6 +9,7 @@ import time
 import pytest
 
 import tasklab
+from tasklab.engine import events
 
 from .conftest import task_cell, wait_for
 
@@ -220,9 +221,7 @@ class Polite(tasklab.Task):
 def _retry_delays(lab, job_id):
     """The delays a worker chose before each retry of ``job_id``, from its RETRY events: when the
     attempt is to run again (``next``) less when the event was written (within a millisecond)."""
-    retries = [
-        {k.decode(): v.decode() for k, v in fields.items()} for _, fields in lab.connection.xrange("tasklab:events")
-    ]
+    retries = [events.decode(entry_id, fields) for entry_id, fields in lab.connection.xrange(events.STREAM)]
     retries = sorted((e for e in retries if e["e"] == "retry" and e["id"] == job_id), key=lambda e: int(e["n"]))
     return [float(e["next"]) - float(e["ts"]) for e in retries]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 
 import tasklab
@@ -92,3 +94,37 @@ def test_events_are_read_by_name_whatever_their_order():
     assert frame["w"].isna().tolist() == [True, False] and frame["w"][1] == "w1" and list(frame["id"]) == ["a", "a"]
     frame = _columns([b"1-0", b"2-0"], [ordered, ordered])
     assert list(frame["e"]) == ["submitted", "submitted"] and frame["w"].isna().all()
+
+
+def test_any_text_in_an_event_comes_back_whole_and_earlier_entries_are_read_in_place(lab):
+    """A value holding the record's separator, a quote or line breaks comes back whole, both in a
+    history and from one event's decode; a name such as "NA" stays a name; and entries of the
+    stream's earlier form (a stream field per event field) are read in their place among records."""
+    from tasklab.engine import events
+
+    ns, message = lab.namespace, 'bad "value":\n\tline two\r\n\x1fafter the separator'
+
+    def earlier(pipe, **fields):
+        fields.update(t="legacy", ns=ns, ts=repr(time.time()))
+        pipe.execute_command("XADD", events.STREAM, "*", *[item for pair in fields.items() for item in pair])
+
+    with lab.connection.pipeline(transaction=False) as pipe:
+        earlier(pipe, e=events.SUBMITTED, id="old", q="default")
+        events.emit(pipe, events.SUBMITTED, "new", "NA", ns, q="default")
+        earlier(pipe, e=events.STARTED, id="old", n="0", w="w0")
+        events.emit(pipe, events.STARTED, "new", "NA", ns, n=0, w="w1")
+        events.emit(pipe, events.SUCCEEDED, "old", "legacy", ns, n=0, w="w0", run=0.25)
+        events.emit(pipe, events.FAILED, "new", "NA", ns, n=0, w="w1", run=0.5, x="ValueError", msg=message)
+        pipe.execute()
+    rows = lab.history().set_index("task_id")
+    assert (rows.loc["new", "name"], rows.loc["new", "state"]) == ("NA", "FAILURE")
+    assert rows.loc["new", "error"] == "ValueError: " + message
+    old = rows.loc["old"]
+    assert (old["state"], old["worker"], old["queue"]) == ("SUCCESS", "w0", "default")
+    assert old["started_at"] <= rows.loc["new", "started_at"], "started by its event of the earlier form"
+    decoded = [events.decode(entry_id, fields) for entry_id, fields in lab.connection.xrange(events.STREAM)]
+    assert [(e["e"], e["id"]) for e in decoded] == [
+        ("submitted", "old"), ("submitted", "new"), ("started", "old"), ("started", "new"),
+        ("succeeded", "old"), ("failed", "new"),
+    ]  # fmt: skip
+    assert decoded[-1]["msg"] == message and decoded[-1]["t"] == "NA" and "next" not in decoded[-1]

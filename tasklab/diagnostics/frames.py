@@ -66,62 +66,128 @@ def attempts(rows: list[dict[str, str]]) -> pd.DataFrame:
 
 def fold(frame: pd.DataFrame) -> History:
     """Fold events (one row each, as :func:`~tasklab.diagnostics.stream.read_columns` reads them)
-    into one row per attempt (see :data:`COLUMNS`), with pandas' grouped operations.
+    into one row per attempt (see :data:`COLUMNS`), with numpy's and pandas' operations on whole
+    columns: no Python runs per event.
 
     An attempt is a task id and an attempt number (a submit opens attempt 0). Its state is that of
     its latest event other than the submit (PENDING if none); its times are those of its start and
     of its outcome; it waited from the task's submit, or for a retry from when the retry was due.
+    Each of its other columns is the latest value its events gave (a name and namespace, the first).
     A DUPLICATE event (a late outcome of a settled attempt) is a row of its own.
     """
-    kind = frame["e"]
-    duplicate = (kind == events.DUPLICATE).to_numpy()
+    kind_codes, kinds = pd.factorize(frame["e"].to_numpy(dtype=object))
+    duplicate = kind_codes == _code_of(kinds, events.DUPLICATE)
     ev, dup = frame[~duplicate], frame[duplicate]
-    kind = ev["e"]
-    ts = pd.to_numeric(ev["ts"], errors="coerce")
-    submit = kind == events.SUBMITTED
-    start = kind == events.STARTED
+    kind_codes = kind_codes[~duplicate]
+    count = len(ev)
+    submit = kind_codes == _code_of(kinds, events.SUBMITTED)
+    start = kind_codes == _code_of(kinds, events.STARTED)
     outcome = ~submit & ~start
-    attempt = pd.to_numeric(ev["n"], errors="coerce").fillna(0).astype("int64").where(~submit, 0)
-    at = pd.to_numeric(ev["at"], errors="coerce").fillna(0)
-    submitted = pd.Series(np.maximum(ts, at).where(submit).to_numpy(), index=ev["id"].to_numpy()).dropna()
-    submitted = submitted[~submitted.index.duplicated(keep="last")]
-    error = (ev["x"] + ": " + ev["msg"].fillna("")).str.rstrip(": ").where(outcome & ev["x"].notna())
-    names = {k: _STATE.get(k, str(k).upper()) for k in kind.dropna().unique()}  # a few kinds: each named once
-    state = kind.map(names).where(outcome, "STARTED").where(~submit)
-    parts = pd.DataFrame({
-        "task_id": ev["id"], "attempt": attempt, "name": ev["t"], "namespace": ev["ns"],
-        "order": np.arange(len(ev)), "state": state,
-        "started": ts.where(start), "finished": ts.where(outcome),
-        "run": pd.to_numeric(ev["run"], errors="coerce").where(outcome),
-        "worker": ev["w"].where(~submit), "version": ev["v"].where(~outcome), "queue": ev["q"].where(~outcome),
-        "error": error, "workflow": ev["wf"], "next": pd.to_numeric(ev["next"], errors="coerce").where(outcome),
-    })  # fmt: skip
-    grouped = parts.groupby(["task_id", "attempt"], sort=False)
-    rows = grouped.last()  # the latest value of each column that has one
-    rows[["name", "namespace", "order"]] = grouped[["name", "namespace", "order"]].first()
-    rows = rows.reset_index()
-    rows["state"] = rows["state"].fillna("PENDING")
+    ts = ev["ts"].to_numpy(dtype=np.float64)
+    n = ev["n"].to_numpy(dtype=np.float64)
+    attempt = np.where(submit | np.isnan(n), 0, np.nan_to_num(n)).astype(np.int64)
+    id_codes, task_ids = pd.factorize(ev["id"].to_numpy(dtype=object))
+    # Each event's attempt, numbered in the order of the attempts' first events.
+    group, _ = pd.factorize(id_codes.astype(np.int64) * (int(attempt.max(initial=0)) + 2) + attempt)
+    groups = int(group.max(initial=-1)) + 1
+    rows_of = _Latest(group, groups)
+    first = rows_of.first()
+
+    # A task's submit time: its latest submit's (or when it was due, if later).
+    at = np.nan_to_num(ev["at"].to_numpy(dtype=np.float64), nan=0.0)
+    submit_rows = np.flatnonzero(submit)
+    latest_submit = np.full(len(task_ids), -1)
+    np.maximum.at(latest_submit, id_codes[submit_rows], submit_rows)
+    submitted = _take(np.maximum(ts, at), latest_submit)
+
+    def latest(column: str, where: np.ndarray) -> np.ndarray:
+        values = ev[column].to_numpy()
+        return _take(values, rows_of.last(where & pd.notna(values)))
+
+    x = ev["x"].to_numpy(dtype=object)
+    failed = np.flatnonzero(outcome & pd.notna(x))
+    error = np.full(count, None, dtype=object)
+    messages = ev["msg"].to_numpy(dtype=object)[failed]
+    error[failed] = [
+        f"{t}: {m if isinstance(m, str) else ''}".rstrip(": ") for t, m in zip(x[failed], messages, strict=True)
+    ]
+    last_state = rows_of.last(~submit)
+    names = np.array([_STATE.get(k, str(k).upper()) for k in kinds] + ["STARTED", "PENDING"], dtype=object)
+    state_code = np.where(start, len(kinds), kind_codes)
+    state = names[np.where(last_state >= 0, state_code[np.maximum(last_state, 0)], len(kinds) + 1)]
+    finished = _take(ts, rows_of.last(outcome))
+    run = latest("run", outcome)
+    following = latest("next", outcome)
+    task_of = id_codes[first]
+    attempt_of = attempt[first]
     # When each attempt was due: a retry from its previous attempt's "next", else the task's submit.
-    due = rows[["task_id", "attempt", "next"]].dropna(subset=["next"])
-    due_at = pd.Series(due["next"].to_numpy(), index=pd.MultiIndex.from_arrays([due["task_id"], due["attempt"] + 1]))
-    due_at = due_at[~due_at.index.duplicated(keep="last")]
-    key = pd.MultiIndex.from_arrays([rows["task_id"], rows["attempt"]])
-    rows["submitted_at"] = due_at.reindex(key).to_numpy()
-    first = rows["attempt"] == 0
-    rows.loc[first, "submitted_at"] = np.nan
-    rows["submitted_at"] = rows["submitted_at"].fillna(rows["task_id"].map(submitted))
-    rows["started_at"] = rows["started"].fillna(rows["finished"] - rows["run"])
-    rows["finished_at"] = rows["finished"]
+    span = int(attempt.max(initial=0)) + 2
+    due = pd.Series(following, index=task_of.astype(np.int64) * span + attempt_of + 1).dropna()
+    due = due[~due.index.duplicated(keep="last")]
+    submitted_at = due.reindex(task_of.astype(np.int64) * span + attempt_of).to_numpy(dtype=np.float64, copy=True)
+    submitted_at[attempt_of == 0] = np.nan
+    submitted_at = np.where(np.isnan(submitted_at), submitted[task_of], submitted_at)
+    started = _take(ts, rows_of.last(start))
+    rows = pd.DataFrame({
+        "task_id": np.asarray(task_ids, dtype=object)[task_of],
+        "attempt": attempt_of, "name": ev["t"].to_numpy(dtype=object)[first],
+        "namespace": ev["ns"].to_numpy(dtype=object)[first], "order": first.astype(np.float64), "state": state,
+        "run": run, "worker": latest("w", ~submit), "version": latest("v", ~outcome),
+        "queue": latest("q", ~outcome), "error": _take(error, rows_of.last(pd.notna(error))),
+        "workflow": latest("wf", np.ones(count, dtype=bool)), "submitted_at": submitted_at,
+        "started_at": np.where(np.isnan(started), finished - run, started), "finished_at": finished,
+    })  # fmt: skip
     if len(dup):
+        ids = dup["id"].to_numpy(dtype=object)
+        submit_of = pd.Series(submitted, index=task_ids) if len(task_ids) else pd.Series(dtype=np.float64)
         late = pd.DataFrame({
-            "task_id": dup["id"], "attempt": pd.to_numeric(dup["n"], errors="coerce").fillna(0).astype("int64"),
+            "task_id": ids, "attempt": pd.to_numeric(dup["n"], errors="coerce").fillna(0).astype("int64"),
             "name": dup["t"], "namespace": dup["ns"], "state": "DUPLICATE", "worker": dup["w"],
             "finished_at": pd.to_numeric(dup["ts"], errors="coerce"), "error": "late " + dup["x"].fillna(""),
-            "workflow": dup["wf"], "submitted_at": dup["id"].map(submitted),
+            "workflow": dup["wf"], "submitted_at": submit_of.reindex(ids).to_numpy(),
             "order": np.flatnonzero(duplicate) - np.arange(duplicate.sum()) - 0.5,  # just before the next event
         })  # fmt: skip
         rows = pd.concat([rows, late], ignore_index=True)
     return _finish(rows)
+
+
+def _code_of(kinds: Any, kind: str) -> int:
+    """``kind``'s code among the factorized ``kinds``, or -1 (which no event has) if absent."""
+    found = np.flatnonzero(np.asarray(kinds, dtype=object) == kind)
+    return int(found[0]) if len(found) else -1
+
+
+def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]``, missing (NaN, or None for text) where ``rows`` is -1."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f":
+        values = values.astype(object)
+    missing = rows < 0
+    taken = values[np.where(missing, 0, rows)] if len(values) else np.full(len(rows), np.nan, dtype=values.dtype)
+    if missing.any():
+        taken = taken.copy()
+        taken[missing] = np.nan if taken.dtype.kind == "f" else None
+    return taken
+
+
+class _Latest:
+    """The first and the latest rows of each group that meet a condition, in whole-column passes."""
+
+    def __init__(self, group: np.ndarray, groups: int) -> None:
+        self.group, self.groups = group, groups
+
+    def last(self, where: np.ndarray) -> np.ndarray:
+        """Per group, its latest row where ``where`` holds, or -1."""
+        rows = np.flatnonzero(where)
+        found = np.full(self.groups, -1, dtype=np.int64)
+        np.maximum.at(found, self.group[rows], rows)
+        return found
+
+    def first(self) -> np.ndarray:
+        """Per group, its first row."""
+        found = np.full(self.groups, len(self.group), dtype=np.int64)
+        np.minimum.at(found, self.group, np.arange(len(self.group)))
+        return found
 
 
 def _finish(rows: pd.DataFrame) -> History:

@@ -2,15 +2,18 @@
 
 A history of 100,000 attempts is about 300,000 stream entries. redis-py turns each entry of an
 XRANGE reply into a dict, and decoding them took seconds of Python. Here the reply is taken as
-hiredis parses it (lists of bytes), its field names and values are laid out flat, and each field
-becomes a column with numpy's indexing: a few passes in C over all the values, and a decode of
-the values a history keeps as text.
+hiredis parses it (lists of bytes), and each event's record (one line of text) is handed to
+pandas' CSV parser, which makes the columns in C. Entries of the stream's earlier form (a field
+per event field) have their names and values laid out flat, and each field becomes a column with
+numpy's indexing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import gc
+import io
 import itertools
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -24,7 +27,7 @@ from .. import defaults
 from ..engine import events
 
 #: The fields an event may carry (see :func:`tasklab.engine.events.emit` and its callers).
-FIELDS = ("e", "id", "t", "ns", "ts", "n", "w", "q", "v", "x", "msg", "run", "next", "wf", "at", events.MORE)
+FIELDS = events.FIELDS
 #: Those that hold numbers: read as floats (NaN where absent); the others as text.
 NUMBERS = ("ts", "n", "run", "next", "at")
 #: The fields every event begins with, in this order (see :func:`tasklab.engine.events.emit`).
@@ -45,21 +48,50 @@ def bound(when: Any, default: str) -> str:
 
 def read_columns(connection: redis.Redis, since: Any = None, until: Any = None) -> pd.DataFrame:
     """Every event between ``since`` and ``until``, oldest first: one row per event, a column per
-    field of :data:`FIELDS` plus ``stream_id`` (as Redis gives it): text, ``None`` where an event has no
-    such field, or for :data:`NUMBERS` floats, NaN where it has none."""
+    field of :data:`FIELDS`: text, missing where an event has no such field, or for :data:`NUMBERS`
+    floats, NaN where it has none. A batch's SUBMITTED event is a row per job."""
     # A client of the same connections whose XRANGE replies are left as hiredis parses them.
     raw = redis.Redis(connection_pool=connection.connection_pool)
     raw.response_callbacks.pop("XRANGE", None)
     start, end, chunk = bound(since, "-"), bound(until, "+"), defaults.HISTORY_READ_CHUNK
-    entries: list[Any] = []
+    key = events.RECORD.encode()
+    records: list[bytes] = []
+    earlier: list[tuple[int, Any, list[Any]]] = []  # entries of the stream's earlier form
     with no_collection():
         while True:
             reply = raw.execute_command("XRANGE", events.STREAM, start, end, "COUNT", chunk)
-            entries.extend(reply)
+            for entry_id, pairs in reply:
+                if len(pairs) == 2 and pairs[0] == key:
+                    records.append(pairs[1])
+                else:
+                    earlier.append((len(records) + len(earlier), entry_id, pairs))
             if len(reply) < chunk:
                 break
             start = "(" + reply[-1][0].decode()
-        return expand(_columns([entry[0] for entry in entries], [entry[1] for entry in entries]))
+        frame = _parse(records)
+        if earlier:
+            others = _columns([e[1] for e in earlier], [e[2] for e in earlier]).drop(columns="stream_id")
+            place = np.ones(len(records) + len(earlier), dtype=bool)
+            place[[e[0] for e in earlier]] = False
+            frame.index, others.index = np.flatnonzero(place), np.flatnonzero(~place)
+            frame = pd.concat([frame.astype(object), others.astype(object)]).sort_index(kind="stable")
+            frame = frame.astype({field: np.float64 for field in NUMBERS}).reset_index(drop=True)
+        return expand(frame)
+
+
+#: How pandas' CSV parser reads each field: text as text, :data:`NUMBERS` as floats.
+_TYPES: dict[str, Any] = {field: (np.float64 if field in NUMBERS else object) for field in FIELDS}
+
+
+def _parse(records: list[bytes]) -> pd.DataFrame:
+    """Event records (see :data:`tasklab.engine.events.RECORD`) as columns; only an empty field is
+    missing (a task named "NA" stays a name)."""
+    if not records:
+        return pd.DataFrame({field: pd.Series(dtype=_TYPES[field]) for field in FIELDS})
+    return pd.read_csv(
+        io.BytesIO(b"\n".join(records)), sep=events.SEPARATOR, header=None, names=list(FIELDS),
+        quoting=csv.QUOTE_MINIMAL, engine="c", dtype=_TYPES, keep_default_na=False, na_values=[""],
+    )  # fmt: skip
 
 
 def expand(frame: pd.DataFrame) -> pd.DataFrame:
@@ -136,4 +168,4 @@ def columns_of(rows: list[dict[str, str]]) -> pd.DataFrame:
     """Decoded events (as :func:`tasklab.engine.events.decode` makes them) as :func:`read_columns`
     returns them."""
     pairs = [[item for field in FIELDS if field in row for item in (field, row[field])] for row in rows]
-    return expand(_columns([row.get("stream_id", "") for row in rows], pairs))
+    return expand(_columns([row.get("stream_id", "") for row in rows], pairs).drop(columns="stream_id"))

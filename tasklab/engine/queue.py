@@ -72,8 +72,9 @@ class PreciseScheduledJobRegistry(ScheduledJobRegistry):
 #: in its ``more`` field: see tasklab.engine.events.MORE) and one count. KEYS: the queue, RQ's set
 #: of queues, the event stream, the namespace's counts.
 #: ARGV: the job key prefix, the stream's length, the count's field, the number of the template's
-#: (field, value) pairs and the pairs, the same for the events' fields (the second is the id's),
-#: then each job's id, payload and description. Replies with the number of jobs queued.
+#: (field, value) pairs and the pairs, the event's stream field and its record before its first id
+#: and after it (up to its last field, ``more``), then each job's id, payload and description. Replies with the number
+#: of jobs queued.
 _ENQUEUE_BATCH = Script("""
 local prefix, maxlen, counter = ARGV[1], ARGV[2], ARGV[3]
 local i = 4
@@ -86,7 +87,9 @@ local function pairs_from()
     i = i + 2 * n + 1
     return list
 end
-local fields, event = pairs_from(), pairs_from()
+local fields = pairs_from()
+local record, head, tail = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+i = i + 3
 local f = #fields
 fields[f + 1], fields[f + 3] = 'data', 'description'
 local ids = {}
@@ -97,11 +100,7 @@ while i <= #ARGV do
     ids[#ids + 1] = id
     i = i + 3
 end
-event[4] = ids[1]
-if #ids > 1 then
-    event[#event + 1], event[#event + 2] = 'more', table.concat(ids, ' ', 2)
-end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', unpack(event))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', record, head .. ids[1] .. tail .. table.concat(ids, ' ', 2))
 redis.call('SADD', KEYS[2], KEYS[1])
 for first = 1, #ids, 1000 do
     redis.call('RPUSH', KEYS[1], unpack(ids, first, math.min(first + 999, #ids)))
@@ -189,16 +188,17 @@ class TaskQueue(Queue):
         and tasklab's SUBMITTED event of the batch, in one atomic script call."""
         if not jobs:
             return
-        # In the order of tasklab.engine.events.emit's fields, so that the stream can store their
-        # names once; the second, the job's id, is set for each job.
-        event = {"e": events.SUBMITTED, "id": "", "t": task, "ns": namespace, "ts": repr(time.time())}
-        event.update(q=self.name, v=version)
+        # The event's record with an empty id, and its last field, the batch's other ids, left open.
+        head = events.SUBMITTED + events.SEPARATOR
+        tail = events.record(events.SUBMITTED, "", task, namespace, time.time(), {"q": self.name, "v": version})
+        if not tail.startswith(head) or not tail.endswith(events.SEPARATOR):
+            raise ValueError("A SUBMITTED record begins with its kind and ends with its batch's ids.")
         args: list[Any] = [4, self.key, self.redis_queues_keys, events.STREAM, events.counts_key(namespace)]
         args += [self.job_class.redis_job_namespace_prefix, defaults.EVENTS_MAXLEN, f"{task}|{events.SUBMITTED}"]
-        for pairs in (fields, event):
-            args.append(len(pairs))
-            for item in pairs.items():
-                args.extend(item)
+        args.append(len(fields))
+        for item in fields.items():
+            args.extend(item)
+        args += [events.RECORD, head, tail[len(head) :]]
         for job in jobs:
             args.extend(job)
         call(self.connection, _ENQUEUE_BATCH, args)
