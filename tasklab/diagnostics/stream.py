@@ -15,6 +15,7 @@ import csv
 import gc
 import io
 import itertools
+import operator
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -60,11 +61,15 @@ def read_columns(connection: redis.Redis, since: Any = None, until: Any = None) 
     with no_collection():
         while True:
             reply = raw.execute_command("XRANGE", events.STREAM, start, end, "COUNT", chunk)
-            for entry_id, pairs in reply:
-                if len(pairs) == 2 and pairs[0] == key:
-                    records.append(pairs[1])
-                else:
-                    earlier.append((len(records) + len(earlier), entry_id, pairs))
+            pairs = list(map(_second, reply))
+            if all(map(key.__eq__, map(_first, pairs))):  # all records: taken in C, without a loop of Python
+                records.extend(map(_second, pairs))
+            else:
+                for entry_id, fields in reply:
+                    if fields[0] == key:
+                        records.append(fields[1])
+                    else:
+                        earlier.append((len(records) + len(earlier), entry_id, fields))
             if len(reply) < chunk:
                 break
             start = "(" + reply[-1][0].decode()
@@ -78,6 +83,8 @@ def read_columns(connection: redis.Redis, since: Any = None, until: Any = None) 
             frame = frame.astype({field: np.float64 for field in NUMBERS}).reset_index(drop=True)
         return expand(frame)
 
+
+_first, _second = operator.itemgetter(0), operator.itemgetter(1)
 
 #: How pandas' CSV parser reads each field: text as text, :data:`NUMBERS` as floats.
 _TYPES: dict[str, Any] = {field: (np.float64 if field in NUMBERS else object) for field in FIELDS}
