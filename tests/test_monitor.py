@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import io
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from PIL import Image
 
 import tasklab
 from tasklab.diagnostics.frames import attempts, read_recent
-from tasklab.diagnostics.plots import runtime_distribution, task_stream, throughput, to_png
+from tasklab.diagnostics.plots import drawn_marks, runtime_distribution, task_stream, throughput, to_png, to_svg
 from tasklab.engine import events
 from tasklab.widgets.monitor import Monitor
 
@@ -100,9 +100,10 @@ def test_plots_return_figures(ran):
         assert isinstance(fig, Figure)
         assert to_png(fig).startswith(b"\x89PNG")
         assert isinstance(make(frame.iloc[0:0]), Figure), "an empty history still plots"
-    stream_ax = task_stream(frame).axes[0]
-    bars = sum(len(c.get_paths()) for c in stream_ax.collections if isinstance(c, PolyCollection))
-    assert bars == len(frame), "one bar per attempt"
+    assert drawn_marks(task_stream(frame)) == len(frame), "one mark per attempt"
+    for make in (task_stream, runtime_distribution, throughput):  # drawn again into the figure it drew
+        fig = make(frame.iloc[0:0])
+        assert make(frame, fig=fig) is fig and to_svg(fig) == to_svg(make(frame)), make.__name__
 
 
 def test_monitor_state_after_tasks(ran, lab):
@@ -217,7 +218,7 @@ def test_monitor_updates_live_and_stops(ran, lab):
         ran["ok"].delay(5).get(timeout=10)
         wait_for(lambda: successes() == 5, 10, "the monitor to see the new success")
         for image in monitor.images.values():
-            wait_for(lambda image=image: bytes(image.value).startswith(b"\x89PNG"), 10, "the plots to render")
+            wait_for(lambda image=image: bytes(image.value).startswith(b"<?xml"), 10, "the plots to render")
     finally:
         monitor.close()
     monitor._thread.join(timeout=5)
@@ -377,10 +378,14 @@ def test_the_task_stream_shows_each_attempt_apart(shell, lab):
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert {"short", "bad", "failed, retried", "failed", "waiting in the queue"} <= set(legend)
     assert fig.axes[0].get_title() == ""
-    # Crisp: rendered at twice the size it is shown at, and shown at its own aspect ratio.
-    width, height = Image.open(io.BytesIO(bytes(monitor.images["stream"].value))).size
-    assert (width, height) == (2 * 960, round(2 * 3.2 * 96))
-    assert monitor.images["stream"].layout.width == "960px" and monitor.images["stream"].layout.height == "auto"
+    # Crisp: vector images (SVG) of the size they are shown at, shown at their own aspect ratio.
+    for name, (width, height) in {"stream": (960, 307.2), "runtime": (499.2, 288), "throughput": (499.2, 288)}.items():
+        image = monitor.images[name]
+        assert image.format == "svg+xml" and image.layout.width == f"{round(width)}px" and image.layout.height == "auto"
+        svg = ElementTree.fromstring(bytes(image.value))
+        assert (svg.get("width"), svg.get("height")) == (f"{width * 0.75:g}pt", f"{height * 0.75:g}pt"), name
+    # As pixels (a snapshot's image), twice the size it is shown at.
+    assert Image.open(io.BytesIO(to_png(fig))).size == (2 * 960, round(2 * 3.2 * 96))
     # A window of the latest activity: an older run is left out unless the window is widened.
     assert task_stream(frame, window=0.01).marks["end"].max() <= 0.011 + marks["end"].max()
     old = frame.copy()

@@ -77,7 +77,7 @@ def fold(frame: pd.DataFrame) -> History:
     """
     kind_codes, kinds = pd.factorize(frame["e"].to_numpy(dtype=object))
     duplicate = kind_codes == _code_of(kinds, events.DUPLICATE)
-    ev, dup = frame[~duplicate], frame[duplicate]
+    ev, dup = (frame[~duplicate], frame[duplicate]) if duplicate.any() else (frame, frame.iloc[0:0])
     kind_codes = kind_codes[~duplicate]
     count = len(ev)
     submit = kind_codes == _code_of(kinds, events.SUBMITTED)
@@ -201,7 +201,8 @@ def _finish(rows: pd.DataFrame) -> History:
     frame["wait_ms"] = (frame["wait_s"] * 1000).round(1)
     frame["run_ms"] = (frame["run_s"] * 1000).round(1)
     for column in ("name", "state", "worker", "error", "task_id", "version", "queue", "namespace", "workflow"):
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), None).infer_objects()
+        if frame[column].dtype == object:  # text columns are pandas' text already: only these need it
+            frame[column] = frame[column].where(frame[column].notna(), None).infer_objects()
     frame["id"] = frame["task_id"].str[:SHORT_ID]
     frame["attempt"] = frame["attempt"].fillna(0).astype(int)
     frame = frame.sort_values(["submitted_at", "attempt", "order"], kind="stable")

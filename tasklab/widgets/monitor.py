@@ -32,9 +32,19 @@ from ..client.progress import running_progress, unserved_hint, unserved_queues
 from ..client.result import AsyncResult
 from ..code.loader import task_for
 from ..code.serialization import Serializer
-from ..diagnostics.frames import attempts, read_recent
+from ..diagnostics.frames import fold
 from ..diagnostics.live import LiveTasks
-from ..diagnostics.plots import CSS_DPI, SMALL_SIZE, STREAM_SIZE, runtime_distribution, task_stream, throughput, to_png
+from ..diagnostics.plots import (
+    CSS_DPI,
+    SMALL_SIZE,
+    STREAM_SIZE,
+    runtime_distribution,
+    task_stream,
+    throughput,
+    to_png,
+    to_svg,
+)
+from ..diagnostics.stream import read_recent_columns
 from ..engine import events, keys
 from ..engine.leases import LEASES
 from ..local.status import ProcessUsage
@@ -81,6 +91,7 @@ class Monitor:
         self._refreshing = threading.RLock()
         self._thread: threading.Thread | None = None
         self._last_plot = 0.0
+        self._figures: dict[str, Any] = {}
         self._build()
 
     # -- the widget, built once --
@@ -109,14 +120,14 @@ class Monitor:
                          self.retry_original, self.purge_button, self.close_button]  # fmt: skip
         self.message = w.HTML()
         # Each image is shown at its figure's size (and no wider than the output), its height
-        # following from its width; the PNG has PIXEL_RATIO times as many pixels.
+        # following from its width: SVG, sharp at any pixel ratio.
         sized = lambda size: w.Layout(  # noqa: E731
             width=f"{round(size[0] * CSS_DPI)}px", max_width="100%", height="auto", margin="0 4px 0 0"
         )
         self.images = {
-            "stream": w.Image(format="png", layout=sized(STREAM_SIZE)),
-            "runtime": w.Image(format="png", layout=sized(SMALL_SIZE)),
-            "throughput": w.Image(format="png", layout=sized(SMALL_SIZE)),
+            "stream": w.Image(format="svg+xml", layout=sized(STREAM_SIZE)),
+            "runtime": w.Image(format="svg+xml", layout=sized(SMALL_SIZE)),
+            "throughput": w.Image(format="svg+xml", layout=sized(SMALL_SIZE)),
         }
         #: What the task stream drew last (see :func:`tasklab.diagnostics.plots.stream_marks`).
         self.stream_marks: Any = None
@@ -324,7 +335,7 @@ class Monitor:
 
     def refresh_plots(self) -> None:
         """Draw the plots from the latest events (:data:`defaults.MONITOR_PLOT_EVENTS` at most)."""
-        frame = attempts(read_recent(self.lab.connection, defaults.MONITOR_PLOT_EVENTS))
+        frame = fold(read_recent_columns(self.lab.connection, defaults.MONITOR_PLOT_EVENTS))
         frame = frame[frame["namespace"] == self.lab.namespace]
         window = self.window.value or None
         if self.stream_canvas is not None:
@@ -340,16 +351,20 @@ class Monitor:
             if self.stream_canvas.syncing_data_url:
                 # No browser has set the canvas up yet: it does so when the kernel is between
                 # cells. Until then the stream is also shown as an image, which the thread updates.
-                self.images["stream"].value = to_png(figure)
+                self.images["stream"].value = to_svg(figure)
                 self.stream_canvas.draw_idle()
             else:  # drawn and sent now: a request from the browser is read only between cells
                 self.stream_canvas.draw()
         else:
-            stream = task_stream(frame, window=window)
+            stream = task_stream(frame, window=window, fig=self._figures.get("stream"))
             self.stream_marks = stream.marks  # type: ignore[attr-defined]
-            self.images["stream"].value = to_png(stream)
-        self.images["runtime"].value = to_png(runtime_distribution(frame))
-        self.images["throughput"].value = to_png(throughput(frame))
+            self.images["stream"].value = to_svg(stream)
+            self._figures["stream"] = stream
+        # Each figure is drawn into again, which spares making its axes anew.
+        self._figures["runtime"] = runtime_distribution(frame, fig=self._figures.get("runtime"))
+        self._figures["throughput"] = throughput(frame, fig=self._figures.get("throughput"))
+        self.images["runtime"].value = to_svg(self._figures["runtime"])
+        self.images["throughput"].value = to_svg(self._figures["throughput"])
         self._last_plot = time.monotonic()
 
     @staticmethod
@@ -541,13 +556,11 @@ class Monitor:
 
     def _stream_snapshot(self) -> str:
         """The task stream as an image in the page (for a notebook shown without its kernel)."""
-        if self.stream_canvas is not None and self.stream_canvas.figure.axes:
-            with self._drawing:
-                png = to_png(self.stream_canvas.figure)
-        else:
-            png = bytes(self.images["stream"].value)
-        if not png:
+        figure = self.stream_canvas.figure if self.stream_canvas is not None else self._figures.get("stream")
+        if figure is None or not figure.axes:
             return ""
+        with self._drawing:
+            png = to_png(figure)  # pixels: a page may refuse an SVG image
         width = round(STREAM_SIZE[0] * CSS_DPI)
         encoded = base64.b64encode(png).decode()
         return (
