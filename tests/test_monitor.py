@@ -106,6 +106,23 @@ def test_plots_return_figures(ran):
         assert make(frame, fig=fig) is fig and to_svg(fig) == to_svg(make(frame)), make.__name__
 
 
+def test_an_idle_labs_monitor_does_not_draw_its_plots_again(ran, lab):
+    monitor = Monitor(lab, interactive=False)
+    monitor.refresh(plots=True)
+    assert bytes(monitor.images["throughput"].value).startswith(b"<?xml")
+    for image in monitor.images.values():
+        image.value = b""  # drawn again, they would not be empty
+    monitor.refresh(plots=True)
+    assert all(image.value == b"" for image in monitor.images.values()), "nothing happened: nothing drawn"
+    ran["ok"].delay(5).get(timeout=10)
+    monitor.refresh(plots=True)
+    assert all(bytes(image.value).startswith(b"<?xml") for image in monitor.images.values()), "a new event"
+    for image in monitor.images.values():
+        image.value = b""
+    monitor.window.value = 600.0  # a wider window: drawn again at once
+    assert all(bytes(image.value).startswith(b"<?xml") for image in monitor.images.values())
+
+
 def test_monitor_state_after_tasks(ran, lab):
     monitor = lab.monitor(display=False, plots=False)
     totals = monitor.data["totals"]

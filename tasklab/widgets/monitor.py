@@ -92,6 +92,7 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._last_plot = 0.0
         self._figures: dict[str, Any] = {}
+        self._plotted: tuple[Any, Any] | None = None  # the latest event and window the plots were drawn for
         self._build()
 
     # -- the widget, built once --
@@ -256,6 +257,7 @@ class Monitor:
             "totals": totals, "attempts": sum(t["attempts"] for t in tasks),
             "retries": sum(t["retries"] for t in tasks), "tasks": tasks, "running": running, "recent": recent,
             "workers": workers, "queues": queue_rows, "time": now, "progress": progress,
+            "latest_event": recent_raw[0][0] if recent_raw else None,
         }  # fmt: skip
 
     def read_progress(self, job_ids: list[str]) -> dict[str, tuple[str, float, float]]:
@@ -315,7 +317,12 @@ class Monitor:
         self.workers.value = views.workers_table(data["workers"])
         self.queues.value = views.queues_table(data["queues"])
         if plots and self.with_plots:
-            self.refresh_plots()
+            # Drawn again only if they could change: an idle lab's monitor costs no drawing.
+            drawn = (data["latest_event"], self.window.value)
+            if drawn != self._plotted or data["running"]:
+                self.refresh_plots()
+                self._plotted = drawn
+            self._last_plot = time.monotonic()
 
     def _show_header(self) -> None:
         where = (f"<b>tasklab</b> &nbsp; {html.escape(str(self.lab.url))} &nbsp; namespace "
