@@ -396,7 +396,10 @@ class Lab:
         from .diagnostics.frames import history
 
         self._check_open()
-        return history(self.connection, since=since, until=until, name=name, namespace=namespace)
+        return self.reaching_redis(
+            lambda: history(self.connection, since=since, until=until, name=name, namespace=namespace),
+            "The history is kept in Redis: ask again once it is back (lab.status() tells).",
+        )
 
     def stats(self, *, since: Any = None, until: Any = None, name: Any = None, namespace: Any = None) -> Any:
         """One row per task name: counts by state, retries, run-time mean/p50/p95, throughput."""

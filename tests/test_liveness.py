@@ -295,6 +295,8 @@ def test_a_redis_that_does_not_answer_is_a_tasklab_error(shell, tmp_path):
                 read()
         with pytest.raises(tasklab.RedisUnreachable):
             lab.status()
+        with pytest.raises(tasklab.RedisUnreachable, match=r"does not answer.*history is kept"):
+            lab.history()
         lab.shutdown()
     finally:
         other.kill()
