@@ -51,53 +51,17 @@ def read_columns(connection: redis.Redis, since: Any = None, until: Any = None) 
     """Every event between ``since`` and ``until``, oldest first: one row per event, a column per
     field of :data:`FIELDS`: text, missing where an event has no such field, or for :data:`NUMBERS`
     floats, NaN where it has none. A batch's SUBMITTED event is a row per job."""
-    raw = _raw_client(connection, "XRANGE", "XREVRANGE")
-    parts: list[pd.DataFrame] = []
+    raw = _raw_client(connection, "XRANGE")
+    start, end, chunk = bound(since, "-"), bound(until, "+"), defaults.HISTORY_READ_CHUNK
+    entries = _Entries()
     with no_collection():
-        for reply in _read_range(raw, bound(since, "-"), bound(until, "+")):
-            entries = _Entries()  # each part parsed as it comes, while Redis makes the next
+        while True:
+            reply = raw.execute_command("XRANGE", events.STREAM, start, end, "COUNT", chunk)
             entries.add(reply)
-            parts.append(entries.frame(expanded=False))
-        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] if parts else _parse([])
-        return expand(frame)
-
-
-def _read_range(raw: redis.Redis, start: str, end: str) -> Iterator[list[Any]]:
-    """The stream's entries from ``start`` to ``end``, as XRANGE replies of about
-    :data:`~tasklab.defaults.HISTORY_READ_CHUNK` entries each: the range is cut by time between its
-    first and last entries, and each part is asked for before the one before it is read, so that
-    Redis makes it while this process parses that one (one after the other, they took ~30% longer)."""
-    with raw.pipeline(transaction=False) as pipe:
-        pipe.execute_command("XRANGE", events.STREAM, start, end, "COUNT", 1)
-        pipe.execute_command("XREVRANGE", events.STREAM, end, start, "COUNT", 1)
-        pipe.xlen(events.STREAM)
-        first, last, length = pipe.execute()
-    if not first:
-        return
-    first_id, last_id = first[0][0].decode(), last[0][0].decode()
-    t0, t1 = int(first_id.split("-")[0]), int(last_id.split("-")[0])
-    count = max(1, min(length // defaults.HISTORY_READ_CHUNK, t1 - t0 + 1))
-    cuts = [t0 + (t1 - t0 + 1) * i // count for i in range(count + 1)]
-    commands = [
-        ("XRANGE", events.STREAM, first_id if i == 0 else str(cuts[i]),
-         last_id if i == count - 1 else str(cuts[i + 1] - 1))  # each millisecond whole, in one part
-        for i in range(count)
-    ]  # fmt: skip
-    pool = raw.connection_pool
-    link = pool.get_connection()
-    read = 0
-    try:
-        link.send_packed_command(link.pack_command(*commands[0]))
-        for following in [*commands[1:], None]:
-            if following is not None:  # asked before this reply is read: Redis makes it meanwhile
-                link.send_packed_command(link.pack_command(*following))
-            reply = link.read_response()
-            read += 1
-            yield reply
-    finally:
-        if read < len(commands):  # replies left unread: the connection is not reused
-            link.disconnect()
-        pool.release(link)
+            if len(reply) < chunk:
+                break
+            start = "(" + reply[-1][0].decode()
+        return entries.frame()
 
 
 def read_recent_columns(connection: redis.Redis, count: int) -> pd.DataFrame:
@@ -138,8 +102,8 @@ class _Entries:
             else:
                 self.earlier.append((len(self.records) + len(self.earlier), entry_id, fields))
 
-    def frame(self, expanded: bool = True) -> pd.DataFrame:
-        """The entries as columns; a batch's submit as a row per job (see :func:`expand`) unless not ``expanded``."""
+    def frame(self) -> pd.DataFrame:
+        """The entries as columns; a batch's submit as a row per job (see :func:`expand`)."""
         frame = _parse(self.records)
         if self.earlier:
             earlier = self.earlier
@@ -149,7 +113,7 @@ class _Entries:
             frame.index, others.index = np.flatnonzero(place), np.flatnonzero(~place)
             frame = pd.concat([frame.astype(object), others.astype(object)]).sort_index(kind="stable")
             frame = frame.astype({field: np.float64 for field in NUMBERS}).reset_index(drop=True)
-        return expand(frame) if expanded else frame
+        return expand(frame)
 
 
 _first, _second = operator.itemgetter(0), operator.itemgetter(1)
