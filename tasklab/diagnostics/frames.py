@@ -203,7 +203,9 @@ def _finish(rows: pd.DataFrame) -> History:
     for column in ("name", "state", "worker", "error", "task_id", "version", "queue", "namespace", "workflow"):
         if frame[column].dtype == object:  # text columns are pandas' text already: only these need it
             frame[column] = frame[column].where(frame[column].notna(), None).infer_objects()
-    frame["id"] = frame["task_id"].str[:SHORT_ID]
+    task_ids = frame["task_id"]  # a comprehension: a third faster than .str[:SHORT_ID] here
+    frame["id"] = pd.Series([t[:SHORT_ID] if isinstance(t, str) else t for t in task_ids.to_numpy(dtype=object)],
+                            index=frame.index, dtype=task_ids.dtype)  # fmt: skip
     frame["attempt"] = frame["attempt"].fillna(0).astype(int)
     frame = frame.sort_values(["submitted_at", "attempt", "order"], kind="stable")
     return History(frame[COLUMNS].reset_index(drop=True))

@@ -17,6 +17,7 @@ import io
 import itertools
 import operator
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -53,15 +54,20 @@ def read_columns(connection: redis.Redis, since: Any = None, until: Any = None) 
     floats, NaN where it has none. A batch's SUBMITTED event is a row per job."""
     raw = _raw_client(connection, "XRANGE")
     start, end, chunk = bound(since, "-"), bound(until, "+"), defaults.HISTORY_READ_CHUNK
-    entries = _Entries()
-    with no_collection():
+    parts: list[Future[pd.DataFrame]] = []
+    # Each chunk is parsed on a thread while the next is read: pandas' tokenizer lets go of the
+    # GIL (read one after the other, 100,000 attempts took ~15% longer here).
+    with no_collection(), ThreadPoolExecutor(1, thread_name_prefix="tasklab-history") as parser:
         while True:
             reply = raw.execute_command("XRANGE", events.STREAM, start, end, "COUNT", chunk)
+            entries = _Entries()
             entries.add(reply)
+            parts.append(parser.submit(entries.frame))
             if len(reply) < chunk:
                 break
             start = "(" + reply[-1][0].decode()
-        return entries.frame()
+        frames = [part.result() for part in parts]
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def read_recent_columns(connection: redis.Redis, count: int) -> pd.DataFrame:
