@@ -341,7 +341,12 @@ class Monitor:
         self.header.value = where + state
 
     def refresh_plots(self) -> None:
-        """Draw the plots from the latest events (:data:`defaults.MONITOR_PLOT_EVENTS` at most)."""
+        """Draw the plots from the latest events (:data:`defaults.MONITOR_PLOT_EVENTS` at most). One
+        drawing at a time (the monitor's thread, the window menu): each draws into the same figures."""
+        with self._refreshing:
+            self._refresh_plots()
+
+    def _refresh_plots(self) -> None:
         frame = fold(read_recent_columns(self.lab.connection, defaults.MONITOR_PLOT_EVENTS))
         frame = frame[frame["namespace"] == self.lab.namespace]
         window = self.window.value or None
@@ -566,7 +571,7 @@ class Monitor:
         figure = self.stream_canvas.figure if self.stream_canvas is not None else self._figures.get("stream")
         if figure is None or not figure.axes:
             return ""
-        with self._drawing:
+        with self._refreshing, self._drawing:  # not while the monitor's thread draws into it
             png = to_png(figure)  # pixels: a page may refuse an SVG image
         width = round(STREAM_SIZE[0] * CSS_DPI)
         encoded = base64.b64encode(png).decode()
