@@ -12,8 +12,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import tasklab
-from tasklab.diagnostics.frames import attempts, read_recent
+from tasklab.diagnostics.frames import fold
 from tasklab.diagnostics.plots import drawn_marks, runtime_distribution, task_stream, throughput, to_png, to_svg
+from tasklab.diagnostics.stream import read_recent_columns
 from tasklab.engine import events
 from tasklab.widgets.monitor import Monitor
 
@@ -387,7 +388,7 @@ def test_the_task_stream_shows_each_attempt_apart(shell, lab):
     for _, lane in marks.sort_values("left").groupby("lane"):
         apart += 1 + int((lane["left"].to_numpy()[1:] > lane["right"].to_numpy()[:-1]).sum())
     assert apart >= 50, f"only {apart} marks drawn apart"
-    frame = attempts(read_recent(lab.connection, 3000))
+    frame = fold(read_recent_columns(lab.connection, 3000))
     fig = task_stream(frame)
     png = to_png(fig)
     assert separate_marks_in(png, fig) >= 40, "the image shows the attempts apart"

@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 import redis
 
-from .. import defaults
 from ..engine import events
-from .stream import bound, columns_of, no_collection, read_columns
+from .stream import no_collection, read_columns
 
 #: The columns of :func:`history`, those a reader wants first: a short id, the task, how it went,
 #: durations in milliseconds. The rest are for analysis: full ids, timestamps, seconds.
@@ -38,30 +37,6 @@ _STATE = {
     events.LOST: "LOST",
     events.DUPLICATE: "DUPLICATE",
 }
-
-
-def read_events(connection: redis.Redis, since: Any = None, until: Any = None) -> list[dict[str, str]]:
-    """Every event between ``since`` and ``until``, oldest first, one dict each (for a few; a
-    history reads columns, see :func:`tasklab.diagnostics.stream.read_columns`)."""
-    start, end = bound(since, "-"), bound(until, "+")
-    found: list[dict[str, str]] = []
-    while True:
-        chunk = connection.xrange(events.STREAM, start, end, count=defaults.HISTORY_READ_CHUNK)
-        found.extend(events.decode_all(chunk))
-        if len(chunk) < defaults.HISTORY_READ_CHUNK:
-            return found
-        start = "(" + chunk[-1][0].decode()
-
-
-def read_recent(connection: redis.Redis, count: int) -> list[dict[str, str]]:
-    """The last ``count`` events, oldest first: a read whose cost does not grow with the history."""
-    newest_first = connection.xrevrange(events.STREAM, "+", "-", count=count)
-    return events.decode_all(list(reversed(newest_first)))
-
-
-def attempts(rows: list[dict[str, str]]) -> pd.DataFrame:
-    """Fold decoded events into one row per attempt (see :data:`COLUMNS`)."""
-    return fold(columns_of(rows))
 
 
 def fold(frame: pd.DataFrame) -> History:

@@ -207,10 +207,3 @@ def _column(field: str, rows: np.ndarray, present: np.ndarray, count: int) -> np
 
 def _text_of(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def columns_of(rows: list[dict[str, str]]) -> pd.DataFrame:
-    """Decoded events (as :func:`tasklab.engine.events.decode` makes them) as :func:`read_columns`
-    returns them."""
-    pairs = [[item for field in FIELDS if field in row for item in (field, row[field])] for row in rows]
-    return expand(_columns([row.get("stream_id", "") for row in rows], pairs).drop(columns="stream_id"))
