@@ -145,6 +145,17 @@ WORKER_LOG_LEVEL = "INFO"
 #: its worker key never expires while it works, rarely enough to cost nothing per job.
 WORKER_HEARTBEAT_INTERVAL = 1.0
 
+#: Seconds a short task may run before its worker writes its start (STARTED, with RQ's execution
+#: record): a task that ends sooner is recorded by one commit, its start and its end together, and
+#: is PENDING until then, as Celery shows a task without ``track_started``. 0: always written first.
+START_WRITTEN_AFTER = 0.05
+
+#: Seconds a worker holds the counters of the tasks it finished (outcomes and run times, for the
+#: monitor and ``stats()``; RQ's counts of its successful jobs and working time) before it writes them
+#: with a commit: a stream of short tasks writes them a few times a second, not once per task. They
+#: are written at once when the worker goes idle or stops.
+TOTALS_HELD = 0.5
+
 #: Seconds between a worker pool supervisor's rounds: dead workers, overrun deadlines, terminate
 #: requests. A job lost with its worker is settled within about this long.
 SUPERVISE_INTERVAL = 0.2

@@ -22,12 +22,15 @@ def chatty(x):
 
 
 @tasklab.task
-def own_status():
-    """The status Redis holds for the job running this task, read as the task runs, and
-    whether the worker still had the reply to the job's start to read."""
+def own_status(gate=None):
+    """The status Redis holds for the job running this task, read as the task runs (after its
+    ``gate`` opens, if given: a list the test pushes to), and whether the worker still had the
+    reply to the job's start to read."""
     from rq import get_current_job
 
     job = get_current_job()
+    if gate is not None:
+        job.connection.blpop([gate], 20)  # released by the test: a synchronisation point, not a sleep
     return job.get_status(refresh=True), getattr(job, "_tl_confirm_start", None) is not None
 
 

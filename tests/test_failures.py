@@ -372,6 +372,33 @@ def test_worker_killed_during_a_run_fails_the_job(shell, lab):
     assert not lab.queue().started_job_registry.get_job_ids(), "the job does not stay STARTED"
 
 
+SELF_KILLING = """
+import os
+import signal
+from rq import get_current_job
+
+def dies(key):
+    get_current_job().connection.incr(key)  # how many times it ran, anywhere
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("options, runs", [("", 1), ("--acks-late --max-retries 1", 2)])
+def test_a_task_that_kills_its_worker_before_its_start_is_written_is_lost_with_it(shell, lab, options, runs):
+    """A task that dies within START_WRITTEN_AFTER of its start (here at once) leaves its start unwritten:
+    the job is still its dead worker's claim, and is settled as lost with the worker, as a started job is
+    (requeued only under acks_late), not queued again as a job that never ran."""
+    task_cell(shell, SELF_KILLING, options)
+    result = shell.user_ns["dies"].delay("t:runs")  # queued first: the worker takes it by a script
+    lab.workers(1)
+    with pytest.raises(tasklab.WorkerLostError, match="died"):
+        result.get(timeout=20)
+    assert lab.connection.get("t:runs") == str(runs).encode(), "it ran once per attempt it was given"
+    assert (result.state, result.retries) == ("FAILURE", runs - 1)
+    assert list(lab.history(name="dies")["state"]) == ["LOST"] * runs
+    assert not lab.connection.llen(f"rq:queue:{lab.queue().name}"), "nothing queued again"
+
+
 @pytest.mark.slow
 def test_acks_late_requeues_a_job_lost_with_its_worker(shell, lab):
     lab.workers(1)
@@ -421,15 +448,26 @@ def stubborn():
 
 
 @pytest.mark.slow
-def test_revoke_terminate_stops_a_running_job(shell, lab):
-    lab.workers(1)
+@pytest.mark.parametrize("started", [False, True], ids=["at-once", "once-started"])
+def test_revoke_terminate_stops_a_running_job(shell, lab, started):
+    """Whether its start was written yet (a task revoked at once, within START_WRITTEN_AFTER) or not,
+    the process running it is stopped, and the job is REVOKED."""
     task_cell(shell, GATED)
-    result = shell.user_ns["gated"].delay("gate-terminate")
+    result = shell.user_ns["gated"].delay("gate-terminate")  # queued first: taken by a script, start unwritten
+    pool = lab.workers(1)
     lab.connection.blpop("gate-terminate:started", timeout=10)
+    if started:
+        wait_for(lambda: result.state == "STARTED", 5, "its start")
     result.revoke(terminate=True)
     with pytest.raises(tasklab.TaskRevokedError):
         result.get(timeout=10)
     assert result.state == "REVOKED"
+    wait_for(lambda: pool.restarts == 1, 5, "the worker running it to be stopped (and restarted)")
+    lab.connection.rpush("gate-terminate", 1)  # what it would do next, were it still running
+    following = shell.user_ns["gated"].delay("gate-next")
+    assert lab.connection.blpop("gate-next:started", timeout=10), "the restarted worker takes the next task"
+    lab.connection.rpush("gate-next", 1)
+    assert following.get(timeout=10) and result.state == "REVOKED"
 
 
 def test_revoke_each_state(shell, lab):

@@ -63,12 +63,17 @@ def test_history_folds_every_kind_of_event(lab):
         emit(pipe, events.SUBMITTED, "later", "crunch", ns, at=repr(3e9))
         emit(pipe, events.SUBMITTED, "running", "crunch", ns, wf="flow")
         emit(pipe, events.STARTED, "running", "crunch", ns, n=0, w="w1", wf="flow")
+        # A short attempt, its start never written: its outcome says where it ran.
+        emit(pipe, events.SUBMITTED, "short", "fetch", ns, q="io", v="v1")
+        emit(pipe, events.RETRY, "short", "fetch", ns, n=0, w="w1", run=0.01, x="IOError", msg="down",
+             next=repr(2e9), q="io", v="v1")  # fmt: skip
+        emit(pipe, events.SUCCEEDED, "short", "fetch", ns, n=1, w="w2", run=0.02, q="io2", v="v2", ts=2e9 + 1)
         pipe.execute()
     frame = lab.history().set_index(["task_id", "attempt", "state"])
     rows = {key: row for key, row in frame.iterrows()}
     assert set(rows) == {("retried", 0, "RETRY"), ("retried", 1, "SUCCESS"), ("lost", 0, "LOST"),
                          ("lost", 0, "DUPLICATE"), ("later", 0, "PENDING"),
-                         ("running", 0, "STARTED")}  # fmt: skip
+                         ("running", 0, "STARTED"), ("short", 0, "RETRY"), ("short", 1, "SUCCESS")}  # fmt: skip
     first, second = rows[("retried", 0, "RETRY")], rows[("retried", 1, "SUCCESS")]
     assert (first["error"], first["worker"], first["queue"], first["version"]) == ("IOError: down", "w1", "io", "v1")
     assert (second["worker"], second["version"]) == ("w2", "v2") and pd.isna(second["error"])
@@ -77,10 +82,13 @@ def test_history_folds_every_kind_of_event(lab):
     assert rows[("lost", 0, "DUPLICATE")]["error"] == "late SUCCESS"
     assert rows[("later", 0, "PENDING")]["submitted_at"] == pd.Timestamp(3e9, unit="s", tz="UTC"), "a countdown"
     assert rows[("running", 0, "STARTED")]["workflow"] == "flow"
+    short = rows[("short", 1, "SUCCESS")]
+    assert (short["worker"], short["queue"], short["version"]) == ("w2", "io2", "v2")
+    assert short["started_at"] == pd.Timestamp(2e9 + 1 - 0.02, unit="s", tz="UTC").floor("ms"), "its end less its run"
     assert pd.isna(rows[("running", 0, "STARTED")]["finished_at"])
     due = list(zip(lab.history()["task_id"], lab.history()["attempt"], strict=True))
-    assert due[:4] == [("retried", 0), ("lost", 0), ("lost", 0), ("running", 0)], "in the order they were due"
-    assert due[4:] == [("retried", 1), ("later", 0)]
+    assert due[:5] == [("retried", 0), ("lost", 0), ("lost", 0), ("running", 0), ("short", 0)], "as they were due"
+    assert due[5:] == [("retried", 1), ("short", 1), ("later", 0)]
 
 
 def test_events_are_read_by_name_whatever_their_order():

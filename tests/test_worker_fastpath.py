@@ -34,6 +34,7 @@ from rq.suspension import resume, suspend
 from rq.worker import Worker as RQWorker
 
 import tasklab
+from tasklab import defaults
 from tasklab.code.serialization import Serializer
 from tasklab.engine.worker_job import WorkerJob
 from tasklab.local.connection import make_client
@@ -400,12 +401,57 @@ def test_worker_job_reads_a_job_hash_as_rq_does(lab):
     assert ours.finished_job_registry.key == theirs.finished_job_registry.key
 
 
-def test_a_task_sees_its_job_started_in_redis(lab):
-    """The worker reads Redis's reply to the start transaction only as the task is about to
-    run (it gets the task ready meanwhile); the task itself always finds its job started."""
-    fast_worker(lab)
+def test_a_short_task_runs_with_its_start_unwritten_and_leaves_the_records_rq_leaves(lab, rq_connection):
+    """A task that ends within START_WRITTEN_AFTER is recorded by one commit, its start with its end:
+    while it runs, its job is still queued in Redis; once done, its records are those RQ's own
+    SimpleWorker leaves for the same task, and its history row says where it ran."""
     results = shipped_tasks.own_status.starmap_async([()] * 20, queue=FAST)
-    assert results.get(timeout=20) == [("started", False)] * 20, "the reply is read before the task body"
+    name = fast_worker(lab)  # each job is taken by a script: the first by a look for one, then by commits
+    assert results.get(timeout=20) == [("queued", False)] * 20, "its start was not written while it ran"
+    fast = results[0]
+    plain = shipped_tasks.own_status.apply_async(queue=PLAIN)
+    rq_worker = run_in_process(SimpleWorker, rq_connection)
+    assert plain.get(timeout=5) == ("started", False), "RQ's worker writes the start first"
+    ours, theirs = records(lab, fast.id, name), records(lab, plain.id, rq_worker.name)
+    assert (ours.pop("return value"), theirs.pop("return value")) == (("queued", False), ("started", False))
+    assert ours == theirs and ours["status"] == "finished" and ours["executions left"] == 0
+    ours, theirs = footprint(lab.connection, fetch(lab, fast.id)), footprint(lab.connection, fetch(lab, plain.id))
+    assert ours["keys"] == theirs["keys"]
+    # RQ's worker writes the whole hash again at the end, adding the empty fields of a job that has no
+    # callbacks nor group (as tasklab submits it); tasklab's writes only what changed.
+    extra = set(theirs["job fields"]) - set(ours["job fields"])
+    assert set(ours["job fields"]) <= set(theirs["job fields"])
+    assert {field: lab.connection.hget(f"rq:job:{plain.id}", field) for field in extra} == dict.fromkeys(extra, b"")
+    # Held for a moment (TOTALS_HELD), and written at the latest as the worker goes idle.
+    wait_for(lambda: worker_counts(lab.connection, name) == (20, 0, True), 5, "the worker's counts")
+    nothing_in_flight(lab.connection, FAST, name)
+    assert not lab.connection.llen(f"tasklab:claimed:{name}"), "no claim left behind"
+    rows = lab.history().set_index("task_id")
+    row = rows.loc[fast.id]
+    assert (row["state"], row["queue"], row["worker"]) == ("SUCCESS", FAST, name)
+    assert row["version"] == rows.loc[plain.id, "version"] and isinstance(row["version"], str)
+    assert row["submitted_at"] <= row["started_at"] <= row["finished_at"]
+
+
+def test_a_task_that_runs_on_is_started_within_moments(lab):
+    """A task still running START_WRITTEN_AFTER seconds after it began gets its start written then,
+    dated when it began: STARTED in Redis, in RQ's started registry, and in the history."""
+    fast_worker(lab)
+    result = shipped_tasks.own_status.apply_async(("t:gate",), queue=FAST)
+    job = fetch(lab, result.id)
+    wait_for(lambda: status(lab, job) == "started", defaults.START_WRITTEN_AFTER + 2, "its start")
+    assert result.state == "STARTED"
+    assert job.id in StartedJobRegistry(FAST, connection=lab.connection)
+    (running,) = lab.history().to_dict("records")
+    assert running["state"] == "STARTED"
+    lab.connection.lpush("t:gate", "go")
+    assert result.get(timeout=10) == ("started", False), "it reads its status after its start was written"
+    job = fetch(lab, result.id)
+    assert job.get_status() == "finished" and not job.get_executions()
+    assert job.started_at < job.ended_at
+    (row,) = lab.history().to_dict("records")
+    assert row["state"] == "SUCCESS"
+    assert abs(row["started_at"].timestamp() - job.started_at.timestamp()) < 0.01, "dated when it began"
 
 
 def test_the_worker_reloads_its_script_after_a_script_flush(lab):

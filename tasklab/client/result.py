@@ -411,6 +411,10 @@ class AsyncResult:
             job.cancel()
             with self.connection.pipeline(transaction=False) as pipe:
                 events.emit_for(pipe, events.REVOKED, job, n=job.meta.get(keys.META_RETRIES, 0))
+                if terminate and status == JobStatus.QUEUED:
+                    # A short task runs queued, its start unwritten: its worker is stopped too, if it runs it.
+                    pipe.sadd(keys.TERMINATE_KEY, self.id)
+                    pipe.expire(keys.TERMINATE_KEY, 3600)
                 pipe.execute()
             return None
         if status == JobStatus.STARTED and terminate:

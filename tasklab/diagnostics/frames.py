@@ -103,13 +103,15 @@ def fold(frame: pd.DataFrame) -> History:
     submitted_at[attempt_of == 0] = np.nan
     submitted_at = np.where(np.isnan(submitted_at), submitted[task_of], submitted_at)
     started = _take(ts, rows_of.last(start))
+    # A short attempt's outcome says where it ran, in place of its STARTED event (see tasklab.engine.worker).
+    everywhere = np.ones(count, dtype=bool)
     rows = pd.DataFrame({
         "task_id": np.asarray(task_ids, dtype=object)[task_of],
         "attempt": attempt_of, "name": ev["t"].to_numpy(dtype=object)[first],
         "namespace": ev["ns"].to_numpy(dtype=object)[first], "order": first.astype(np.float64), "state": state,
-        "run": run, "worker": latest("w", ~submit), "version": latest("v", ~outcome),
-        "queue": latest("q", ~outcome), "error": _take(error, rows_of.last(pd.notna(error))),
-        "workflow": latest("wf", np.ones(count, dtype=bool)), "submitted_at": submitted_at,
+        "run": run, "worker": latest("w", ~submit), "version": latest("v", everywhere),
+        "queue": latest("q", everywhere), "error": _take(error, rows_of.last(pd.notna(error))),
+        "workflow": latest("wf", everywhere), "submitted_at": submitted_at,
         "started_at": np.where(np.isnan(started), finished - run, started), "finished_at": finished,
     })  # fmt: skip
     if len(dup):
@@ -168,11 +170,15 @@ class _Latest:
 def _finish(rows: pd.DataFrame) -> History:
     """Timestamps, durations and short ids for folded attempt rows; sorted by when they were due."""
     frame = rows.reindex(columns=[*COLUMNS, "order"])
-    for column in ("submitted_at", "started_at", "finished_at"):
-        seconds = pd.to_numeric(frame[column], errors="coerce")
-        frame[column] = pd.to_datetime(seconds, unit="s", utc=True).astype("datetime64[ms, UTC]")
-    frame["wait_s"] = (frame["started_at"] - frame["submitted_at"]).dt.total_seconds().clip(lower=0)
-    frame["run_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
+    seconds = {
+        column: pd.to_numeric(frame[column], errors="coerce")
+        for column in ("submitted_at", "started_at", "finished_at")
+    }
+    for column, values in seconds.items():
+        frame[column] = pd.to_datetime(values, unit="s", utc=True).astype("datetime64[ms, UTC]")
+    # From the times as written, not as shown (to the millisecond): a short task runs for less than one.
+    frame["wait_s"] = (seconds["started_at"] - seconds["submitted_at"]).clip(lower=0)
+    frame["run_s"] = seconds["finished_at"] - seconds["started_at"]
     frame["wait_ms"] = (frame["wait_s"] * 1000).round(1)
     frame["run_ms"] = (frame["run_s"] * 1000).round(1)
     for column in ("name", "state", "worker", "error", "task_id", "version", "queue", "namespace", "workflow"):

@@ -94,18 +94,85 @@ def parse(text: str) -> dict[str, str]:
     return {name: value for name, value in zip(FIELDS, values, strict=False) if value}
 
 
-def emit(pipe: Any, kind: str, job_id: str, task: str, namespace: str, **fields: Any) -> None:
-    """Queue one event (and its counter) on ``pipe``. ``fields`` with ``None`` are left out.
+class Totals:
+    """Counters and run times kept by a worker for a moment and written together (:meth:`write`), so
+    that a stream of short tasks does not write them once per task: the counters of
+    :func:`counts_key` and the run times of :func:`runtimes_key`, and RQ's counts of the worker's
+    successful jobs and working time. What is held is lost if the worker dies before writing it."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self.runtimes: dict[tuple[str, str], list[str]] = {}
+        self.successes = 0
+        self.working_s = 0.0
+        self.since = time.monotonic()  # of the oldest total held
+
+    def count(self, namespace: str, field: str) -> None:
+        if not self.counts and not self.runtimes and not self.successes:
+            self.since = time.monotonic()
+        key = (namespace, field)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def run_time(self, namespace: str, task: str, run_s: float) -> None:
+        self.runtimes.setdefault((namespace, task), []).append(repr(float(run_s)))
+
+    def success(self, working_s: float) -> None:
+        self.successes += 1
+        self.working_s += working_s
+
+    def due(self) -> bool:
+        """Whether the oldest total held is :data:`~tasklab.defaults.TOTALS_HELD` seconds old."""
+        return (bool(self.counts) or self.successes > 0) and time.monotonic() - self.since >= defaults.TOTALS_HELD
+
+    def add(self, other: Totals) -> None:
+        """Hold ``other``'s totals too."""
+        if other.counts or other.successes:
+            if not self.counts and not self.successes:
+                self.since = other.since
+            for key, n in other.counts.items():
+                self.counts[key] = self.counts.get(key, 0) + n
+            for key, values in other.runtimes.items():
+                self.runtimes.setdefault(key, []).extend(values)
+            self.successes += other.successes
+            self.working_s += other.working_s
+
+    def write(self, pipe: Any, worker_key: str) -> None:
+        """Queue what is held on ``pipe`` (RQ's counts on the hash ``worker_key``). What is held stays
+        held: the caller drops it once the commit is known to be applied."""
+        command = pipe.execute_command
+        for (namespace, field), n in self.counts.items():
+            command("HINCRBY", counts_key(namespace), field, n)
+        for (namespace, task), values in self.runtimes.items():
+            key = runtimes_key(namespace, task)
+            command("LPUSH", key, *values[-defaults.RUNTIMES_KEPT :])
+            command("LTRIM", key, 0, defaults.RUNTIMES_KEPT - 1)
+        if self.successes:
+            command("HINCRBY", worker_key, "successful_job_count", self.successes)
+            command("HINCRBYFLOAT", worker_key, "total_working_time", repr(self.working_s))
+
+
+def emit(
+    pipe: Any, kind: str, job_id: str, task: str, namespace: str, ts: float | None = None,
+    totals: Totals | None = None, **fields: Any,
+) -> None:  # fmt: skip
+    """Queue one event (and its counter) on ``pipe``, at ``ts`` (default: now). ``fields`` with
+    ``None`` are left out. Given ``totals``, its counter and run time are added there instead.
 
     STARTED events are not counted: how many attempts run now is the size of RQ's started
     registries, and a count of all that ever started would tell nothing more.
     """
-    entry = record(kind, job_id, task, namespace, time.time(), fields)
+    entry = record(kind, job_id, task, namespace, time.time() if ts is None else ts, fields)
     # pipe.xadd(STREAM, {RECORD: entry}, maxlen=..., approximate=True), with less of redis-py's Python
     pipe.execute_command("XADD", STREAM, "MAXLEN", "~", defaults.EVENTS_MAXLEN, "*", RECORD, entry)
+    run_s = fields.get("run")
+    if totals is not None:
+        if kind != STARTED:
+            totals.count(namespace, f"{task}|{kind}")
+        if run_s is not None:
+            totals.run_time(namespace, task, run_s)
+        return
     if kind != STARTED:
         pipe.execute_command("HINCRBY", counts_key(namespace), f"{task}|{kind}", 1)
-    run_s = fields.get("run")
     if run_s is not None:
         key = runtimes_key(namespace, task)
         pipe.lpush(key, repr(float(run_s)))

@@ -186,7 +186,7 @@ def _take_rate_slot(job: Job) -> None:
     recording a failure, and raise :class:`RateLimited` for the worker to go on with its next job."""
     key, rate = job.meta[META_RATE]
     held = job.meta.get(META_SLOT)
-    _started(job)  # before anything else about the attempt is written
+    _ensure_started(job)  # before anything else about the attempt is written
     slot = take_start(job.connection, key, rate, held)
     if slot is None:
         if held is not None:
@@ -251,12 +251,12 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def _started(job: Job) -> None:
-    """Make sure the job's start is in Redis: before its task runs, and before anything else
-    about the attempt is written.
+    """Make sure the job's start is in Redis, where it is written before the task runs.
 
     tasklab's worker sent it before the job began and left the reading of Redis's reply to
-    now (``job._tl_confirm_start``), so that the task was got ready meanwhile. On other RQ
-    workers, the STARTED event is written here.
+    now (``job._tl_confirm_start``), so that the task was got ready meanwhile; or it writes it
+    only if the task is still running a moment later (``job._tl_write_start``: see
+    :func:`_ensure_started`). On other RQ workers, the STARTED event is written here.
     """
     confirm = getattr(job, "_tl_confirm_start", None)
     if confirm is not None:
@@ -267,15 +267,25 @@ def _started(job: Job) -> None:
             pipe.execute()
 
 
-def start_writes(job: Job, pipe: Any, worker_name: str | None) -> None:
+def _ensure_started(job: Job) -> None:
+    """Make sure the job's start is in Redis, before anything about the attempt is written but the
+    success that tasklab's worker commits itself: a start the worker left unwritten, for a short
+    task, is written now (``job._tl_write_start``)."""
+    _started(job)
+    write = getattr(job, "_tl_write_start", None)
+    if write is not None:
+        write()
+
+
+def start_writes(job: Job, pipe: Any, worker_name: str | None, ts: float | None = None) -> None:
     """Queue the STARTED event of a tasklab job on ``pipe`` (tasklab's worker: in its own
-    start transaction) and mark it written; nothing for other jobs."""
+    start transaction), at ``ts`` (default: now), and mark it written; nothing for other jobs."""
     meta = job.meta
     if keys.META_TASK not in meta:
         return
     events.emit_for(
         pipe, events.STARTED, job, n=int(meta.get(keys.META_RETRIES, 0)), w=worker_name, q=job.origin,
-        v=meta.get(keys.META_VERSION),
+        v=meta.get(keys.META_VERSION), ts=ts,
     )  # fmt: skip
     job._tl_started_written = True  # type: ignore[attr-defined]
 
@@ -340,6 +350,7 @@ def _failed(job: Job, task: Task, request: Request, capture: OutputCapture, exc:
     Returns normally, after which the caller re-raises ``exc`` for RQ: RQ retries a job while
     ``job.retries_left`` is positive, after ``job.retry_intervals`` seconds.
     """
+    _ensure_started(job)  # a failure is recorded as RQ records it: of a started job
     _wait_for_redis(job)  # in an outage, the attempt's outcome is held until Redis answers
     if not owned(job):  # settled meanwhile: the worker records this outcome as a duplicate
         return
@@ -445,7 +456,6 @@ def _record(
     """In one round trip: the attempt's output, the final exception, the attempt's event, and what
     follows the final outcome (callbacks, submitted errbacks), in one transaction when there is any.
     ``kind`` and ``reason`` override the event's kind and exception name (a job revoked at start)."""
-    _started(job)  # when the task did not get to run
     text = capture.text()
     ttl = (job.failure_ttl or defaults.FAILURE_TTL) if exc is not None else job.result_ttl
     kind = kind or (events.SUCCEEDED if exc is None else events.RETRY if retry_at is not None else events.FAILED)
@@ -457,6 +467,7 @@ def _record(
             job._tl_attempt_text = text  # type: ignore[attr-defined]
             deferred.append(lambda pipe: _hooks_pending(pipe, job.id, attempt, ttl))
         return
+    _ensure_started(job)  # also when the task did not get to run
     if not owned(job):
         return
     with job.connection.pipeline(transaction=has_callbacks(job)) as pipe:
@@ -483,10 +494,14 @@ def _write_attempt(
         expire(pipe, keys.output_key(job.id), ttl)
     if exc is not None and retry_at is None:
         record_exception(job, exc, pipe)
+    # An attempt whose start the worker never wrote (a short task) has no STARTED event: this one
+    # says where it ran, as that one would.
+    unstarted = getattr(job, "_tl_start_skipped", False)
     events.emit_for(
-        pipe, kind, job, n=attempt, run=run_s, w=job.worker_name,
+        pipe, kind, job, totals=getattr(job, "_tl_totals", None), n=attempt, run=run_s, w=job.worker_name,
         x=reason or (type(exc).__name__ if exc is not None else None),
         msg=str(exc)[:200] if exc is not None else None, next=repr(retry_at) if retry_at is not None else None,
+        q=job.origin if unstarted else None, v=job.meta.get(keys.META_VERSION) if unstarted else None,
     )  # fmt: skip
     if retry_at is None and kind != events.REVOKED:
         callback_writes(job, pipe, succeeded=exc is None)

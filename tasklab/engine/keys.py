@@ -39,6 +39,14 @@ def claimed_key(worker_name: str) -> str:
     return f"tasklab:claimed:{worker_name}"
 
 
+def runs_key(worker_name: str) -> str:
+    """String: the id of the job ``worker_name`` last took by a script, which it may run without
+    writing its start (see :class:`tasklab.engine.worker.Worker`). Whoever settles the worker's jobs
+    (it died, or its lease ran out) counts that job, if still claimed, as lost with the worker
+    rather than never started."""
+    return f"tasklab:runs:{worker_name}"
+
+
 def running_key(job_id: str) -> str:
     """String: the RQ execution id of the worker running the job, from its start until its outcome is
     written; whoever settles the job instead deletes it first, so the worker's late writes are

@@ -232,6 +232,9 @@ class LeaseKeeper(threading.Thread):
         self.renewed = threading.Event()
         self._valid_until = -math.inf  # time.monotonic() by which the lease runs out
         self._failing_since: float | None = None
+        #: How many times a renewal found the lease run out and settled: a claim made before the
+        #: count last changed may have been queued again by the settler.
+        self.epoch = 0
 
     def renew(self) -> list[str]:
         """Renew the lease (and the running job's execution record) now, and settle, on a thread,
@@ -240,6 +243,7 @@ class LeaseKeeper(threading.Thread):
         started = time.monotonic()
         held, expired = renew(self.client, self.worker_name)
         if self._held and not held:
+            self.epoch += 1
             log.warning("worker %s: its lease had run out and its jobs were settled; it goes on", self.worker_name)
             if self.on_lost is not None:
                 self.on_lost()

@@ -36,8 +36,12 @@ log = logging.getLogger("tasklab.lost")
 
 def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseException) -> list[str]:
     """Fail or requeue every job the dead worker ``worker_name`` was running, and queue again the
-    jobs it had taken but not started; return the ids of the first."""
-    requeue_claimed(connection, worker_name)
+    jobs it had taken but not started; return the ids of the first.
+
+    A job it was running without a written start (a short task: see :class:`tasklab.engine.worker.Worker`)
+    is still in its claimed list, named by its runs key: it is settled as lost too, not queued again
+    as if it had never run."""
+    _, ran = requeue_claimed(connection, worker_name, gone=True)
     worker = SimpleWorker.find_by_key(  # a SimpleWorker's kill_horse() does nothing, whatever is called
         worker_key(worker_name),
         connection=connection,
@@ -45,8 +49,18 @@ def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseExcept
         serializer=Serializer,
     )
     if worker is None:
+        if ran is not None:  # no record to settle it with: it goes back to its queue
+            requeue_claimed(connection, worker_name)
         return []
     settled = []
+    if ran is not None and _take_claim(connection, worker_name, ran):
+        try:
+            job = Job.fetch(ran, connection=connection, serializer=Serializer)
+        except NoSuchJobError:
+            job = None
+        if job is not None and job.get_status() == JobStatus.QUEUED:
+            _settle(worker, job, TaskQueue(job.origin, connection=connection), None, reason)  # type: ignore[arg-type]
+            settled.append(job.id)
     for execution in worker.get_current_executions(refresh=True):
         try:
             job = Job.fetch(execution.job_id, connection=connection, serializer=Serializer)
@@ -67,20 +81,35 @@ def unregister(connection: redis.Redis, worker_name: str) -> None:
         worker.register_death()
 
 
-#: KEYS[1]: a worker's claimed list. ARGV: job key prefix, queue key prefix (RQ's, public). Puts the
-#: jobs it holds that are still queued back at the head of their queues, in their order; drops it.
+#: KEYS[1]: a worker's claimed list; KEYS[2]: its runs key (see tasklab.engine.keys.runs_key). ARGV:
+#: job key prefix, queue key prefix (RQ's, public), and 1 if the job the runs key names counts as
+#: run (the worker is gone). Puts the jobs the list holds that are still queued back at the head of
+#: their queues, in their order, but that one, which stays claimed; drops the list, or leaves that one
+#: alone in it. Returns the ids requeued, then that one's id or false.
 _REQUEUE_CLAIMED = """
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+local ran = false
+if ARGV[3] == '1' then
+    ran = redis.call('GET', KEYS[2])
+end
 local requeued = {}
+local kept = false
 for i = #ids, 1, -1 do
     local job = redis.call('HMGET', ARGV[1] .. ids[i], 'status', 'origin')
     if job[1] == 'queued' and job[2] then
-        redis.call('LPUSH', ARGV[2] .. job[2], ids[i])
-        requeued[#requeued + 1] = ids[i]
+        if ids[i] == ran then
+            kept = ids[i]
+        else
+            redis.call('LPUSH', ARGV[2] .. job[2], ids[i])
+            requeued[#requeued + 1] = ids[i]
+        end
     end
 end
-redis.call('DEL', KEYS[1])
-return requeued
+redis.call('DEL', KEYS[1], KEYS[2])
+if kept then
+    redis.call('RPUSH', KEYS[1], kept)
+end
+return {requeued, kept}
 """
 
 
@@ -101,19 +130,30 @@ def _take_over(connection: redis.Redis, job_id: str, execution_id: str) -> bool:
     return bool(connection.register_script(_TAKE_OVER)(keys=[key], args=[execution_id]))
 
 
-def requeue_claimed(connection: redis.Redis, worker_name: str, why: str = "is gone") -> list[str]:
+def requeue_claimed(
+    connection: redis.Redis, worker_name: str, why: str = "is gone", gone: bool = False
+) -> tuple[list[str], str | None]:
     """Queue again, at the head of their queues, the jobs ``worker_name`` took but never started
     (it died between the two, or took them by a call whose reply was lost); they never ran, so no
-    retry is counted. Their ids."""
+    retry is counted. Their ids, and, when the worker is ``gone``, the id of the job it may have
+    been running without a written start (named by its runs key), which stays in its claimed list
+    for the caller to settle as lost with the worker (``None`` if none)."""
     script = connection.register_script(_REQUEUE_CLAIMED)
-    args = [Job.redis_job_namespace_prefix, TaskQueue.redis_queue_namespace_prefix]
-    requeued = [as_text(i) for i in script(keys=[keys.claimed_key(worker_name)], args=args)]
+    args = [Job.redis_job_namespace_prefix, TaskQueue.redis_queue_namespace_prefix, 1 if gone else 0]
+    found, ran = script(keys=[keys.claimed_key(worker_name), keys.runs_key(worker_name)], args=args)
+    requeued = [as_text(i) for i in found]
     if requeued:
         log.warning("worker %s %s: queued again the jobs it had taken, %s", worker_name, why, ", ".join(requeued))
-    return requeued
+    return requeued, as_text(ran) if ran else None
 
 
-def _settle(worker: SimpleWorker, job: Job, queue: TaskQueue, execution: object, reason: BaseException) -> None:
+def _take_claim(connection: redis.Redis, worker_name: str, job_id: str) -> bool:
+    """Take the job ``job_id`` over from the claimed list of ``worker_name``, atomically: whoever
+    removes it settles it (the worker's own finish is fenced on the same claim)."""
+    return bool(connection.lrem(keys.claimed_key(worker_name), 1, job_id))
+
+
+def _settle(worker: SimpleWorker, job: Job, queue: TaskQueue, execution: object | None, reason: BaseException) -> None:
     retries = int(job.meta.get(keys.META_RETRIES, 0))
     limit = job.meta.get(keys.META_ACKS_LATE)
     requeue = limit is not None and not isinstance(reason, TaskRevokedError) and (

@@ -157,15 +157,27 @@ def worker_key(worker_name: str) -> str:
 # -- jobs ---------------------------------------------------------------------------------
 
 
-def start_execution(job: Job, ttl: int, pipeline: Pipeline, worker_name: str) -> Execution:
-    """Queue on ``pipeline`` what ``Execution.create(job, ttl, pipeline, worker_name)`` and then
-    ``job.prepare_for_execution(worker_name, pipeline)`` write, as the same commands (``ttl`` >= 0),
-    with a tenth of their Python: a worker starts every job with it. The execution is returned, and
-    the job's fields set, as RQ's would be. ``tests/test_rq_private.py`` compares the two."""
+def new_execution(job: Job, worker_name: str) -> Execution:
+    """An RQ execution of ``job`` by ``worker_name``, starting now, as ``Execution.create`` makes it,
+    but not yet written (see :func:`start_execution`)."""
     started = now()
     execution = Execution(uuid.uuid4().hex, job.id, job.connection, worker_name)
     execution._job = job
     execution.created_at = execution.last_heartbeat = started
+    return execution
+
+
+def start_execution(
+    job: Job, ttl: int, pipeline: Pipeline, worker_name: str, execution: Execution | None = None
+) -> Execution:
+    """Queue on ``pipeline`` what ``Execution.create(job, ttl, pipeline, worker_name)`` and then
+    ``job.prepare_for_execution(worker_name, pipeline)`` write, as the same commands (``ttl`` >= 0),
+    with a tenth of their Python: a worker starts every job with it. The execution is returned, and
+    the job's fields set, as RQ's would be. ``tests/test_rq_private.py`` compares the two. Given an
+    ``execution`` from :func:`new_execution`, that one is written, with its start time."""
+    if execution is None:
+        execution = new_execution(job, worker_name)
+    started = execution.created_at
     seconds, score = started.timestamp(), calendar.timegm(started.utctimetuple()) + ttl
     composite = f"{job.id}:{execution.id}"
     key = execution.key

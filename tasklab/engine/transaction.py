@@ -49,14 +49,27 @@ return redis.call('HSET', KEYS[1], unpack(ARGV))
 #: gone once someone else settled the job); else nothing of it runs and :class:`Fenced` is raised.
 #: ``FENCE_CLAIM list id``: run it only if ``id`` could be removed from ``list`` (a worker's claimed
 #: list: the job was not queued again meanwhile). The fence's own reply is 1.
+#: ``FENCE_SOLE list id job_key dependents_key``: the fence of the commit of a job whose start was
+#: never written (see :class:`tasklab.engine.worker.Worker`): run it only if the job is still
+#: ``queued`` (not cancelled, deleted or settled) and ``id`` could be removed from the claimed
+#: ``list``; else nothing runs, but the claim goes. If the job has dependents (RQ's set), nothing runs
+#: and the claim stays: the reply is :data:`HAS_DEPENDENTS`, and the worker writes the start and takes
+#: RQ's path. ``FENCE_QUEUED list id job_key``: the fence of such a job's start, written late: as
+#: ``FENCE_SOLE`` without dependents, but a job no longer queued stays claimed (it still runs, and its
+#: claim is how a revoke's termination finds it).
 FENCE = "tasklab:fence"
 FENCE_CLAIM = "tasklab:fence-claim"
+FENCE_SOLE = "tasklab:fence-sole"
+FENCE_QUEUED = "tasklab:fence-queued"
 #: What a transaction stopped by its fence replies.
 FENCED = b"tasklab:fenced"
+#: What a transaction whose :data:`FENCE_SOLE` found dependents replies.
+HAS_DEPENDENTS = b"tasklab:has-dependents"
 
 #: Lua: ``run_commands(first)`` runs the commands in ARGV from index ``first``, each given as
 #: its number of arguments followed by its arguments, and returns their replies in a list; or
-#: ``false``, running nothing, when the first command is a fence whose key is gone.
+#: ``false``, running nothing, when the first command is a fence whose key is gone (or, for
+#: :data:`FENCE_SOLE`, :data:`HAS_DEPENDENTS` as a string).
 RUN_COMMANDS_LUA = f"""
 local function run_commands(first)
     local replies = {{}}
@@ -68,6 +81,21 @@ local function run_commands(first)
         replies[1] = 1
         i = i + tonumber(ARGV[i]) + 1
     elseif ARGV[i + 1] == '{FENCE_CLAIM}' then
+        if redis.call('LREM', ARGV[i + 2], 1, ARGV[i + 3]) == 0 then
+            return false
+        end
+        replies[1] = 1
+        i = i + tonumber(ARGV[i]) + 1
+    elseif ARGV[i + 1] == '{FENCE_SOLE}' or ARGV[i + 1] == '{FENCE_QUEUED}' then
+        if redis.call('HGET', ARGV[i + 4], 'status') ~= 'queued' then
+            if ARGV[i + 1] == '{FENCE_SOLE}' then
+                redis.call('LREM', ARGV[i + 2], 1, ARGV[i + 3])
+            end
+            return false
+        end
+        if ARGV[i + 1] == '{FENCE_SOLE}' and redis.call('SCARD', ARGV[i + 5]) > 0 then
+            return '{HAS_DEPENDENTS.decode()}'
+        end
         if redis.call('LREM', ARGV[i + 2], 1, ARGV[i + 3]) == 0 then
             return false
         end
@@ -152,6 +180,11 @@ class Fenced(TaskLabError):
     was settled meanwhile (its lease ran out): the first outcome stands."""
 
 
+class HasDependents(TaskLabError):
+    """Raised in a worker when a transaction fenced by :data:`FENCE_SOLE` was not applied because the
+    job has dependents: nothing was written, and the job is still the worker's claim."""
+
+
 def pack(*args: Any) -> bytes:
     """One command in Redis's protocol, packed by hiredis (C) instead of redis-py (Python).
     It takes the types redis-py's encoder takes: bytes, str, int, float and memoryview."""
@@ -173,14 +206,24 @@ def execute_plainly(pipe: Pipeline, raise_on_error: bool = True) -> list:
     :data:`FENCE` checked just before (not atomically: this serves transactions too large for a
     script call)."""
     commands = queued_commands(pipe)
-    fence = commands[0] if commands and commands[0][0] in (FENCE, FENCE_CLAIM) else None
+    fence = commands[0] if commands and commands[0][0] in (FENCE, FENCE_CLAIM, FENCE_SOLE, FENCE_QUEUED) else None
     if fence is None and not any(command[0] == HSET_IF_EXISTS for command in commands):
         return pipe.execute(raise_on_error=raise_on_error)
     queued = take_queued_commands(pipe)
     if fence is not None:
         client = redis.Redis(connection_pool=pipe.connection_pool)
-        _, key, value = fence
-        held = client.lrem(key, 1, value) if fence[0] == FENCE_CLAIM else client.get(key) == str(value).encode()
+        key, value = fence[1], fence[2]
+        if fence[0] in (FENCE_SOLE, FENCE_QUEUED):
+            if client.hget(fence[3], "status") != b"queued":
+                if fence[0] == FENCE_SOLE:
+                    client.lrem(key, 1, value)
+                raise Fenced("the job was settled while this worker ran it")
+            if fence[0] == FENCE_SOLE and client.scard(fence[4]):
+                raise HasDependents("the job has dependents")
+        if fence[0] in (FENCE_CLAIM, FENCE_SOLE, FENCE_QUEUED):
+            held = bool(client.lrem(key, 1, value))
+        else:
+            held = client.get(key) == str(value).encode()
         if not held:
             raise Fenced("the job was settled while this worker ran it")
         queued = queued[1:]
@@ -204,6 +247,8 @@ def flatten(commands: list[tuple], into: list) -> list:
 def checked(replies: Any, expected: int) -> list:
     if replies == FENCED:
         raise Fenced("the job was settled while this worker ran it")
+    if replies == HAS_DEPENDENTS:
+        raise HasDependents("the job has dependents")
     if not isinstance(replies, list) or len(replies) != expected:
         raise redis.ResponseError(f"Unexpected reply to a transaction of {expected} commands: {replies!r:.200}")
     return replies

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from typing import Any
 
@@ -40,12 +41,13 @@ from .. import defaults
 from ..code.serialization import ResultSerializer, Serializer
 from ..core.signing import find_key, keyring
 from ..errors import SignatureError
+from . import events
 from .claim import SUSPENDED, TRANSACTION
 from .execution import defer_finish_writes, finish_writes, forget_finish_writes, run_success_hooks, start_writes
 from .fence import owned
 from .fencing import FencingWorker
 from .joblog import JobLinesAtDebug
-from .keys import claimed_key, running_key
+from .keys import META_TASK, claimed_key, running_key, runs_key
 from .lost import requeue_claimed
 from .refusal import PlainSerializer, check_signed, foreign_callback, refuse, signed_job
 from .rq_private import (
@@ -53,6 +55,7 @@ from .rq_private import (
     end_execution,
     handle_success,
     mark_stopped,
+    new_execution,
     ordered_queues,
     set_state_locally,
     start_execution,
@@ -61,7 +64,10 @@ from .rq_private import (
 from .transaction import (
     FENCE,
     FENCE_CLAIM,
+    FENCE_QUEUED,
+    FENCE_SOLE,
     Fenced,
+    HasDependents,
     checked,
     commands_of,
     execute,
@@ -73,6 +79,13 @@ from .transaction import (
 from .worker_job import WorkerJob
 
 log = logging.getLogger("tasklab.worker")
+
+# Where a job's start stands, when the worker may leave it unwritten (``job._tl_start``; see Worker).
+UNWRITTEN = "unwritten"  # not written: the job is still the worker's claim, and queued in Redis
+UNSURE = "unsure"  # sent, and its reply lost: written or not, the running mark tells
+WRITTEN = "written"  # written: the job is STARTED, as any job the worker starts at once
+FENCED = "fenced"  # not written: the job was settled meanwhile, by whoever found the lease run out
+COMMITTING = "committing"  # never to be written: the job's success is being committed without it
 
 
 class Worker(FencingWorker):
@@ -89,6 +102,20 @@ class Worker(FencingWorker):
       dependents, the suspension flag, and the next job, taken into the claimed list in the same
       script (see :mod:`tasklab.engine.claim`). With no job waiting, it waits for one itself
       (:meth:`_wait_for_job`).
+
+    A short task costs one script instead of two. A tasklab task taken by a script (the last
+    commit, or a look for a waiting job) runs at once, its start unwritten; the start is written
+    only if the task still runs :data:`~tasklab.defaults.START_WRITTEN_AFTER` seconds later (by a
+    thread: :class:`StartTimer`), or before a failure, a retry or anything else RQ's path writes.
+    A task that ends sooner is recorded by one commit (:meth:`_finish_short`): fenced on the claim
+    (:data:`~tasklab.engine.transaction.FENCE_SOLE`), the same records as RQ's but for the execution
+    record, started registry entry and running mark, which RQ writes at the start and deletes at the
+    end. Until then the job is queued in Redis (PENDING, as Celery shows a task without
+    ``track_started``), claimed by this worker, and named by its runs key
+    (:func:`~tasklab.engine.keys.runs_key`): if the worker dies or its lease runs out meanwhile,
+    whoever settles its jobs counts it lost with the worker, as a started one
+    (:func:`tasklab.engine.lost.settle_jobs_of`). A job taken by BLMOVE, while the worker waited,
+    is started at once: the worker may have been frozen in that wait while its claim was settled.
 
     Everything else is RQ's own code: failures, retries, timeouts, callbacks, rate limits,
     repeats, ``result_ttl=0``, and jobs that had dependents when they started (RQ's WATCH
@@ -113,6 +140,12 @@ class Worker(FencingWorker):
         self._unconfirmed: tuple[Job, list, int] | None = None  # a start sent, its reply not read
         self._claims_unsure = False  # a call that may have claimed a job lost its reply
         self._fast_finish = False  # the job being finished goes by the one-transaction path
+        self._claim_epoch: int | None = None  # the lease's epoch when the last claim was sent
+        self._start_lock = threading.Lock()  # a job's start is written, or committed without, once
+        self._unwritten: tuple[Job, float] | None = None  # running, its start unwritten; since when
+        self._start_timer: StartTimer | None = None  # from bootstrap() on
+        self._totals = events.Totals()  # counts of finished jobs, held for a moment (see _commit_totals)
+        self._totals_sent: tuple[bool, events.Totals] | None = None  # with the last commit sent
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -146,16 +179,69 @@ class Worker(FencingWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         """RQ's SimpleWorker.execute_job, but idle written only when no next job was taken (:meth:`_idle`)."""
         execution = self.prepare_execution(job)
-        self.perform_job(job, queue, execution)
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            with self._start_lock:  # every outcome took it; an exit half-way leaves it to the timer no more
+                self._unwritten = None
         self._idle()
 
     def _idle(self) -> None:
         """The worker is idle, between two jobs. When the last commit took the next job, it stays
-        busy in Redis, from one job to the next: that commit wrote no idle state, nor will this."""
+        busy in Redis, from one job to the next: that commit wrote no idle state, nor will this.
+        Otherwise the counts it held are written now."""
         if self._next_job is None:
+            self._write_held_totals()
             self.set_state(WorkerStatus.IDLE)
         else:
             set_state_locally(self, WorkerStatus.IDLE)
+
+    # -- the counts of finished jobs, held for a moment --
+
+    def _commit_totals(self, job: Job, pipe: Pipeline, write: bool) -> None:
+        """Queue the writes a success left (:func:`~tasklab.engine.execution.finish_writes`) on
+        ``pipe``, with the job's counts (tasklab's and RQ's) held in :attr:`_totals`, or, with
+        ``write`` or once they are :data:`~tasklab.defaults.TOTALS_HELD` seconds old, written with
+        all those held, by this commit; :meth:`_totals_applied` once the commit is applied."""
+        assert job.started_at is not None and job.ended_at is not None
+        totals = events.Totals()
+        totals.success((job.ended_at - job.started_at).total_seconds())
+        job._tl_totals = totals  # type: ignore[attr-defined]  # see execution._write_attempt
+        try:
+            finish_writes(job, pipe)
+        finally:
+            job._tl_totals = None  # type: ignore[attr-defined]
+        write = write or self._totals.due()
+        if write:
+            both = events.Totals()
+            both.add(self._totals)
+            both.add(totals)
+            both.write(pipe, self.key)
+        self._totals_sent = (write, totals)
+
+    def _totals_applied(self) -> None:
+        """The commit of :meth:`_commit_totals` was applied: what it wrote is no longer held."""
+        sent, self._totals_sent = self._totals_sent, None
+        if sent is None:
+            return
+        written, totals = sent
+        if written:
+            self._totals = events.Totals()
+        else:
+            self._totals.add(totals)
+
+    def _write_held_totals(self) -> None:
+        """Write the counts held (the worker goes idle, or stops)."""
+        if not (self._totals.counts or self._totals.successes):
+            return
+
+        def send() -> None:
+            with self.connection.pipeline(transaction=False) as pipe:
+                self._totals.write(pipe, self.key)
+                pipe.execute()
+
+        self.riding_out(send, "it records its counts")
+        self._totals = events.Totals()
 
     def _pop_arguments(self) -> tuple[list[str], list[str]]:
         """KEYS and the first ARGV of the pop of :data:`TRANSACTION`: this worker's claimed list,
@@ -202,7 +288,10 @@ class Worker(FencingWorker):
         if not fields:
             self.connection.lrem(claimed_key(self.name), 1, job_id)
             return None
-        return self._popped_job([queue.key, job_id, [item for pair in fields.items() for item in pair]])
+        popped = self._popped_job([queue.key, job_id, [item for pair in fields.items() for item in pair]])
+        if popped is not None:
+            popped[0]._tl_claim_epoch = None  # type: ignore[attr-defined]  # its start is written at once
+        return popped
 
     def _pop_waiting_job(self, raise_unreachable: bool = False) -> tuple[Job, Queue] | None:
         """Take a waiting job with a :data:`TRANSACTION` of no commands; ``None`` when none waits."""
@@ -245,6 +334,7 @@ class Worker(FencingWorker):
         except Exception as exc:
             exc.job_id, exc.queue = job.id, queue  # type: ignore[attr-defined]  # as RQ's dequeue
             raise
+        job._tl_claim_epoch = self._claim_epoch  # type: ignore[attr-defined]  # taken by a script
         return job, queue
 
     def connection_lost(self) -> None:
@@ -279,6 +369,9 @@ class Worker(FencingWorker):
         the next job, with ``take_next``), and the number of replies it gives."""
         keys, argv = self._pop_arguments() if take_next else ([], [""])
         argv.append(WORKERS_SUSPENDED if take_next else "")
+        argv.append(runs_key(self.name) if take_next else "")
+        if take_next:
+            self._claim_epoch = self.lease.epoch if self.lease is not None else None
         return flatten(commands, [len(keys), *keys, *argv]), len(commands) + take_next
 
     def _own_connection(self) -> AbstractConnection:
@@ -315,7 +408,10 @@ class Worker(FencingWorker):
 
     def prepare_execution(self, job: Job) -> Execution:
         """Start ``job`` in one transaction: what RQ's ``prepare_execution`` and
-        ``prepare_job_execution`` write in two, and a count of the job's dependents."""
+        ``prepare_job_execution`` write in two, and a count of the job's dependents. A short task's
+        start may be left unwritten (see the class's text and :meth:`_leave_start_unwritten`)."""
+        if self._may_leave_start_unwritten(job):
+            return self._leave_start_unwritten(job)
         ttl = self.get_heartbeat_ttl(job)
         with self.connection.pipeline() as pipe:
             # Nothing is written unless the job is still this worker's claim: a settler may have
@@ -359,6 +455,132 @@ class Worker(FencingWorker):
                 raise
             self._started(job, replies)
         return execution
+
+    # -- a start left unwritten --
+
+    def _may_leave_start_unwritten(self, job: Job) -> bool:
+        """Whether ``job`` may run with its start unwritten: a tasklab task that keeps its result and
+        does not repeat, taken by a script while the lease was held and never since lost."""
+        epoch, lease = getattr(job, "_tl_claim_epoch", None), self.lease
+        return (
+            epoch is not None and lease is not None and self._start_timer is not None
+            and defaults.START_WRITTEN_AFTER > 0 and isinstance(job, WorkerJob) and META_TASK in job.meta
+            and lease.epoch == epoch and lease.valid() and not job.webhooks and not (job.repeats_left or 0)
+            and job.get_result_ttl(self.default_result_ttl) != 0
+        )  # fmt: skip
+
+    def _leave_start_unwritten(self, job: Job) -> Execution:
+        """Run ``job`` without writing its start: the job's fields are set here as the start would
+        set them, and its start is written later only if needed (:meth:`_write_start`)."""
+        execution = new_execution(job, self.name)
+        started = execution.created_at
+        job.worker_name, job.last_heartbeat, job.started_at = self.name, started, started
+        job._status = JobStatus.STARTED  # here; in Redis it stays queued until its outcome
+        job._tl_start = UNWRITTEN  # type: ignore[attr-defined]
+        job._tl_execution = execution  # type: ignore[attr-defined]
+        job._tl_running = (running_key(job.id), execution.id)  # type: ignore[attr-defined]  # see owned()
+        job._tl_wait_for_redis = lambda: self.wait_for_redis(f"it records the outcome of job {job.id}")  # type: ignore[attr-defined]
+        job._tl_mark_stopped = lambda: mark_stopped(self, job.id)  # type: ignore[attr-defined]
+        job._tl_started_written = True  # type: ignore[attr-defined]  # its STARTED event goes with the start
+        job._tl_write_start = lambda: self._write_start(job)  # type: ignore[attr-defined]  # before an outcome
+        defer_finish_writes(job)
+        self._started_job_id = job.id
+        self._fast_job_id = job.id  # its dependents are counted by the commit's fence
+        self._unwritten = (job, time.monotonic())
+        assert self._start_timer is not None
+        self._start_timer.wake()
+        return execution
+
+    def _write_start(self, job: Job, on_timer: bool = False) -> None:
+        """Write the start of ``job``, left unwritten, if it is not written yet: its RQ records as
+        :meth:`prepare_execution` writes them, dated when the job began. Called by the runtime
+        before a failure or a retry is recorded, and by :class:`StartTimer` once the task has run
+        :data:`~tasklab.defaults.START_WRITTEN_AFTER` seconds. While Redis does not answer, it waits
+        for it (``on_timer``: it tries once, and the timer tries again)."""
+        with self._start_lock:
+            if getattr(job, "_tl_start", WRITTEN) not in (UNWRITTEN, UNSURE):
+                return
+            if on_timer:
+                try:
+                    self._send_start(job)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    job._tl_start = UNSURE  # type: ignore[attr-defined]
+                    self.log.debug("Worker %s: the start of job %s was not written (%s)", self.name, job.id, exc)
+                    return
+            else:
+                self.riding_out(lambda: self._send_start(job), f"it records the start of job {job.id}", stoppable=False)
+            job._tl_write_start = None  # type: ignore[attr-defined]
+            if self._unwritten is not None and self._unwritten[0] is job:
+                self._unwritten = None
+
+    def _send_start(self, job: Job) -> None:
+        """One try of :meth:`_write_start`, under its lock: the job's state is WRITTEN or FENCED after
+        it, unless Redis did not answer (raised, UNSURE: sent again, it is fenced if the first was
+        applied, and the running mark then says so)."""
+        execution: Execution = job._tl_execution  # type: ignore[attr-defined]
+        ttl = self.get_heartbeat_ttl(job)
+        job._tl_start = UNSURE  # type: ignore[attr-defined]
+        with self.connection.pipeline() as pipe:
+            # Written only while it is still this worker's claim, and still queued: not revoked meanwhile.
+            pipe.execute_command(FENCE_QUEUED, claimed_key(self.name), job.id, job.key)
+            start_execution(job, ttl, pipe, self.name, execution)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            self.heartbeat(ttl, pipeline=pipe)
+            pipe.persist(job.key)
+            pipe.set(running_key(job.id), execution.id)
+            start_writes(job, pipe, self.name, ts=execution.created_at.timestamp())
+            pipe.scard(job.dependents_key)
+            try:
+                replies = execute(self.connection, pipe)
+            except Fenced:
+                if self.connection.get(running_key(job.id)) == execution.id.encode():
+                    replies = [0]  # the first was applied; its count of dependents is lost: RQ's path
+                else:
+                    job._tl_start = FENCED  # type: ignore[attr-defined]
+                    self._stored_state = None  # unknown: written again next time
+                    return
+        self.executions[execution.id] = execution
+        self.running = (execution, job.started_job_registry, ttl)
+        self._fast_job_id = job.id if replies[-1] == 0 and len(replies) > 1 else None
+        job._tl_start = WRITTEN  # type: ignore[attr-defined]
+
+    def _take_start(self, job: Job) -> str:
+        """Where ``job``'s start stands as its success is to be recorded: an unwritten one becomes
+        COMMITTING (the timer leaves it alone from now on); an UNSURE one is settled first."""
+        with self._start_lock:
+            state = getattr(job, "_tl_start", WRITTEN)
+            if state == UNWRITTEN:
+                job._tl_start = COMMITTING  # type: ignore[attr-defined]
+                self._unwritten = None
+                return COMMITTING
+        if state == UNSURE:
+            self._write_start(job)
+            state = job._tl_start  # type: ignore[attr-defined]
+        return state
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: StartedJobRegistry | None = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        """RQ's failure path (see :class:`~tasklab.engine.fencing.FencingWorker`), after the job's start,
+        if it was left unwritten."""
+        self._write_start(job)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def handle_job_retry(self, job: Job, queue: Queue, retry: Any, started_job_registry: Any, execution: Any) -> None:
+        """RQ's path for a job that returned a ``Retry``, after its start, if it was left unwritten."""
+        self._write_start(job)
+        super().handle_job_retry(job=job, queue=queue, retry=retry, started_job_registry=started_job_registry,
+                                 execution=execution)  # fmt: skip
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        super().bootstrap(*args, **kwargs)
+        self._start_timer = StartTimer(self)
+        self._start_timer.start()
 
     def _started(self, job: Job, replies: list) -> None:
         raise_first_error(replies)
@@ -454,17 +676,30 @@ class Worker(FencingWorker):
         # Finished with this execution's result: another worker may have run it since it was settled.
         latest = self.connection.xrevrange(Result.get_key(job.id), "+", "-", count=1)
         ours = bool(latest) and latest[0][1].get(b"execution_id") == execution.id.encode()
-        if mark == execution.id.encode():
+        short = getattr(job, "_tl_start", None) == COMMITTING  # fenced on its claim, not on a mark
+        if short and self.connection.lpos(claimed_key(self.name), job.id) is not None:
+            self._finish_short(job, queue, execution, take_next=False)  # not applied: still its claim
+        elif not short and mark == execution.id.encode():
             self._finish_success(job, queue, started_job_registry, execution, take_next=False)
         elif status == JobStatus.FINISHED.encode() and ours:
             forget_finish_writes(job)
+            self._totals_applied()
             self._after_commit(job, queue, dependents=True)
         else:
+            self._totals_sent = None
             self._fenced(job, "SUCCESS")
 
     def _finish_success(
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution, take_next: bool
     ) -> None:
+        state = self._take_start(job)
+        if state == COMMITTING:
+            self._fast_finish = True
+            self._finish_short(job, queue, execution, take_next)
+            return
+        if state == FENCED:
+            self._fenced(job, "SUCCESS")
+            return
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         self._fast_finish = self._fast(job)
         if not self._fast_finish:
@@ -503,8 +738,6 @@ class Worker(FencingWorker):
             pipe.scard(job.dependents_key)
             if not take_next:
                 pipe.exists(WORKERS_SUSPENDED)
-            self.increment_successful_job_count(pipeline=pipe)
-            self.increment_total_working_time(job.ended_at - job.started_at, pipe)
             done: dict[str, Any] = {
                 "worker_name": self.name,
                 "execution_id": execution.id,
@@ -523,7 +756,7 @@ class Worker(FencingWorker):
                     pipe.expire(job.dependencies_key, result_ttl)
             end_execution(job, execution, pipe)  # RQ's cleanup_execution
             self.executions.pop(execution.id, None)
-            finish_writes(job, pipe)  # the attempt's output and event, from the runtime
+            self._commit_totals(job, pipe, write=not take_next)  # the attempt's output, event and counts
             pipe.delete(running_key(job.id))
             if quick and not take_next:
                 # Written now, to spare a round trip; self._state stays busy until the job
@@ -533,9 +766,11 @@ class Worker(FencingWorker):
             try:
                 replies = self._execute(pipe, take_next=take_next)
             except Fenced:
+                self._totals_sent = None
                 self._fenced(job, "SUCCESS")
                 return
         forget_finish_writes(job)
+        self._totals_applied()
         if take_next:
             popped = replies[-1]
             self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
@@ -550,6 +785,59 @@ class Worker(FencingWorker):
                 self._stored_state = WorkerStatus.IDLE
             self._not_suspended = not suspended
         self._after_commit(job, queue, dependents=bool(dependents))
+
+    def _finish_short(self, job: Job, queue: Queue, execution: Execution, take_next: bool) -> None:
+        """Record the success of a job whose start was never written, in one commit fenced on the
+        worker's claim (:data:`FENCE_SOLE`): counts, the job's fields (those of its start too),
+        result, finished registry, the attempt's output and event, and the next job. A job found
+        to have dependents gets its start and RQ's path instead."""
+        assert job.started_at is not None and job.ended_at is not None
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        take_next = take_next and not self._stopping and self.lease is not None and self.lease.valid()
+        take_next = take_next and not self.should_run_maintenance_tasks
+        take_next = take_next and getattr(job, "_tl_success_hooks", None) is None
+        job._tl_start_skipped = True  # type: ignore[attr-defined]  # its event says where it ran
+        with self.connection.pipeline() as pipe:
+            pipe.execute_command(FENCE_SOLE, claimed_key(self.name), job.id, job.key, job.dependents_key)
+            if take_next:
+                self.set_state(WorkerStatus.BUSY, pipeline=pipe)  # when it was not: it goes on working
+            else:
+                pipe.exists(WORKERS_SUSPENDED)
+            self.heartbeat(self.get_heartbeat_ttl(job), pipeline=pipe)  # when due
+            assert isinstance(job, WorkerJob)
+            job.write_success(result_ttl, pipe, self.name, execution.id, execution.created_at, job.ended_at,
+                              started=True)  # fmt: skip
+            if result_ttl is not None and result_ttl > 0:
+                pipe.expire(job.key, result_ttl)
+            self._commit_totals(job, pipe, write=not take_next)
+            if not take_next:
+                state_write(pipe, self, WorkerStatus.IDLE)
+            try:
+                replies = self._execute(pipe, take_next=take_next)
+            except Fenced:
+                self._totals_sent = None
+                self._fenced(job, "SUCCESS")
+                return
+            except HasDependents:
+                self._totals_sent = None
+                pipe.reset()
+                job._tl_start, job._tl_start_skipped = UNWRITTEN, False  # type: ignore[attr-defined]
+                self._write_start(job)
+                self._finish_success(job, queue, job.started_job_registry, execution, take_next)
+                return
+        forget_finish_writes(job)
+        self._totals_applied()
+        if take_next:
+            popped = replies[-1]
+            self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
+            self._queues_were_empty = not popped
+            suspended = popped == SUSPENDED
+        raise_first_error(replies)
+        if not take_next:
+            suspended = replies[1]
+            self._stored_state = WorkerStatus.IDLE
+        self._not_suspended = not suspended
+        self._after_commit(job, queue, dependents=False)
 
     def _after_commit(self, job: Job, queue: Queue, dependents: bool) -> None:
         """What follows a success's commit. The outcome is recorded: nothing here may turn it into a
@@ -574,6 +862,12 @@ class Worker(FencingWorker):
         self.log.debug("Worker %s: job %s finished in %s", self.name, job.id, job.ended_at - job.started_at)
 
     def teardown(self) -> None:
+        if self._start_timer is not None:
+            self._start_timer.stop()
+        try:
+            self._write_held_totals()
+        except Exception:
+            self.log.exception("Worker %s: could not record the counts it held", self.name)
         try:
             self._return_next_job()
             requeue_claimed(self.connection, self.name)  # any claim whose reply was lost on the way
@@ -582,3 +876,44 @@ class Worker(FencingWorker):
         if self._transaction_connection is not None:
             self._transaction_connection.disconnect()
         super().teardown()
+
+
+class StartTimer(threading.Thread):
+    """Writes the start of the job its worker runs with its start unwritten, once the job has run
+    :data:`~tasklab.defaults.START_WRITTEN_AFTER` seconds (see :class:`Worker`): a longer task is
+    STARTED in Redis, with its RQ execution record, as any other."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name="tasklab-start", daemon=True)
+        self.worker = worker
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+
+    def wake(self) -> None:
+        """A job began with its start unwritten (the timer sleeps while there is none)."""
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        after = defaults.START_WRITTEN_AFTER
+        while not self._stopping.is_set():
+            pending = self.worker._unwritten
+            if pending is None:
+                self._wake.wait(1.0)  # woken by the next such job
+                self._wake.clear()
+                continue
+            job, since = pending
+            left = since + after - time.monotonic()
+            if left > 0:
+                self._stopping.wait(left)
+                continue
+            try:
+                self.worker._write_start(job, on_timer=True)
+            except Exception:
+                self.worker.log.exception("Worker %s: could not write the start of job %s", self.worker.name, job.id)
+            if self.worker._unwritten is pending:  # not written (Redis did not answer): soon again
+                self._stopping.wait(defaults.LEASE_RETRY_INTERVAL)

@@ -110,18 +110,23 @@ class WorkerJob(TaskJob):
         execution_id: str | None = None,
         execution_started_at: datetime.datetime | None = None,
         execution_ended_at: datetime.datetime | None = None,
+        started: bool = False,
     ) -> None:
         """RQ's ``_handle_success`` for a :mod:`tasklab.engine.transaction` pipeline, writing only the
         fields of the job hash that running the job changed (RQ writes every field but
         ``meta`` again, with the same values), and only if the job still exists: RQ's full
         write would bring back a job deleted while it ran; four fields would leave a hash
-        that RQ cannot read."""
+        that RQ cannot read. With ``started``, the job's start was never written, and the field
+        it alone writes, ``worker_name``, is written here."""
         changed: list[str] = ["status", JobStatus.FINISHED.value]
         for field in ("started_at", "ended_at", "last_heartbeat"):
             value = getattr(self, field)
             if value is not None:
                 changed += [field, utcformat(value)]
-        pipeline.execute_command(HSET_IF_EXISTS, self.key, *changed)
+        if started:  # the commit's fence found the job queued: it exists
+            pipeline.execute_command("HSET", self.key, *changed, "worker_name", worker_name)
+        else:
+            pipeline.execute_command(HSET_IF_EXISTS, self.key, *changed)
         save_success(self, return_value(self), result_ttl, pipeline, worker_name, execution_id,
                      execution_started_at, execution_ended_at)  # fmt: skip
         if result_ttl != 0:

@@ -322,9 +322,15 @@ class WorkerPool:
         with self.connection.pipeline(transaction=False) as pipe:
             for w in workers:
                 pipe.smembers(executions_key(w.name))
-            executions = pipe.execute()
-        for w, members in zip(workers, executions, strict=True):
+                # A job run with its start unwritten: still claimed, and named by the worker's runs key.
+                pipe.get(keys.runs_key(w.name))
+                pipe.lrange(keys.claimed_key(w.name), 0, -1)
+            replies = pipe.execute()
+        for i, w in enumerate(workers):
+            members, runs, claimed = replies[3 * i : 3 * i + 3]
             running = {job_id_of_execution(member) for member in members}
+            if runs is not None and runs in claimed:
+                running.add(runs.decode())
             for job_id in running & wanted:
                 self.connection.srem(keys.TERMINATE_KEY, job_id)
                 self._kill(w, TaskRevokedError(f"Task {job_id} was terminated on request."))
