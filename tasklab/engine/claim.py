@@ -21,9 +21,14 @@ local function pop_job(keys, job_prefix, suspension_key, runs_key)
         return '{SUSPENDED.decode()}'
     end
     for k = 2, #keys do
-        local job_id = redis.call('LPOP', keys[k])
+        local job_id = redis.pcall('LMOVE', keys[k], keys[1], 'LEFT', 'RIGHT')
+        if type(job_id) == 'table' then  -- no LMOVE before Redis 6.2
+            job_id = redis.call('LPOP', keys[k])
+            if job_id then
+                redis.call('RPUSH', keys[1], job_id)
+            end
+        end
         if job_id then
-            redis.call('RPUSH', keys[1], job_id)
             if runs_key ~= '' then
                 redis.call('SET', runs_key, job_id)
             end
