@@ -31,16 +31,38 @@ class _Tee:
 
 
 class _Handler(logging.Handler):
-    def __init__(self, capture: OutputCapture):
+    """The one handler on the ``tasklab.task`` logger: it adds each record to the innermost capture
+    running, if any (one handler per process, rather than one added and removed per attempt)."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self._capture = capture
         self.setFormatter(logging.Formatter("[%(levelname)s/%(name)s] %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
+        captures = _active
+        if not captures:
+            return
         try:
-            self._capture.append(self.format(record) + "\n")
+            captures[-1].append(self.format(record) + "\n")
         except Exception:
             self.handleError(record)
+
+
+#: The captures running, innermost last (see OutputCapture.__enter__).
+_active: list[OutputCapture] = []
+_handler_lock = threading.Lock()
+_handler: _Handler | None = None
+
+
+def _install_handler() -> None:
+    global _handler
+    with _handler_lock:
+        if _handler is None:
+            logger = logging.getLogger(TASK_LOGGER)
+            if logger.level == logging.NOTSET:
+                logger.setLevel(logging.INFO)
+            _handler = _Handler()
+            logger.addHandler(_handler)
 
 
 class OutputCapture:
@@ -77,15 +99,14 @@ class OutputCapture:
             return body
 
     def __enter__(self) -> OutputCapture:
+        if _handler is None:
+            _install_handler()
         self._stdout, self._stderr = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Tee(self, sys.stdout), _Tee(self, sys.stderr)
-        self._handler = _Handler(self)
-        logger = logging.getLogger(TASK_LOGGER)
-        logger.addHandler(self._handler)
-        if logger.level == logging.NOTSET:
-            logger.setLevel(logging.INFO)
+        _active.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         sys.stdout, sys.stderr = self._stdout, self._stderr
-        logging.getLogger(TASK_LOGGER).removeHandler(self._handler)
+        if self in _active:
+            _active.remove(self)
