@@ -58,12 +58,17 @@ end
 
 #: KEYS[1]: the leases. ARGV: worker name, TTL in ms, most expired leases to take (0: none), claim ms.
 #: Renews the worker's lease and takes leases that ran out. Returns 1 if the lease was new (settled
-#: meanwhile, or never held), else 0, then the leases taken (see ``take``).
+#: meanwhile, or never held), 2 if it was taken by a settler (its end is a settler's claim, further off
+#: than a lease's TTL: its jobs are being settled now), else 0, then the leases taken (see ``take``).
 _RENEW_AND_TAKE = (
     _NOW
     + _TAKE_LUA
     + """
+local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local new = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if ends and tonumber(ends) > now + tonumber(ARGV[2]) then
+    new = 2
+end
 local taken = take(tonumber(ARGV[3]), tonumber(ARGV[4]))
 table.insert(taken, 1, new)
 return taken
@@ -84,8 +89,10 @@ return 0
 
 #: Expired leases one call takes at most (the rest are taken by the next).
 _TAKE_AT_ONCE = 16
-#: Milliseconds a settler's claim on an expired lease lasts before another may take it again.
+#: Milliseconds a settler's claim on an expired lease lasts before another may take it again: longer
+#: than a lease's TTL, so that a renewal tells a lease being settled from a held one.
 _CLAIM_MS = 10_000
+assert _CLAIM_MS > defaults.LEASE_TTL * 1000
 
 
 def _run(connection: redis.Redis, script: str, args: list) -> list:
@@ -93,12 +100,17 @@ def _run(connection: redis.Redis, script: str, args: list) -> list:
     return [name.decode() if isinstance(name, bytes) else name for name in reply]
 
 
-def renew(connection: redis.Redis, worker_name: str, take_expired: bool = True) -> tuple[bool, list[tuple[str, str]]]:
-    """Renew ``worker_name``'s lease: whether it was held until now (not settled meanwhile), and
-    with ``take_expired`` the leases that ran out, taken for the caller to settle (with their claims)."""
+#: What a renewal found: the lease held until now, new (settled meanwhile, or never held), or being
+#: settled now by whoever took it as run out.
+HELD, NEW, SETTLING = 0, 1, 2
+
+
+def renew(connection: redis.Redis, worker_name: str, take_expired: bool = True) -> tuple[int, list[tuple[str, str]]]:
+    """Renew ``worker_name``'s lease: what it found (:data:`HELD`, :data:`NEW` or :data:`SETTLING`),
+    and with ``take_expired`` the leases that ran out, taken for the caller to settle (with their claims)."""
     args = [worker_name, int(defaults.LEASE_TTL * 1000), _TAKE_AT_ONCE if take_expired else 0, _CLAIM_MS]
-    new, *taken = _run(connection, _RENEW_AND_TAKE, args)
-    return not new, list(zip(taken[::2], taken[1::2], strict=True))
+    found, *taken = _run(connection, _RENEW_AND_TAKE, args)
+    return int(found), list(zip(taken[::2], taken[1::2], strict=True))
 
 
 def drop(connection: redis.Redis, worker_name: str) -> None:
@@ -232,8 +244,8 @@ class LeaseKeeper(threading.Thread):
         self.renewed = threading.Event()
         self._valid_until = -math.inf  # time.monotonic() by which the lease runs out
         self._failing_since: float | None = None
-        #: How many times a renewal found the lease run out and settled: a claim made before the
-        #: count last changed may have been queued again by the settler.
+        #: How many times a renewal found the lease run out and settled, or being settled: a claim
+        #: made before the count last changed may have been queued again by the settler.
         self.epoch = 0
 
     def renew(self) -> list[str]:
@@ -241,8 +253,11 @@ class LeaseKeeper(threading.Thread):
         the workers whose leases it found expired (taken, so settled by no one else); their names.
         Raises redis-py's errors."""
         started = time.monotonic()
-        held, expired = renew(self.client, self.worker_name)
-        if self._held and not held:
+        found, expired = renew(self.client, self.worker_name)
+        if self._held and found == SETTLING:  # settled now: a claim made before may be queued again
+            self.epoch += 1
+            log.warning("worker %s: its lease had run out and its jobs are being settled; it goes on", self.worker_name)
+        elif self._held and found == NEW:
             self.epoch += 1
             log.warning("worker %s: its lease had run out and its jobs were settled; it goes on", self.worker_name)
             if self.on_lost is not None:

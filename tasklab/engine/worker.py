@@ -34,6 +34,7 @@ from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED
+from rq.timeouts import UnixSignalDeathPenalty
 from rq.utils import as_text, now
 from rq.worker import WorkerStatus
 
@@ -88,6 +89,19 @@ FENCED = "fenced"  # not written: the job was settled meanwhile, by whoever foun
 COMMITTING = "committing"  # never to be written: the job's success is being committed without it
 
 
+class DeathPenalty(UnixSignalDeathPenalty):
+    """RQ's job timeout, by SIGALRM; nothing at all for a job without one (a tasklab task's RQ timeout
+    is -1: its time limits are its own, see :func:`tasklab.engine.execution.time_limits`)."""
+
+    def setup_death_penalty(self) -> None:
+        if self._timeout > 0:
+            super().setup_death_penalty()
+
+    def cancel_death_penalty(self) -> None:
+        if self._timeout > 0:
+            super().cancel_death_penalty()
+
+
 class Worker(FencingWorker):
     """tasklab's RQ worker; jobs of plain RQ functions run here too. It writes RQ's records with
     one transaction to start a job and one to finish it (RQ's SimpleWorker: about twenty round
@@ -103,8 +117,8 @@ class Worker(FencingWorker):
       script (see :mod:`tasklab.engine.claim`). With no job waiting, it waits for one itself
       (:meth:`_wait_for_job`).
 
-    A short task costs one script instead of two. A tasklab task taken by a script (the last
-    commit, or a look for a waiting job) runs at once, its start unwritten; the start is written
+    A short task costs one script instead of two. A tasklab task runs at once, its start unwritten,
+    when the worker's lease has been held since the claim that took it was sent; the start is written
     only if the task still runs :data:`~tasklab.defaults.START_WRITTEN_AFTER` seconds later (by a
     thread: :class:`StartTimer`), or before a failure, a retry or anything else RQ's path writes.
     A task that ends sooner is recorded by one commit (:meth:`_finish_short`): fenced on the claim
@@ -114,8 +128,10 @@ class Worker(FencingWorker):
     ``track_started``), claimed by this worker, and named by its runs key
     (:func:`~tasklab.engine.keys.runs_key`): if the worker dies or its lease runs out meanwhile,
     whoever settles its jobs counts it lost with the worker, as a started one
-    (:func:`tasklab.engine.lost.settle_jobs_of`). A job taken by BLMOVE, while the worker waited,
-    is started at once: the worker may have been frozen in that wait while its claim was settled.
+    (:func:`tasklab.engine.lost.settle_jobs_of`). A worker frozen while it waited in BLMOVE, whose
+    claim was settled meanwhile, finds its lease run out (or renewed after it was taken: see
+    :attr:`~tasklab.engine.leases.LeaseKeeper.epoch`), and starts the job it was handed the usual
+    way, fenced on its claim: it does not run it.
 
     Everything else is RQ's own code: failures, retries, timeouts, callbacks, rate limits,
     repeats, ``result_ttl=0``, and jobs that had dependents when they started (RQ's WATCH
@@ -125,6 +141,7 @@ class Worker(FencingWorker):
 
     #: RQ logs how long each result is kept, after every job; the job's options say it.
     log_result_lifespan = False
+    death_penalty_class = DeathPenalty
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("job_class", WorkerJob)
@@ -266,6 +283,7 @@ class Worker(FencingWorker):
                 self.heartbeat()  # the worker key outlives the wait (sent at most once per interval)
                 if blocking and timeout is not None:
                     block = min(timeout, defaults.CLAIM_BLOCK)
+                    self._claim_epoch = self.lease.epoch if self.lease is not None else None
                     job_id = self.connection.blmove(queues[0].key, claimed_key(self.name), block, "LEFT", "RIGHT")
                     result = self._claimed(as_text(job_id), queues[0]) if job_id else None
                 else:
@@ -283,15 +301,18 @@ class Worker(FencingWorker):
                 time.sleep(defaults.CLAIM_POLL_INTERVAL)
 
     def _claimed(self, job_id: str, queue: Queue) -> tuple[Job, Queue] | None:
-        """The job BLMOVE put in this worker's claimed list; ``None`` if its hash is gone (RQ skips those)."""
-        fields = self.connection.hgetall(self.job_class.key_for(job_id))
+        """The job BLMOVE put in this worker's claimed list, named in its runs key as a script's claim
+        is; ``None`` if its hash is gone (RQ skips those). It may run with its start unwritten only if
+        the lease has been held since the BLMOVE was sent (the worker may have been frozen in that wait,
+        and its claim settled): see :meth:`_may_leave_start_unwritten`."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.set(runs_key(self.name), job_id)
+            pipe.hgetall(self.job_class.key_for(job_id))
+            _, fields = pipe.execute()
         if not fields:
             self.connection.lrem(claimed_key(self.name), 1, job_id)
             return None
-        popped = self._popped_job([queue.key, job_id, [item for pair in fields.items() for item in pair]])
-        if popped is not None:
-            popped[0]._tl_claim_epoch = None  # type: ignore[attr-defined]  # its start is written at once
-        return popped
+        return self._popped_job([queue.key, job_id, [item for pair in fields.items() for item in pair]])
 
     def _pop_waiting_job(self, raise_unreachable: bool = False) -> tuple[Job, Queue] | None:
         """Take a waiting job with a :data:`TRANSACTION` of no commands; ``None`` when none waits."""
@@ -460,7 +481,7 @@ class Worker(FencingWorker):
 
     def _may_leave_start_unwritten(self, job: Job) -> bool:
         """Whether ``job`` may run with its start unwritten: a tasklab task that keeps its result and
-        does not repeat, taken by a script while the lease was held and never since lost."""
+        does not repeat, claimed while the lease was held, and held ever since."""
         epoch, lease = getattr(job, "_tl_claim_epoch", None), self.lease
         return (
             epoch is not None and lease is not None and self._start_timer is not None
