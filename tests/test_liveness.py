@@ -211,6 +211,25 @@ def counted(key):
 """
 
 
+def test_a_renewal_tells_a_lease_being_settled_from_a_held_one(lab):
+    """A worker frozen past its lease, whose renewal comes while a settler holds the lease it took, is
+    told so (the lease's epoch changes): a job it claimed before is started fenced, not run unwritten."""
+    keeper = leases.LeaseKeeper(lab.connection, "renewing-host.1")
+    try:
+        keeper.renew()
+        keeper.renew()
+        assert keeper.epoch == 0, "held"
+        lab.connection.zadd(leases.LEASES, {keeper.worker_name: 0})  # it ran out
+        taken = dict(leases.take_expired(lab.connection))  # a settler takes it, and settles it now
+        assert keeper.worker_name in taken
+        keeper.renew()
+        assert keeper.epoch == 1, "being settled"
+        keeper.renew()
+        assert keeper.epoch == 1, "held again"
+    finally:
+        keeper.stop()
+
+
 def test_a_job_claimed_by_a_frozen_idle_worker_runs_once(shell, lab):
     pool = lab.workers(1)
     task_cell(shell, COUNTED)
