@@ -43,6 +43,29 @@ def test_history_reads_well_and_keeps_the_raw_columns(shell, lab):
     assert "also in the frame" in repr(frame[frame["name"] == "ok"]), "rows of it show as history does"
 
 
+def test_short_attempts_say_where_they_ran(shell, lab):
+    """Short attempts write no STARTED event: each row still has its queue, version, worker and times,
+    from the SUBMITTED event for a first attempt and from the outcome's own fields for a retry."""
+    task_cell(
+        shell,
+        "from rq import get_current_job\n\n"
+        "def once(key):\n"
+        "    if get_current_job().connection.incr(key) == 1:\n"
+        "        raise ConnectionError('once')\n"
+        "    return 'ok'\n",
+        "--autoretry-for ConnectionError --max-retries 1 --retry-backoff 1",
+    )
+    result = shell.user_ns["once"].delay("t:once")
+    lab.workers(1)
+    assert result.get(timeout=10) == "ok"
+    rows = lab.history(name="once").sort_values("attempt").to_dict("records")
+    assert [(row["attempt"], row["state"]) for row in rows] == [(0, "RETRY"), (1, "SUCCESS")]
+    versions = {row["version"] for row in rows}
+    assert {row["queue"] for row in rows} == {"default"} and len(versions) == 1 and None not in versions
+    for row in rows:
+        assert row["worker"] and row["submitted_at"] <= row["started_at"] <= row["finished_at"]
+
+
 def test_history_folds_every_kind_of_event(lab):
     """The events of a retried task, a task lost and requeued (acks_late), a late duplicate, a
     countdown, and a running one, written as the runtime writes them, fold into these attempts."""

@@ -73,8 +73,11 @@ def _text(value: Any) -> str:
     return text
 
 
-def record(kind: str, job_id: str, task: str, namespace: str, ts: float, fields: dict[str, Any]) -> str:
-    """An event as its :data:`RECORD`. ``fields`` are named by :data:`FIELDS`; ``None`` is left out."""
+def record(
+    kind: str, job_id: str, task: str, namespace: str, ts: float, fields: dict[str, Any], full: bool = False
+) -> str:
+    """An event as its :data:`RECORD`. ``fields`` are named by :data:`FIELDS`; ``None`` is left out, and
+    so are the empty fields at the end, unless ``full`` (every field, the last one empty)."""
     values = [kind, job_id, task, namespace, repr(ts)] + [""] * (len(FIELDS) - 5)
     for name, value in fields.items():
         if value is not None:
@@ -82,8 +85,10 @@ def record(kind: str, job_id: str, task: str, namespace: str, ts: float, fields:
                 values[_POSITION[name]] = value
             except KeyError:
                 raise ValueError(f"An event has no field {name!r}; its fields are {', '.join(FIELDS)}.") from None
+    while not full and values[-1] == "":  # the empty fields at the end are left out (read as empty)
+        values.pop()
     text = SEPARATOR.join(map(str, values))
-    if text.count(SEPARATOR) == len(FIELDS) - 1 and '"' not in text and "\n" not in text and "\r" not in text:
+    if text.count(SEPARATOR) == len(values) - 1 and '"' not in text and "\n" not in text and "\r" not in text:
         return text  # nothing to quote: one check of the whole, not one per field
     return SEPARATOR.join(map(_text, values))
 

@@ -495,8 +495,8 @@ def _write_attempt(
     if exc is not None and retry_at is None:
         record_exception(job, exc, pipe)
     # An attempt whose start the worker never wrote (a short task) has no STARTED event: this one
-    # says where it ran, as that one would.
-    unstarted = getattr(job, "_tl_start_skipped", False)
+    # says where it ran, as that one would; for a first attempt, its SUBMITTED event says it already.
+    unstarted = getattr(job, "_tl_start_skipped", False) and attempt > 0
     events.emit_for(
         pipe, kind, job, totals=getattr(job, "_tl_totals", None), n=attempt, run=run_s, w=job.worker_name,
         x=reason or (type(exc).__name__ if exc is not None else None),

@@ -190,7 +190,8 @@ class TaskQueue(Queue):
             return
         # The event's record with an empty id, and its last field, the batch's other ids, left open.
         head = events.SUBMITTED + events.SEPARATOR
-        tail = events.record(events.SUBMITTED, "", task, namespace, time.time(), {"q": self.name, "v": version})
+        tail = events.record(events.SUBMITTED, "", task, namespace, time.time(), {"q": self.name, "v": version},
+                             full=True)  # fmt: skip
         if not tail.startswith(head) or not tail.endswith(events.SEPARATOR):
             raise ValueError("A SUBMITTED record begins with its kind and ends with its batch's ids.")
         args: list[Any] = [4, self.key, self.redis_queues_keys, events.STREAM, events.counts_key(namespace)]
