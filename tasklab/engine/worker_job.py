@@ -119,10 +119,14 @@ class WorkerJob(TaskJob):
         that RQ cannot read. With ``started``, the job's start was never written, and the field
         it alone writes, ``worker_name``, is written here."""
         changed: list[str] = ["status", JobStatus.FINISHED.value]
+        formatted: dict[int, str] = {}  # the job's end is its last heartbeat too: formatted once
         for field in ("started_at", "ended_at", "last_heartbeat"):
             value = getattr(self, field)
             if value is not None:
-                changed += [field, utcformat(value)]
+                text = formatted.get(id(value))
+                if text is None:
+                    text = formatted[id(value)] = utcformat(value)
+                changed += [field, text]
         if started:  # the commit's fence found the job queued: it exists
             pipeline.execute_command("HSET", self.key, *changed, "worker_name", worker_name)
         else:
