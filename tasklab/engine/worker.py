@@ -790,13 +790,7 @@ class Worker(FencingWorker):
                 self._totals_sent = None
                 self._fenced(job, "SUCCESS")
                 return
-        forget_finish_writes(job)
-        self._totals_applied()
-        if take_next:
-            popped = replies[-1]
-            self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
-            self._queues_were_empty = not popped
-            suspended = popped == SUSPENDED
+        suspended = self._committed(job, replies, take_next)
         raise_first_error(replies)  # now that the job it took is not lost
         dependents = replies[1]
         if not take_next:
@@ -846,19 +840,26 @@ class Worker(FencingWorker):
                 self._write_start(job)
                 self._finish_success(job, queue, job.started_job_registry, execution, take_next)
                 return
-        forget_finish_writes(job)
-        self._totals_applied()
-        if take_next:
-            popped = replies[-1]
-            self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
-            self._queues_were_empty = not popped
-            suspended = popped == SUSPENDED
+        suspended = self._committed(job, replies, take_next)
         raise_first_error(replies)
         if not take_next:
             suspended = replies[1]
             self._stored_state = WorkerStatus.IDLE
         self._not_suspended = not suspended
         self._after_commit(job, queue, dependents=False)
+
+    def _committed(self, job: Job, replies: list, take_next: bool) -> Any:
+        """After a success's commit was applied: its writes and counts are no longer held, and the job
+        it took (``take_next``) is kept for the loop. Whether the pop found workers suspended (``None``
+        when it did not look)."""
+        forget_finish_writes(job)
+        self._totals_applied()
+        if not take_next:
+            return None
+        popped = replies[-1]
+        self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
+        self._queues_were_empty = not popped
+        return popped == SUSPENDED
 
     def _after_commit(self, job: Job, queue: Queue, dependents: bool) -> None:
         """What follows a success's commit. The outcome is recorded: nothing here may turn it into a
