@@ -454,6 +454,21 @@ def test_a_task_that_runs_on_is_started_within_moments(lab):
     assert abs(row["started_at"].timestamp() - job.started_at.timestamp()) < 0.01, "dated when it began"
 
 
+def test_counts_held_by_a_worker_are_written_while_a_long_task_runs(lab):
+    """A worker holds its counts for a moment (TOTALS_HELD) and writes them with a commit; a long task
+    taken by the last short one's commit does not hold them back: they go with its start."""
+    short = shipped_tasks.own_status.starmap_async([()] * 5, queue=FAST)
+    long = shipped_tasks.own_status.apply_async(("t:long",), queue=FAST)
+    name = fast_worker(lab)
+    assert short.get(timeout=10)
+    counts = lambda: lab.connection.hget(f"rq:worker:{name}", "successful_job_count")  # noqa: E731
+    wait_for(lambda: counts() == b"5", defaults.START_WRITTEN_AFTER + 3, "the counts of the tasks done")
+    assert long.state == "STARTED"
+    lab.connection.lpush("t:long", "go")
+    assert long.get(timeout=10)
+    wait_for(lambda: counts() == b"6", 5, "the long task's count")
+
+
 def test_the_worker_reloads_its_script_after_a_script_flush(lab):
     fast_worker(lab)
     assert shipped_tasks.add.apply_async((1, 2), queue=FAST).get(timeout=10) == 3

@@ -53,13 +53,19 @@ def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseExcept
             requeue_claimed(connection, worker_name)
         return []
     settled = []
-    if ran is not None and _take_claim(connection, worker_name, ran):
+    if ran is not None:
         try:
-            job = Job.fetch(ran, connection=connection, serializer=Serializer)
+            job: Job | None = Job.fetch(ran, connection=connection, serializer=Serializer)
         except NoSuchJobError:
             job = None
-        if job is not None and job.get_status() == JobStatus.QUEUED:
-            _settle(worker, job, TaskQueue(job.origin, connection=connection), None, reason)  # type: ignore[arg-type]
+        if job is not None and job.get_status() == JobStatus.QUEUED and _take_claim(connection, worker_name, ran):
+            job.started_at = None  # the start in Redis, if any, is an earlier attempt's
+            try:
+                _settle(worker, job, TaskQueue(job.origin, connection=connection), None, reason)  # type: ignore[arg-type]
+            except BaseException:  # left to the next settler, as it was
+                connection.rpush(keys.claimed_key(worker_name), ran)
+                raise
+            connection.delete(keys.runs_key(worker_name))
             settled.append(job.id)
     for execution in worker.get_current_executions(refresh=True):
         try:
@@ -85,7 +91,7 @@ def unregister(connection: redis.Redis, worker_name: str) -> None:
 #: job key prefix, queue key prefix (RQ's, public), and 1 if the job the runs key names counts as
 #: run (the worker is gone). Puts the jobs the list holds that are still queued back at the head of
 #: their queues, in their order, but that one, which stays claimed; drops the list, or leaves that one
-#: alone in it. Returns the ids requeued, then that one's id or false.
+#: alone in it, still named by the runs key. Returns the ids requeued, then that one's id or false.
 _REQUEUE_CLAIMED = """
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
 local ran = false
@@ -105,9 +111,11 @@ for i = #ids, 1, -1 do
         end
     end
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1])
 if kept then
-    redis.call('RPUSH', KEYS[1], kept)
+    redis.call('RPUSH', KEYS[1], kept)  -- with the runs key still naming it, for a settler to come
+else
+    redis.call('DEL', KEYS[2])
 end
 return {requeued, kept}
 """

@@ -486,7 +486,8 @@ class Worker(FencingWorker):
         return (
             epoch is not None and lease is not None and self._start_timer is not None
             and defaults.START_WRITTEN_AFTER > 0 and isinstance(job, WorkerJob) and META_TASK in job.meta
-            and lease.epoch == epoch and lease.valid() and not job.webhooks and not (job.repeats_left or 0)
+            # valid() first: a renewal that finds the lease being settled bumps the epoch before the validity
+            and lease.valid() and lease.epoch == epoch and not job.webhooks and not (job.repeats_left or 0)
             and job.get_result_ttl(self.default_result_ttl) != 0
         )  # fmt: skip
 
@@ -541,15 +542,20 @@ class Worker(FencingWorker):
         execution: Execution = job._tl_execution  # type: ignore[attr-defined]
         ttl = self.get_heartbeat_ttl(job)
         job._tl_start = UNSURE  # type: ignore[attr-defined]
+        held = self._totals if threading.current_thread() is not threading.main_thread() else None
         with self.connection.pipeline() as pipe:
             # Written only while it is still this worker's claim, and still queued: not revoked meanwhile.
             pipe.execute_command(FENCE_QUEUED, claimed_key(self.name), job.id, job.key)
+            status, last_heartbeat = job._status, job.last_heartbeat  # the task may have ended meanwhile
             start_execution(job, ttl, pipe, self.name, execution)
+            job._status, job.last_heartbeat = status, last_heartbeat
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             self.heartbeat(ttl, pipeline=pipe)
             pipe.persist(job.key)
             pipe.set(running_key(job.id), execution.id)
             start_writes(job, pipe, self.name, ts=execution.created_at.timestamp())
+            if held is not None:  # a long task: the counts of those before it are not held through it
+                held.write(pipe, self.key)
             pipe.scard(job.dependents_key)
             try:
                 replies = execute(self.connection, pipe)
@@ -560,6 +566,8 @@ class Worker(FencingWorker):
                     job._tl_start = FENCED  # type: ignore[attr-defined]
                     self._stored_state = None  # unknown: written again next time
                     return
+        if held is not None and held is self._totals:
+            self._totals = events.Totals()  # written with the start
         self.executions[execution.id] = execution
         self.running = (execution, job.started_job_registry, ttl)
         self._fast_job_id = job.id if replies[-1] == 0 and len(replies) > 1 else None
@@ -597,6 +605,12 @@ class Worker(FencingWorker):
         self._write_start(job)
         super().handle_job_retry(job=job, queue=queue, retry=retry, started_job_registry=started_job_registry,
                                  execution=execution)  # fmt: skip
+
+    def _fenced(self, job: Job, outcome: str) -> None:
+        if getattr(job, "_tl_start", None) == FENCED:  # a late start fenced (revoked) leaves the claim: it goes
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                self.connection.lrem(claimed_key(self.name), 1, job.id)
+        super()._fenced(job, outcome)
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)
@@ -822,8 +836,12 @@ class Worker(FencingWorker):
             assert isinstance(job, WorkerJob)
             job.write_success(result_ttl, pipe, self.name, execution.id, execution.created_at, job.ended_at,
                               started=True)  # fmt: skip
-            if result_ttl is not None and result_ttl > 0:
+            if result_ttl is not None and result_ttl > 0:  # as RQ's job.cleanup(result_ttl)
                 pipe.expire(job.key, result_ttl)
+                if depends_on_others(job):
+                    pipe.expire(job.dependencies_key, result_ttl)
+            else:  # kept: what RQ's start does (a job's own TTL no longer applies)
+                pipe.persist(job.key)
             self._commit_totals(job, pipe, write=not take_next)
             if not take_next:
                 state_write(pipe, self, WorkerStatus.IDLE)
