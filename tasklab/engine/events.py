@@ -112,8 +112,13 @@ class Totals:
         self.working_s = 0.0
         self.since = time.monotonic()  # of the oldest total held
 
+    @property
+    def held(self) -> bool:
+        """Whether anything is held (run times come with counts)."""
+        return bool(self.counts) or self.successes > 0
+
     def count(self, namespace: str, field: str) -> None:
-        if not self.counts and not self.runtimes and not self.successes:
+        if not self.held:
             self.since = time.monotonic()
         key = (namespace, field)
         self.counts[key] = self.counts.get(key, 0) + 1
@@ -127,12 +132,12 @@ class Totals:
 
     def due(self) -> bool:
         """Whether the oldest total held is :data:`~tasklab.defaults.TOTALS_HELD` seconds old."""
-        return (bool(self.counts) or self.successes > 0) and time.monotonic() - self.since >= defaults.TOTALS_HELD
+        return self.held and time.monotonic() - self.since >= defaults.TOTALS_HELD
 
     def add(self, other: Totals) -> None:
         """Hold ``other``'s totals too."""
-        if other.counts or other.successes:
-            if not self.counts and not self.successes:
+        if other.held:
+            if not self.held:
                 self.since = other.since
             for key, n in other.counts.items():
                 self.counts[key] = self.counts.get(key, 0) + n

@@ -249,7 +249,7 @@ class Worker(FencingWorker):
 
     def _write_held_totals(self) -> None:
         """Write the counts held (the worker goes idle, or stops)."""
-        if not (self._totals.counts or self._totals.successes):
+        if not self._totals.held:
             return
 
         def send() -> None:
@@ -438,23 +438,14 @@ class Worker(FencingWorker):
             # Nothing is written unless the job is still this worker's claim: a settler may have
             # queued it again after this worker's lease ran out (see leases, and _start_fenced).
             pipe.execute_command(FENCE_CLAIM, claimed_key(self.name), job.id)
-            # RQ's Execution.create and job.prepare_for_execution (which also sets last_heartbeat).
-            execution = start_execution(job, ttl, pipe, self.name)
+            execution = self._queue_start(job, ttl, pipe, new_execution(job, self.name))
             self.executions[execution.id] = execution
-            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
-            self.heartbeat(ttl, pipeline=pipe)
-            pipe.persist(job.key)
-            pipe.set(running_key(job.id), execution.id)  # the fence of what follows about the job
-            start_writes(job, pipe, self.name)  # tasklab's STARTED event, in the same transaction
             defer_finish_writes(job)
-            pipe.scard(job.dependents_key)
             self._confirm_start()
             call, expected = self._script_call(commands_of(pipe), take_next=False)
             pipe.reset()  # a start is small: always a script call
         self._started_job_id = job.id
-        job._tl_running = (running_key(job.id), execution.id)  # type: ignore[attr-defined]  # see owned()
-        job._tl_wait_for_redis = lambda: self.wait_for_redis(f"it records the outcome of job {job.id}")  # type: ignore[attr-defined]
-        job._tl_mark_stopped = lambda: mark_stopped(self, job.id)  # type: ignore[attr-defined]  # an expired job: STOPPED
+        self._hook(job, execution)
         self.running = (execution, job.started_job_registry, ttl)
         if getattr(job, "_tl_started_written", False):
             # A tasklab task: send the start now, and read its reply only when the task is about
@@ -476,6 +467,26 @@ class Worker(FencingWorker):
                 raise
             self._started(job, replies)
         return execution
+
+    def _queue_start(self, job: Job, ttl: int, pipe: Pipeline, execution: Execution) -> Execution:
+        """Queue on ``pipe``, after its fence, a job's start: RQ's Execution.create and
+        job.prepare_for_execution (which also sets last_heartbeat), busy state, a due heartbeat, the
+        running mark, tasklab's STARTED event (dated when the execution began), then a count of the
+        job's dependents, whose reply comes last."""
+        start_execution(job, ttl, pipe, self.name, execution)
+        self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+        self.heartbeat(ttl, pipeline=pipe)
+        pipe.persist(job.key)
+        pipe.set(running_key(job.id), execution.id)  # the fence of what follows about the job
+        start_writes(job, pipe, self.name, ts=execution.created_at.timestamp())
+        pipe.scard(job.dependents_key)
+        return execution
+
+    def _hook(self, job: Job, execution: Execution) -> None:
+        """What the runtime calls on ``job`` while this worker runs it (see tasklab.engine.execution)."""
+        job._tl_running = (running_key(job.id), execution.id)  # type: ignore[attr-defined]  # see owned()
+        job._tl_wait_for_redis = lambda: self.wait_for_redis(f"it records the outcome of job {job.id}")  # type: ignore[attr-defined]
+        job._tl_mark_stopped = lambda: mark_stopped(self, job.id)  # type: ignore[attr-defined]  # an expired job: STOPPED
 
     # -- a start left unwritten --
 
@@ -500,9 +511,7 @@ class Worker(FencingWorker):
         job._status = JobStatus.STARTED  # here; in Redis it stays queued until its outcome
         job._tl_start = UNWRITTEN  # type: ignore[attr-defined]
         job._tl_execution = execution  # type: ignore[attr-defined]
-        job._tl_running = (running_key(job.id), execution.id)  # type: ignore[attr-defined]  # see owned()
-        job._tl_wait_for_redis = lambda: self.wait_for_redis(f"it records the outcome of job {job.id}")  # type: ignore[attr-defined]
-        job._tl_mark_stopped = lambda: mark_stopped(self, job.id)  # type: ignore[attr-defined]
+        self._hook(job, execution)
         job._tl_started_written = True  # type: ignore[attr-defined]  # its STARTED event goes with the start
         job._tl_write_start = lambda: self._write_start(job)  # type: ignore[attr-defined]  # before an outcome
         defer_finish_writes(job)
@@ -524,39 +533,35 @@ class Worker(FencingWorker):
                 return
             if on_timer:
                 try:
-                    self._send_start(job)
+                    self._send_start(job, with_totals=True)
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     job._tl_start = UNSURE  # type: ignore[attr-defined]
                     self.log.debug("Worker %s: the start of job %s was not written (%s)", self.name, job.id, exc)
                     return
             else:
-                self.riding_out(lambda: self._send_start(job), f"it records the start of job {job.id}", stoppable=False)
+                what = f"it records the start of job {job.id}"
+                self.riding_out(lambda: self._send_start(job, with_totals=False), what, stoppable=False)
             job._tl_write_start = None  # type: ignore[attr-defined]
             if self._unwritten is not None and self._unwritten[0] is job:
                 self._unwritten = None
 
-    def _send_start(self, job: Job) -> None:
+    def _send_start(self, job: Job, with_totals: bool) -> None:
         """One try of :meth:`_write_start`, under its lock: the job's state is WRITTEN or FENCED after
         it, unless Redis did not answer (raised, UNSURE: sent again, it is fenced if the first was
-        applied, and the running mark then says so)."""
+        applied, and the running mark then says so). ``with_totals`` (the timer, while the task runs
+        on): the counts held are written too, not held through a long task."""
         execution: Execution = job._tl_execution  # type: ignore[attr-defined]
         ttl = self.get_heartbeat_ttl(job)
         job._tl_start = UNSURE  # type: ignore[attr-defined]
-        held = self._totals if threading.current_thread() is not threading.main_thread() else None
+        held = self._totals if with_totals and self._totals.held else None
         with self.connection.pipeline() as pipe:
             # Written only while it is still this worker's claim, and still queued: not revoked meanwhile.
             pipe.execute_command(FENCE_QUEUED, claimed_key(self.name), job.id, job.key)
-            status, last_heartbeat = job._status, job.last_heartbeat  # the task may have ended meanwhile
-            start_execution(job, ttl, pipe, self.name, execution)
-            job._status, job.last_heartbeat = status, last_heartbeat
-            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
-            self.heartbeat(ttl, pipeline=pipe)
-            pipe.persist(job.key)
-            pipe.set(running_key(job.id), execution.id)
-            start_writes(job, pipe, self.name, ts=execution.created_at.timestamp())
-            if held is not None:  # a long task: the counts of those before it are not held through it
+            if held is not None:
                 held.write(pipe, self.key)
-            pipe.scard(job.dependents_key)
+            status, last_heartbeat = job._status, job.last_heartbeat  # the task may have ended meanwhile
+            self._queue_start(job, ttl, pipe, execution)
+            job._status, job.last_heartbeat = status, last_heartbeat
             try:
                 replies = execute(self.connection, pipe)
             except Fenced:
@@ -566,7 +571,7 @@ class Worker(FencingWorker):
                     job._tl_start = FENCED  # type: ignore[attr-defined]
                     self._stored_state = None  # unknown: written again next time
                     return
-        if held is not None and held is self._totals:
+        if held is not None:
             self._totals = events.Totals()  # written with the start
         self.executions[execution.id] = execution
         self.running = (execution, job.started_job_registry, ttl)
@@ -866,7 +871,7 @@ class Worker(FencingWorker):
         self._not_suspended = not suspended
         self._after_commit(job, queue, dependents=False)
 
-    def _committed(self, job: Job, replies: list, take_next: bool) -> Any:
+    def _committed(self, job: Job, replies: list, take_next: bool) -> bool | None:
         """After a success's commit was applied: its writes and counts are no longer held, and the job
         it took (``take_next``) is kept for the loop. Whether the pop found workers suspended (``None``
         when it did not look)."""
