@@ -242,7 +242,7 @@ def test_a_job_claimed_by_a_frozen_idle_worker_runs_once(shell, lab):
     os.kill(idle.pid, signal.SIGSTOP)  # frozen in its wait: Redis still hands it the next job
     try:
         result = shell.user_ns["counted"].delay("runs")
-        wait_for(lambda: lab.connection.llen(keys.claimed_key(idle.name)), 10, "the frozen worker's claim")
+        wait_for(lambda: lab.connection.llen(keys.handed_key(idle.name)), 10, "the job handed to the frozen worker")
         lab.workers(2)  # another worker finds the lease run out and queues the job again
         assert result.get(timeout=defaults.LEASE_TTL + 10) == "ran"
     finally:

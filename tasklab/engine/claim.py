@@ -13,10 +13,10 @@ SUSPENDED = b"tasklab:suspended"
 # same step (see tasklab.engine.keys.claimed_key). A job whose hash is gone comes back with no
 # fields, and the caller takes the next one, as RQ does. Given the suspension key, it takes
 # nothing while workers are suspended (RQ checks before dequeuing), and says so: SUSPENDED.
-# Given a worker's runs key (tasklab.engine.keys.runs_key), it names the job taken there: the
-# worker may run it without writing its start (see tasklab.engine.worker.Worker).
+# The job taken is the last of the claimed list: the one the worker runs next, maybe with its start
+# unwritten (see tasklab.engine.worker.Worker and tasklab.engine.lost.settle_jobs_of).
 _POP_JOB_LUA = f"""
-local function pop_job(keys, job_prefix, suspension_key, runs_key)
+local function pop_job(keys, job_prefix, suspension_key)
     if suspension_key ~= '' and redis.call('EXISTS', suspension_key) == 1 then
         return '{SUSPENDED.decode()}'
     end
@@ -29,9 +29,6 @@ local function pop_job(keys, job_prefix, suspension_key, runs_key)
             end
         end
         if job_id then
-            if runs_key ~= '' then
-                redis.call('SET', runs_key, job_id)
-            end
             return {{keys[k], job_id, redis.call('HGETALL', job_prefix .. job_id)}}
         end
     end
@@ -40,15 +37,15 @@ end
 """
 
 #: A worker's bookkeeping commands (see :mod:`tasklab.engine.transaction`, fence included), then,
-#: optionally, the next job, taken by ``pop_job`` above, its reply appended to theirs; with no commands, one round
-#: trip that only takes a job. KEYS: the worker's claimed list and the queue keys to take a job
-#: from (none: take nothing); ARGV: job key prefix, suspension key or '', the worker's runs key or
-#: '', then the commands. A transaction stopped by its fence takes no job.
+#: optionally, the next job, taken by ``pop_job`` above, its reply appended to theirs; with no
+#: commands, one round trip that only takes a job. KEYS: the worker's claimed list and the queue
+#: keys to take a job from (none: take nothing); ARGV: job key prefix, suspension key or '', then
+#: the commands. A transaction stopped by its fence takes no job.
 TRANSACTION = Script(
     _POP_JOB_LUA
     + RUN_COMMANDS_LUA
     + f"""
-local replies = run_commands(4)
+local replies = run_commands(3)
 if not replies then
     return '{FENCED.decode()}'
 end
@@ -56,7 +53,7 @@ if type(replies) == 'string' then
     return replies
 end
 if #KEYS > 0 then
-    replies[#replies + 1] = pop_job(KEYS, ARGV[1], ARGV[2], ARGV[3])
+    replies[#replies + 1] = pop_job(KEYS, ARGV[1], ARGV[2])
 end
 return replies
 """

@@ -35,16 +35,21 @@ META_SOFT_TIME_LIMIT = "tl_soft_time_limit"
 def claimed_key(worker_name: str) -> str:
     """List: the ids of the jobs ``worker_name`` took from a queue and has not started yet. A job
     moves into it from its queue in one step, and out of it in the transaction that starts it, so
-    a job is always queued, claimed by a worker, or started by one (RQ's execution records)."""
+    a job is always queued, claimed by a worker, or started by one (RQ's execution records).
+
+    The last one is the job the worker took last, which it may be running with its start unwritten
+    (see :class:`tasklab.engine.worker.Worker`): whoever settles the worker's jobs (it died, or its
+    lease ran out) counts that one, if still claimed and queued, as lost with the worker rather
+    than never started."""
     return f"tasklab:claimed:{worker_name}"
 
 
-def runs_key(worker_name: str) -> str:
-    """String: the id of the job ``worker_name`` last took by a script, which it may run without
-    writing its start (see :class:`tasklab.engine.worker.Worker`). Whoever settles the worker's jobs
-    (it died, or its lease ran out) counts that job, if still claimed, as lost with the worker
-    rather than never started."""
-    return f"tasklab:runs:{worker_name}"
+def handed_key(worker_name: str) -> str:
+    """List: the job Redis handed to ``worker_name`` while it waited for one (BLMOVE), until the
+    worker reads the reply and moves it to the end of its claimed list. Whoever settles the worker's
+    jobs queues it again: the worker never saw it, so it never ran it. (A worker frozen in its wait
+    and settled meanwhile finds it gone when it wakes, and does not run it.)"""
+    return f"tasklab:handed:{worker_name}"
 
 
 def running_key(job_id: str) -> str:

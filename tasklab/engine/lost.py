@@ -39,8 +39,8 @@ def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseExcept
     jobs it had taken but not started; return the ids of the first.
 
     A job it was running without a written start (a short task: see :class:`tasklab.engine.worker.Worker`)
-    is still in its claimed list, named by its runs key: it is settled as lost too, not queued again
-    as if it had never run."""
+    is still in its claimed list, the last one: it is settled as lost too, not queued again as if it had
+    never run."""
     _, ran = requeue_claimed(connection, worker_name, gone=True)
     worker = SimpleWorker.find_by_key(  # a SimpleWorker's kill_horse() does nothing, whatever is called
         worker_key(worker_name),
@@ -65,7 +65,6 @@ def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseExcept
             except BaseException:  # left to the next settler, as it was
                 connection.rpush(keys.claimed_key(worker_name), ran)
                 raise
-            connection.delete(keys.runs_key(worker_name))
             settled.append(job.id)
     for execution in worker.get_current_executions(refresh=True):
         try:
@@ -87,35 +86,33 @@ def unregister(connection: redis.Redis, worker_name: str) -> None:
         worker.register_death()
 
 
-#: KEYS[1]: a worker's claimed list; KEYS[2]: its runs key (see tasklab.engine.keys.runs_key). ARGV:
-#: job key prefix, queue key prefix (RQ's, public), and 1 if the job the runs key names counts as
-#: run (the worker is gone). Puts the jobs the list holds that are still queued back at the head of
-#: their queues, in their order, but that one, which stays claimed; drops the list, or leaves that one
-#: alone in it, still named by the runs key. Returns the ids requeued, then that one's id or false.
+#: KEYS[1]: a worker's claimed list; KEYS[2]: the list of the job handed to it as it waited (see
+#: tasklab.engine.keys.handed_key). ARGV: job key prefix, queue key prefix (RQ's, public), and 1 if
+#: the last job of the claimed list counts as run (the worker is gone: it is the one the worker took
+#: last, and may have been running without a written start). Puts the jobs both lists hold that are
+#: still queued back at the head of their queues, in their order (the claimed ones first), but that
+#: one, which stays claimed; drops the lists, or leaves that one alone in the claimed list. Returns the
+#: ids requeued, then that one's id or false.
 _REQUEUE_CLAIMED = """
-local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-local ran = false
-if ARGV[3] == '1' then
-    ran = redis.call('GET', KEYS[2])
-end
 local requeued = {}
 local kept = false
-for i = #ids, 1, -1 do
-    local job = redis.call('HMGET', ARGV[1] .. ids[i], 'status', 'origin')
-    if job[1] == 'queued' and job[2] then
-        if ids[i] == ran then
-            kept = ids[i]
-        else
-            redis.call('LPUSH', ARGV[2] .. job[2], ids[i])
-            requeued[#requeued + 1] = ids[i]
+for k = 2, 1, -1 do
+    local ids = redis.call('LRANGE', KEYS[k], 0, -1)
+    for i = #ids, 1, -1 do
+        local job = redis.call('HMGET', ARGV[1] .. ids[i], 'status', 'origin')
+        if job[1] == 'queued' and job[2] then
+            if k == 1 and ARGV[3] == '1' and i == #ids then
+                kept = ids[i]
+            else
+                redis.call('LPUSH', ARGV[2] .. job[2], ids[i])
+                requeued[#requeued + 1] = ids[i]
+            end
         end
     end
 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
 if kept then
-    redis.call('RPUSH', KEYS[1], kept)  -- with the runs key still naming it, for a settler to come
-else
-    redis.call('DEL', KEYS[2])
+    redis.call('RPUSH', KEYS[1], kept)  -- for a settler to come
 end
 return {requeued, kept}
 """
@@ -142,13 +139,14 @@ def requeue_claimed(
     connection: redis.Redis, worker_name: str, why: str = "is gone", gone: bool = False
 ) -> tuple[list[str], str | None]:
     """Queue again, at the head of their queues, the jobs ``worker_name`` took but never started
-    (it died between the two, or took them by a call whose reply was lost); they never ran, so no
-    retry is counted. Their ids, and, when the worker is ``gone``, the id of the job it may have
-    been running without a written start (named by its runs key), which stays in its claimed list
-    for the caller to settle as lost with the worker (``None`` if none)."""
+    (it died between the two, or took them by a call whose reply was lost), or was handed as it
+    waited (see :func:`~tasklab.engine.keys.handed_key`); they never ran, so no retry is counted.
+    Their ids, and, when the worker is ``gone``, the id of the job it may have
+    been running without a written start (the last it took, if still queued), which stays in its
+    claimed list for the caller to settle as lost with the worker (``None`` if none)."""
     script = connection.register_script(_REQUEUE_CLAIMED)
     args = [Job.redis_job_namespace_prefix, TaskQueue.redis_queue_namespace_prefix, 1 if gone else 0]
-    found, ran = script(keys=[keys.claimed_key(worker_name), keys.runs_key(worker_name)], args=args)
+    found, ran = script(keys=[keys.claimed_key(worker_name), keys.handed_key(worker_name)], args=args)
     requeued = [as_text(i) for i in found]
     if requeued:
         log.warning("worker %s %s: queued again the jobs it had taken, %s", worker_name, why, ", ".join(requeued))

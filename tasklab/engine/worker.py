@@ -48,7 +48,7 @@ from .execution import defer_finish_writes, finish_writes, forget_finish_writes,
 from .fence import owned
 from .fencing import FencingWorker
 from .joblog import JobLinesAtDebug
-from .keys import META_TASK, claimed_key, running_key, runs_key
+from .keys import META_TASK, claimed_key, handed_key, running_key
 from .lost import requeue_claimed
 from .refusal import PlainSerializer, check_signed, foreign_callback, refuse, signed_job
 from .rq_private import (
@@ -125,13 +125,15 @@ class Worker(FencingWorker):
     (:data:`~tasklab.engine.transaction.FENCE_SOLE`), the same records as RQ's but for the execution
     record, started registry entry and running mark, which RQ writes at the start and deletes at the
     end. Until then the job is queued in Redis (PENDING, as Celery shows a task without
-    ``track_started``), claimed by this worker, and named by its runs key
-    (:func:`~tasklab.engine.keys.runs_key`): if the worker dies or its lease runs out meanwhile,
+    ``track_started``), and the last job of this worker's claimed list
+    (:func:`~tasklab.engine.keys.claimed_key`): if the worker dies or its lease runs out meanwhile,
     whoever settles its jobs counts it lost with the worker, as a started one
-    (:func:`tasklab.engine.lost.settle_jobs_of`). A worker frozen while it waited in BLMOVE, whose
-    claim was settled meanwhile, finds its lease run out (or renewed after it was taken: see
-    :attr:`~tasklab.engine.leases.LeaseKeeper.epoch`), and starts the job it was handed the usual
-    way, fenced on its claim: it does not run it.
+    (:func:`tasklab.engine.lost.settle_jobs_of`). A job BLMOVE hands to a waiting worker goes to a
+    list of its own (:func:`~tasklab.engine.keys.handed_key`), queued again by a settler, and joins
+    the claimed list only once the worker has read the reply. A worker frozen in that wait and settled
+    meanwhile finds it gone; and a job handed after the settle is started the usual way, fenced on
+    its claim, since the worker finds its lease run out (or renewed after it was taken: see
+    :attr:`~tasklab.engine.leases.LeaseKeeper.epoch`).
 
     Everything else is RQ's own code: failures, retries, timeouts, callbacks, rate limits,
     repeats, ``result_ttl=0``, and jobs that had dependents when they started (RQ's WATCH
@@ -284,7 +286,7 @@ class Worker(FencingWorker):
                 if blocking and timeout is not None:
                     block = min(timeout, defaults.CLAIM_BLOCK)
                     self._claim_epoch = self.lease.epoch if self.lease is not None else None
-                    job_id = self.connection.blmove(queues[0].key, claimed_key(self.name), block, "LEFT", "RIGHT")
+                    job_id = self.connection.blmove(queues[0].key, handed_key(self.name), block, "LEFT", "RIGHT")
                     result = self._claimed(as_text(job_id), queues[0]) if job_id else None
                 else:
                     result = self._pop_waiting_job(raise_unreachable=True)
@@ -301,14 +303,24 @@ class Worker(FencingWorker):
                 time.sleep(defaults.CLAIM_POLL_INTERVAL)
 
     def _claimed(self, job_id: str, queue: Queue) -> tuple[Job, Queue] | None:
-        """The job BLMOVE put in this worker's claimed list, named in its runs key as a script's claim
-        is; ``None`` if its hash is gone (RQ skips those). It may run with its start unwritten only if
-        the lease has been held since the BLMOVE was sent (the worker may have been frozen in that wait,
-        and its claim settled): see :meth:`_may_leave_start_unwritten`."""
+        """The job BLMOVE handed to this worker, moved to the end of its claimed list, as a script's
+        claim is; ``None`` if it is gone from the list it was handed in (the worker was frozen in its
+        wait, and settled meanwhile: the job went back to its queue), or if its hash is gone (RQ skips
+        those). It may run with its start unwritten only if the lease has been held since the BLMOVE
+        was sent: see :meth:`_may_leave_start_unwritten`."""
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.set(runs_key(self.name), job_id)
+            pipe.lmove(handed_key(self.name), claimed_key(self.name), "LEFT", "RIGHT")
             pipe.hgetall(self.job_class.key_for(job_id))
-            _, fields = pipe.execute()
+            moved, fields = pipe.execute()
+        if moved is None or as_text(moved) != job_id:
+            # Whatever the lists hold now goes back to its queue before the next claim: this worker runs none.
+            self._claims_unsure = True
+            if moved is None:
+                self.log.warning(
+                    "Worker %s: job %s was queued again while this worker waited (its lease ran out); it does "
+                    "not run it here", self.name, job_id,
+                )  # fmt: skip
+            return None
         if not fields:
             self.connection.lrem(claimed_key(self.name), 1, job_id)
             return None
@@ -390,7 +402,6 @@ class Worker(FencingWorker):
         the next job, with ``take_next``), and the number of replies it gives."""
         keys, argv = self._pop_arguments() if take_next else ([], [""])
         argv.append(WORKERS_SUSPENDED if take_next else "")
-        argv.append(runs_key(self.name) if take_next else "")
         if take_next:
             self._claim_epoch = self.lease.epoch if self.lease is not None else None
         return flatten(commands, [len(keys), *keys, *argv]), len(commands) + take_next

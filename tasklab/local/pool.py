@@ -322,15 +322,14 @@ class WorkerPool:
         with self.connection.pipeline(transaction=False) as pipe:
             for w in workers:
                 pipe.smembers(executions_key(w.name))
-                # A job run with its start unwritten: still claimed, and named by the worker's runs key.
-                pipe.get(keys.runs_key(w.name))
-                pipe.lrange(keys.claimed_key(w.name), 0, -1)
+                # A job run with its start unwritten: still claimed, the last the worker took.
+                pipe.lindex(keys.claimed_key(w.name), -1)
             replies = pipe.execute()
         for i, w in enumerate(workers):
-            members, runs, claimed = replies[3 * i : 3 * i + 3]
+            members, last_claimed = replies[2 * i : 2 * i + 2]
             running = {job_id_of_execution(member) for member in members}
-            if runs is not None and runs in claimed:
-                running.add(runs.decode())
+            if last_claimed is not None:
+                running.add(last_claimed.decode())
             for job_id in running & wanted:
                 self.connection.srem(keys.TERMINATE_KEY, job_id)
                 self._kill(w, TaskRevokedError(f"Task {job_id} was terminated on request."))
