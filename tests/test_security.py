@@ -255,7 +255,7 @@ def test_signed_payloads_are_stored_as_rq_reads_them(shell, lab):
         stored = lab.connection.hget(Job.key_for(result.id), "data")
         compressed = data != "small"
         payload = zlib.decompress(stored) if compressed else stored
-        assert payload.startswith(b"\x00tl1") and len(stored) < 1000
+        assert payload.startswith(b"\x00tl2") and len(stored) < 1000
         assert Job.fetch(result.id, connection=lab.connection, serializer=lab.queue().serializer).args == (data,)
         assert result.get(timeout=10) == len(data)
 
@@ -403,7 +403,13 @@ def test_signatures_are_hmac_sha256_and_remembering_them_lets_nothing_forged_thr
     ring.use(b"a" * 43)
     for payload in (b"meta" * 3, os.urandom(5000)):  # remembered, and too large to be remembered
         blob = ring.sign(payload)
-        assert blob == MAGIC + JOB + hmac.digest(b"a" * 43, JOB + payload, "sha256") + payload
+        assert blob == MAGIC + b"2" + JOB + hmac.digest(b"a" * 43, JOB + payload, "sha256")[:16] + payload
+        first_format = MAGIC + b"1" + JOB + hmac.digest(b"a" * 43, JOB + payload, "sha256") + payload
+        assert ring.unsign(first_format, "x", JOB) == payload, "the first format, with the whole MAC, is read"
+        with pytest.raises(SignatureError, match="does not match"):
+            ring.unsign(MAGIC + b"1" + blob[len(MAGIC) + 1 :], "x", JOB)  # a short MAC read as a whole one
+        with pytest.raises(SignatureError, match="format"):
+            ring.unsign(MAGIC + b"9" + blob[len(MAGIC) + 1 :], "x", JOB)
         assert ring.sign(payload) == blob
         for _ in range(2):  # checked, then recalled
             assert ring.unsign(blob, "x", JOB) == payload

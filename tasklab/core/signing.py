@@ -33,16 +33,19 @@ from typing import Any
 from .. import defaults
 from ..errors import ConfigurationError, DataDirError, SignatureError
 
-#: A signed blob: this prefix, a context byte, the 32-byte MAC of the context and the payload, then
-#: the payload. A pickle starts with 0x80, so an unsigned pickle is never taken for a signed blob.
-MAGIC = b"\x00tl1"
+#: A signed blob: this prefix, a format byte, a context byte, the MAC of the context and the payload,
+#: then the payload. A pickle starts with 0x80, so an unsigned pickle is never taken for a signed blob.
+MAGIC = b"\x00tl"
+#: The formats: the MAC's first 16 bytes (128 bits, as HMAC-SHA256 is commonly truncated: a stored job
+#: keeps its payload and meta signed, 32 bytes less each), written; or all 32, the first format, read.
+FORMAT = b"2"
+_MAC_SIZES = {FORMAT: 16, b"1": hashlib.sha256().digest_size}
 #: Contexts, signed with the payload: what the kernel sends to be run (jobs, code), and what workers
 #: send back (results, exceptions). A worker runs a payload of the first kind only, so a value a task
 #: returned (shaped by whatever it read) can never be put in as a job to run.
 JOB = b"j"
 RESULT = b"r"
-_HEADER = len(MAGIC) + 1
-_MAC_SIZE = hashlib.sha256().digest_size
+_HEADER = len(MAGIC) + 2  # and the format and the context
 #: The shortest key accepted: 32 characters (``tasklab secret`` prints 43).
 MIN_KEY_CHARS = 32
 
@@ -222,7 +225,7 @@ class Keyring:
             blob = _recall(self._signed, (context, payload))
             if blob is not None:
                 return blob
-        blob = b"".join((MAGIC, context, self._macs[0].digest(context, payload), payload))
+        blob = b"".join((MAGIC, FORMAT, context, self._macs[0].digest(context, payload)[: _MAC_SIZES[FORMAT]], payload))
         if small:
             _remember(self._signed, (context, payload), blob)
         return blob
@@ -243,15 +246,17 @@ class Keyring:
         checked = _recall(self._checked, blob) if small else self._checked_large_of(blob)
         if checked is not None and checked[0] in contexts:
             return checked[1]
-        context, mac, payload = (
-            blob[len(MAGIC) : _HEADER],
-            blob[_HEADER : _HEADER + _MAC_SIZE],
-            blob[_HEADER + _MAC_SIZE :],
-        )
+        size = _MAC_SIZES.get(blob[len(MAGIC) : len(MAGIC) + 1])
+        if size is None:
+            raise SignatureError(
+                f"Refused {what}: it is signed in a format this tasklab does not know (written by a newer one?). It "
+                "was not unpickled. Run the same tasklab version in the lab and on every worker."
+            )
+        context, mac, payload = blob[_HEADER - 1 : _HEADER], blob[_HEADER : _HEADER + size], blob[_HEADER + size :]
         if not self._macs and not self.insecure:
             raise SignatureError(_NO_KEY)
         for key in self._macs:
-            if hmac.compare_digest(mac, key.digest(context, payload)):
+            if hmac.compare_digest(mac, key.digest(context, payload)[:size]):
                 if len(context) != 1 or context not in contexts:
                     raise SignatureError(
                         f"Refused {what}: it was signed as {'a result' if context == RESULT else 'something else'}, "
