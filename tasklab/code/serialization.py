@@ -101,11 +101,24 @@ def _plain(obj: Any, depth: int = 3) -> bool:
     return all(_plain(item, depth - 1) for item in obj)
 
 
+#: Pickle opcodes: FRAME, and the size of the framing of a pickle made of one frame (PROTO and FRAME).
+_FRAME, _ONE_FRAME = 0x95, 11
+
+
+def _unframed(data: bytes) -> bytes:
+    """``data``, a pickle of one frame, without its FRAME opcode: 9 bytes less for each stored job's
+    payload and meta. Framing is optional (PEP 3154): it only spares a reader small reads of a
+    file, and these are read from memory."""
+    if len(data) > _ONE_FRAME and data[2] == _FRAME and int.from_bytes(data[3:11], "little") == len(data) - _ONE_FRAME:
+        return data[:2] + data[_ONE_FRAME:]
+    return data
+
+
 def pickled(obj: Any) -> bytes:
     """``obj`` pickled as :func:`dumps` does, unsigned: for what is signed as a part of a whole (the
     values a code version carries, covered by the version's signature)."""
     if _plain(obj):
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return _unframed(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
     buffer = io.BytesIO()
     try:
         _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
@@ -118,7 +131,7 @@ def pickled(obj: Any) -> bytes:
             "lists, dicts or objects inside one another): pass it flatter, such as a list of rows, or build it "
             "inside the task"
         ) from None
-    return buffer.getvalue()
+    return _unframed(buffer.getvalue())
 
 
 #: Modules whose objects pickles made before tasklab's packages name, and where they are now
