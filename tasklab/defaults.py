@@ -89,7 +89,7 @@ COMPRESS_FROM = 4096
 #: The embedded server's size of a stream's node, in bytes (Redis: 4096). RQ keeps each job's results
 #: in a stream of its own, which Redis allocates a whole node for: 4.7 KB for one entry, 0.9 KB with
 #: 256-byte nodes. Measured with 3,000 no-op tasks: 6.3 KB of Redis memory per finished task with
-#: Redis's settings, 1.6 KB with these two (see benchmarks/memory.py).
+#: Redis's settings, 1.5 KB with these two (see benchmarks/memory.py).
 STREAM_NODE_MAX_BYTES = 256
 #: The embedded server's longest value of a compact hash, in bytes (Redis: 64). A job's hash holds its
 #: signed payload and meta, of a few hundred bytes: above 64 bytes, Redis turns the whole hash into a
