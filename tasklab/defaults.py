@@ -195,7 +195,7 @@ LEASE_SOCKET_TIMEOUT = 1.0
 LEASE_RETRY_INTERVAL = 0.2
 
 #: Seconds an idle worker of one queue blocks in one wait for a job (BLMOVE, which takes the job
-#: into its claimed list in the same step); between waits it checks its lease and heartbeat.
+#: into a list of the worker's in the same step); between waits it checks its lease and heartbeat.
 CLAIM_BLOCK = 5
 #: Seconds between an idle worker's looks for a job when it serves several queues (Redis has no
 #: blocking move from several lists).

@@ -182,7 +182,8 @@ def test_workers_killed_at_random_points_lose_no_job_and_leave_none_stuck(shell,
             kills += 1
     assert results.get(timeout=120) == list(range(8000)), "every job reached its one outcome"
     queue = lab.queue()
-    claimed = [key for key in lab.connection.scan_iter(keys.claimed_key("*")) if lab.connection.llen(key)]
+    claimed = [key for pattern in (keys.claimed_key("*"), keys.handed_key("*"))
+               for key in lab.connection.scan_iter(pattern) if lab.connection.llen(key)]  # fmt: skip
     assert (queue.count, queue.started_job_registry.count, claimed) == (0, 0, []), "nothing stuck"
     history = lab.history(name="Short")
     assert (history["state"] == "LOST").sum() >= 1, "some kills hit a running task"
@@ -250,6 +251,27 @@ def test_a_job_claimed_by_a_frozen_idle_worker_runs_once(shell, lab):
     # The resumed worker reads the job it was handed, and must not start it: it is no longer its claim.
     wait_for(lambda: "does not run it here" in lab.worker_logs(tail=None).get(idle.name, ""), 10, "its refusal")
     assert lab.connection.get("runs") == b"1"
+
+
+def test_a_job_left_in_a_waiting_worker_s_list_goes_back_and_the_worker_goes_on(shell, lab):
+    """A BLMOVE whose reply was lost (and which redis-py or the worker sent again) leaves a job in the
+    list of jobs handed to the worker: the next job handed to it is then not the first there. Both go
+    back to their queues, and the worker goes on taking jobs."""
+    pool = lab.workers(1)
+    task_cell(shell, COUNTED)
+    name = pool.names[0]
+
+    def waiting_in_blmove() -> bool:
+        return any(c.get("cmd") == "blmove" and "b" in c.get("flags", "") for c in lab.connection.client_list())
+
+    wait_for(waiting_in_blmove, 10, "the worker to block, waiting for a job")
+    elsewhere = lab.queue("served-by-none")  # not lab.submit: the local workers would serve it
+    stale = elsewhere.enqueue(os.getpid)
+    lab.connection.lmove(elsewhere.key, keys.handed_key(name), "LEFT", "RIGHT")
+    result = shell.user_ns["counted"].delay("fresh")
+    assert result.get(timeout=10) == "ran", "the worker goes on taking jobs"
+    assert elsewhere.get_job_ids() == [stale.id], "back in its queue"
+    assert not lab.connection.exists(keys.handed_key(name))
 
 
 def test_a_long_task_keeps_its_execution_record_alive(shell, lab):

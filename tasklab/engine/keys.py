@@ -34,8 +34,9 @@ META_SOFT_TIME_LIMIT = "tl_soft_time_limit"
 
 def claimed_key(worker_name: str) -> str:
     """List: the ids of the jobs ``worker_name`` took from a queue and has not started yet. A job
-    moves into it from its queue in one step, and out of it in the transaction that starts it, so
-    a job is always queued, claimed by a worker, or started by one (RQ's execution records).
+    moves into it from its queue in one step (or from the list of the job handed to the worker as it
+    waited: :func:`handed_key`), and out of it in the transaction that starts it, so a job is always
+    queued, handed to or claimed by a worker, or started by one (RQ's execution records).
 
     The last one is the job the worker took last, which it may be running with its start unwritten
     (see :class:`tasklab.engine.worker.Worker`): whoever settles the worker's jobs (it died, or its

@@ -48,10 +48,15 @@ def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseExcept
         queue_class=TaskQueue,
         serializer=Serializer,
     )
-    if worker is None:
-        if ran is not None:  # no record to settle it with: it goes back to its queue
+    executions = worker.get_current_executions(refresh=True) if worker is not None else []
+    if worker is None or (ran is not None and executions):
+        # No record to settle it with; or the worker was running a job whose start it wrote, and so
+        # had never begun the one still claimed: it goes back to its queue.
+        if ran is not None:
             requeue_claimed(connection, worker_name)
-        return []
+            ran = None
+        if worker is None:
+            return []
     settled = []
     if ran is not None:
         try:
@@ -66,7 +71,7 @@ def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseExcept
                 connection.rpush(keys.claimed_key(worker_name), ran)
                 raise
             settled.append(job.id)
-    for execution in worker.get_current_executions(refresh=True):
+    for execution in executions:
         try:
             job = Job.fetch(execution.job_id, connection=connection, serializer=Serializer)
         except NoSuchJobError:

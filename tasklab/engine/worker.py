@@ -269,11 +269,13 @@ class Worker(FencingWorker):
         return keys, [self.job_class.redis_job_namespace_prefix]
 
     def _wait_for_job(self, timeout: int | None, max_idle_time: int | None) -> tuple[Job, Queue] | None:
-        """Block until a job waits, and take it into this worker's claimed list in the same step:
-        with BLMOVE for one queue, else by taking one with :data:`TRANSACTION` every
-        :data:`~tasklab.defaults.CLAIM_POLL_INTERVAL` seconds. Without ``timeout`` (burst), one
-        look; ``None`` when none came, or the loop is to end (stop asked, idle too long). While
-        Redis is unreachable, it retries with backoff, logging one line per outage."""
+        """Block until a job waits, and take it into this worker's claimed list: with BLMOVE for one
+        queue (into the list of a job handed to it, then into its claimed list: see :meth:`_claimed`),
+        else by taking one with :data:`TRANSACTION` every :data:`~tasklab.defaults.CLAIM_POLL_INTERVAL`
+        seconds. Without ``timeout`` (burst), one look; ``None`` when none came, or the loop is to end
+        (stop asked, idle too long). While Redis is unreachable, it retries with backoff, logging one
+        line per outage; jobs a call whose reply was lost may have taken go back to their queues before
+        the next look, so that the only job in the claimed list is the one taken last."""
         queues = ordered_queues(self)
         blocking = len(queues) == 1 and self.get_redis_server_version() >= (6, 2, 0)
         waiting_since = time.monotonic()
@@ -282,6 +284,8 @@ class Worker(FencingWorker):
             if self._stopping or not self.holds_lease():
                 return None
             try:
+                if self._claims_unsure:
+                    self._return_unknown_claims()
                 self.heartbeat()  # the worker key outlives the wait (sent at most once per interval)
                 if blocking and timeout is not None:
                     block = min(timeout, defaults.CLAIM_BLOCK)
@@ -312,6 +316,8 @@ class Worker(FencingWorker):
             pipe.lmove(handed_key(self.name), claimed_key(self.name), "LEFT", "RIGHT")
             pipe.hgetall(self.job_class.key_for(job_id))
             moved, fields = pipe.execute()
+        if moved is None and self.connection.lpos(claimed_key(self.name), job_id) is not None:
+            moved = job_id  # moved by a first send of the pipeline whose reply was lost
         if moved is None or as_text(moved) != job_id:
             # Whatever the lists hold now goes back to its queue before the next claim: this worker runs none.
             self._claims_unsure = True

@@ -328,7 +328,7 @@ class WorkerPool:
         for i, w in enumerate(workers):
             members, last_claimed = replies[2 * i : 2 * i + 2]
             running = {job_id_of_execution(member) for member in members}
-            if last_claimed is not None:
+            if last_claimed is not None and not running:  # a worker runs one job at a time
                 running.add(last_claimed.decode())
             for job_id in running & wanted:
                 self.connection.srem(keys.TERMINATE_KEY, job_id)
