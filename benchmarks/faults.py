@@ -169,8 +169,12 @@ def external_redis_down(lab: tasklab.Lab, tasks: dict, n: int, outage: float) ->
             return server
 
         server = start()
-        other = tasklab.Lab(f"unix://{socket_path}", data_dir=directory, namespace="faults-url")
+        other: tasklab.Lab | None = None
         try:
+            # A Redis the lab did not start: it and its workers sign with the key of this process's lab.
+            assert lab.secret is not None
+            other = tasklab.Lab(f"unix://{socket_path}", data_dir=directory, namespace="faults-url",
+                                secret=lab.secret.decode())  # fmt: skip
             other.workers(2)
             slow_there = other.task(slow)
             results = [slow_there.delay(0.5) for _ in range(2)]
@@ -186,7 +190,8 @@ def external_redis_down(lab: tasklab.Lab, tasks: dict, n: int, outage: float) ->
                     result.get(timeout=60)
             return time.monotonic() - back
         finally:
-            other.shutdown()
+            if other is not None:
+                other.shutdown()
             server.kill()
             server.wait()
 

@@ -231,15 +231,17 @@ def test_a_renewal_tells_a_lease_being_settled_from_a_held_one(lab):
         keeper.stop()
 
 
+def waiting_in_blmove(lab: tasklab.Lab) -> bool:
+    """Whether a worker waits for a job, blocked in BLMOVE."""
+    return any(c.get("cmd") == "blmove" and "b" in c.get("flags", "") for c in lab.connection.client_list())
+
+
 def test_a_job_claimed_by_a_frozen_idle_worker_runs_once(shell, lab):
     pool = lab.workers(1)
     task_cell(shell, COUNTED)
     idle = pool.processes[0]
 
-    def waiting_in_blmove() -> bool:
-        return any(c.get("cmd") == "blmove" and "b" in c.get("flags", "") for c in lab.connection.client_list())
-
-    wait_for(waiting_in_blmove, 10, "the worker to block, waiting for a job")
+    wait_for(lambda: waiting_in_blmove(lab), 10, "the worker to block, waiting for a job")
     os.kill(idle.pid, signal.SIGSTOP)  # frozen in its wait: Redis still hands it the next job
     try:
         result = shell.user_ns["counted"].delay("runs")
@@ -261,10 +263,7 @@ def test_a_job_left_in_a_waiting_worker_s_list_goes_back_and_the_worker_goes_on(
     task_cell(shell, COUNTED)
     name = pool.names[0]
 
-    def waiting_in_blmove() -> bool:
-        return any(c.get("cmd") == "blmove" and "b" in c.get("flags", "") for c in lab.connection.client_list())
-
-    wait_for(waiting_in_blmove, 10, "the worker to block, waiting for a job")
+    wait_for(lambda: waiting_in_blmove(lab), 10, "the worker to block, waiting for a job")
     elsewhere = lab.queue("served-by-none")  # not lab.submit: the local workers would serve it
     stale = elsewhere.enqueue(os.getpid)
     lab.connection.lmove(elsewhere.key, keys.handed_key(name), "LEFT", "RIGHT")
