@@ -146,9 +146,9 @@ def requeue_claimed(
     """Queue again, at the head of their queues, the jobs ``worker_name`` took but never started
     (it died between the two, or took them by a call whose reply was lost), or was handed as it
     waited (see :func:`~tasklab.engine.keys.handed_key`); they never ran, so no retry is counted.
-    Their ids, and, when the worker is ``gone``, the id of the job it may have
-    been running without a written start (the last it took, if still queued), which stays in its
-    claimed list for the caller to settle as lost with the worker (``None`` if none)."""
+    Their ids, and, when the worker is ``gone``, the id of the job it may have been running without
+    a written start (the last it took, if still queued), which stays in its claimed list for the
+    caller to settle as lost with the worker (``None`` if none)."""
     script = connection.register_script(_REQUEUE_CLAIMED)
     args = [Job.redis_job_namespace_prefix, TaskQueue.redis_queue_namespace_prefix, 1 if gone else 0]
     found, ran = script(keys=[keys.claimed_key(worker_name), keys.handed_key(worker_name)], args=args)
