@@ -273,6 +273,24 @@ def test_a_job_left_in_a_waiting_worker_s_list_goes_back_and_the_worker_goes_on(
     assert not lab.connection.exists(keys.handed_key(name))
 
 
+def test_a_job_claimed_beside_a_started_one_goes_back_when_its_worker_dies(shell, lab):
+    """A worker runs one job at a time: when it dies running a job whose start is written, a job still in
+    its claimed list (left there by a reply lost on the way) never began. It goes back to its queue; only
+    the started one is lost."""
+    pool = lab.workers(1)
+    task_cell(shell, GATED)
+    task_cell(shell, COUNTED)
+    running = shell.user_ns["gated"].delay("t:gate-beside")
+    wait_for(lambda: running.state == "STARTED", 10, "the long task's start")
+    claimed = shell.user_ns["counted"].delay("t:beside")  # queued: the worker is busy
+    assert lab.connection.lmove(lab.queue().key, keys.claimed_key(pool.names[0]), "LEFT", "RIGHT")
+    pool.kill(pool.names[0])
+    with pytest.raises(tasklab.WorkerLostError):
+        running.get(timeout=10)
+    assert claimed.get(timeout=10) == "ran", "queued again, and run by the restarted worker"
+    assert (claimed.retries, lab.connection.get("t:beside")) == (0, b"1")
+
+
 def test_a_long_task_keeps_its_execution_record_alive(shell, lab):
     lab.workers(1)
     task_cell(shell, GATED)
