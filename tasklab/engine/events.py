@@ -174,19 +174,14 @@ def emit(
     entry = record(kind, job_id, task, namespace, time.time() if ts is None else ts, fields)
     # pipe.xadd(STREAM, {RECORD: entry}, maxlen=..., approximate=True), with less of redis-py's Python
     pipe.execute_command("XADD", STREAM, "MAXLEN", "~", defaults.EVENTS_MAXLEN, "*", RECORD, entry)
-    run_s = fields.get("run")
-    if totals is not None:
-        if kind != STARTED:
-            totals.count(namespace, f"{task}|{kind}")
-        if run_s is not None:
-            totals.run_time(namespace, task, run_s)
-        return
+    held = totals if totals is not None else Totals()
     if kind != STARTED:
-        pipe.execute_command("HINCRBY", counts_key(namespace), f"{task}|{kind}", 1)
+        held.count(namespace, f"{task}|{kind}")
+    run_s = fields.get("run")
     if run_s is not None:
-        key = runtimes_key(namespace, task)
-        pipe.lpush(key, repr(float(run_s)))
-        pipe.ltrim(key, 0, defaults.RUNTIMES_KEPT - 1)
+        held.run_time(namespace, task, run_s)
+    if totals is None:
+        held.write(pipe, worker_key="")  # now, on pipe (no worker's counts among them)
 
 
 def emit_for(pipe: Any, kind: str, job: Job, **fields: Any) -> None:

@@ -779,13 +779,7 @@ class Worker(FencingWorker):
         assert job.started_at is not None and job.ended_at is not None
         # Webhooks are sent after the commit and take time: until then, the worker is busy.
         quick = not job.webhooks
-        # The loop is about to take the next job: the commit takes it, unless the loop may do
-        # something else first.
-        take_next = take_next and quick and not self._stopping and self.lease is not None and self.lease.valid()
-        take_next = take_next and not self.should_run_maintenance_tasks
-        # Hooks left for after the commit (on_success, after_return) may take long: the next job is
-        # taken after them, not held meanwhile in this worker's claimed list.
-        take_next = take_next and getattr(job, "_tl_success_hooks", None) is None
+        take_next = self._takes_next(job, take_next and quick)
         with self.connection.pipeline() as pipe:
             # Nothing is written if the job was settled meanwhile (its lease ran out): see _fenced.
             pipe.execute_command(FENCE, running_key(job.id), execution.id)
@@ -820,12 +814,9 @@ class Worker(FencingWorker):
                 # has ended, as RQ's shutdown request expects. A commit that takes the next job
                 # leaves the worker busy (idle is written when it found none: see dequeue).
                 state_write(pipe, self, WorkerStatus.IDLE)
-            try:
-                replies = self._execute(pipe, take_next=take_next)
-            except Fenced:
-                self._totals_sent = None
-                self._fenced(job, "SUCCESS")
-                return
+            replies = self._send_commit(job, pipe, take_next)
+        if replies is None:
+            return
         suspended = self._committed(job, replies, take_next)
         raise_first_error(replies)  # now that the job it took is not lost
         dependents = replies[1]
@@ -844,9 +835,7 @@ class Worker(FencingWorker):
         to have dependents gets its start and RQ's path instead."""
         assert job.started_at is not None and job.ended_at is not None
         result_ttl = job.get_result_ttl(self.default_result_ttl)
-        take_next = take_next and not self._stopping and self.lease is not None and self.lease.valid()
-        take_next = take_next and not self.should_run_maintenance_tasks
-        take_next = take_next and getattr(job, "_tl_success_hooks", None) is None
+        take_next = self._takes_next(job, take_next)
         job._tl_start_skipped = True  # type: ignore[attr-defined]  # its event says where it ran
         with self.connection.pipeline() as pipe:
             pipe.execute_command(FENCE_SOLE, claimed_key(self.name), job.id, job.key, job.dependents_key)
@@ -868,11 +857,7 @@ class Worker(FencingWorker):
             if not take_next:
                 state_write(pipe, self, WorkerStatus.IDLE)
             try:
-                replies = self._execute(pipe, take_next=take_next)
-            except Fenced:
-                self._totals_sent = None
-                self._fenced(job, "SUCCESS")
-                return
+                replies = self._send_commit(job, pipe, take_next)
             except HasDependents:
                 self._totals_sent = None
                 pipe.reset()
@@ -880,6 +865,8 @@ class Worker(FencingWorker):
                 self._write_start(job)
                 self._finish_success(job, queue, job.started_job_registry, execution, take_next)
                 return
+        if replies is None:
+            return
         suspended = self._committed(job, replies, take_next)
         raise_first_error(replies)
         if not take_next:
@@ -887,6 +874,26 @@ class Worker(FencingWorker):
             self._stored_state = WorkerStatus.IDLE
         self._not_suspended = not suspended
         self._after_commit(job, queue, dependents=False)
+
+    def _takes_next(self, job: Job, take_next: bool) -> bool:
+        """Whether a success's commit takes the next job: the loop is about to take one (``take_next``),
+        and may do nothing else first (stop, renew its lease, run RQ's maintenance). Hooks left for after
+        the commit (on_success, after_return) may take long: the next job is taken after them, not held
+        meanwhile in this worker's claimed list."""
+        return (
+            take_next and not self._stopping and self.lease is not None and self.lease.valid()
+            and not self.should_run_maintenance_tasks and getattr(job, "_tl_success_hooks", None) is None
+        )  # fmt: skip
+
+    def _send_commit(self, job: Job, pipe: Pipeline, take_next: bool) -> list | None:
+        """Send a success's commit (see :meth:`_execute`); its replies, or ``None`` if its fence stopped
+        it: the job was settled or revoked meanwhile (see :meth:`_fenced`)."""
+        try:
+            return self._execute(pipe, take_next=take_next)
+        except Fenced:
+            self._totals_sent = None
+            self._fenced(job, "SUCCESS")
+            return None
 
     def _committed(self, job: Job, replies: list, take_next: bool) -> bool | None:
         """After a success's commit was applied: its writes and counts are no longer held, and the job
