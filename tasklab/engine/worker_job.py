@@ -61,6 +61,21 @@ class WorkerJob(TaskJob):
     def started_job_registry(self) -> StartedJobRegistry:
         return _registry(StartedJobRegistry, self)
 
+    def retry(self, queue: Any, pipeline: Pipeline) -> None:
+        """RQ's, but a job retried after an interval becomes SCHEDULED in the same transaction that puts
+        it in the scheduled registry: RQ writes the status at once, before, so that for a moment the
+        job was SCHEDULED with no due time (``AsyncResult.eta`` was ``None`` in the RETRY state)."""
+        interval = self.get_retry_interval()
+        if not interval:
+            super().retry(queue, pipeline)
+            return
+        assert self.retries_left
+        self.retries_left -= 1
+        due = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=interval)
+        self.set_status(JobStatus.SCHEDULED, pipeline=pipeline)
+        queue.schedule_job(self, due, pipeline=pipeline)
+        self.log.info("Job %s: scheduled for retry at %s, %s remaining", self.id, due, self.retries_left)
+
     # -- what RQ calls or stores for the job, checked (see tasklab.engine.refusal) --
 
     @property
