@@ -9,6 +9,7 @@ so that ``result.get()`` can re-raise it with its own type.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -205,6 +206,12 @@ def _take_rate_slot(job: Job) -> None:
     raise RateLimited(f"job {job.id} waits for its rate-limit slot at {slot:.3f} ({rate})")
 
 
+@functools.cache
+def _hostname() -> str:
+    """This machine's name, asked once per process (a system call, else on each job)."""
+    return socket.gethostname()
+
+
 def _request_of(job: Job, task: Task, args: tuple, kwargs: dict, attempt: int) -> Request:
     """``self.request`` for an attempt of ``job``, with what the job's record tells of it."""
     meta = job.meta
@@ -214,7 +221,7 @@ def _request_of(job: Job, task: Task, args: tuple, kwargs: dict, attempt: int) -
     return Request(
         id=job.id, args=args, kwargs=kwargs, retries=attempt, worker=job.worker_name, queue=job.origin,
         version=task._tl_version, called_directly=False,
-        hostname=f"{job.worker_name}@{socket.gethostname()}" if job.worker_name else socket.gethostname(),
+        hostname=f"{job.worker_name}@{_hostname()}" if job.worker_name else _hostname(),
         delivery_info={"exchange": "", "routing_key": job.origin, "queue": job.origin, "priority": None},
         group=job.group_id, root_id=meta.get(keys.META_WORKFLOW) or job.id,
         parent_id=parents[-1] if parents else None, is_eager=False, timelimit=limits, correlation_id=job.id,

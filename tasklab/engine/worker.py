@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -947,6 +948,10 @@ class Worker(FencingWorker):
         super().teardown()
 
 
+#: Seconds the :class:`StartTimer` stays awake with no job to watch before it sleeps until the next one.
+START_TIMER_AWAKE = 1.0
+
+
 class StartTimer(threading.Thread):
     """Writes the start of the job its worker runs with its start unwritten, once the job has run
     :data:`~tasklab.defaults.START_WRITTEN_AFTER` seconds (see :class:`Worker`): a longer task is
@@ -957,10 +962,13 @@ class StartTimer(threading.Thread):
         self.worker = worker
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._asleep = True  # waits for wake(): no job has begun with its start unwritten for a while
 
     def wake(self) -> None:
-        """A job began with its start unwritten (the timer sleeps while there is none)."""
-        if not self._wake.is_set():
+        """A job began with its start unwritten (:attr:`Worker._unwritten` is set first). Only a timer
+        asleep is woken: an awake one looks every :data:`~tasklab.defaults.START_WRITTEN_AFTER` seconds
+        by itself, so that a burst of short tasks costs no thread switch per task."""
+        if self._asleep:
             self._wake.set()
 
     def stop(self) -> None:
@@ -969,12 +977,25 @@ class StartTimer(threading.Thread):
 
     def run(self) -> None:
         after = defaults.START_WRITTEN_AFTER
+        idle_since: float | None = -math.inf  # awake, and no job found to watch since then: asleep at first
         while not self._stopping.is_set():
             pending = self.worker._unwritten
             if pending is None:
-                self._wake.wait(1.0)  # woken by the next such job
+                clock = time.monotonic()
+                if idle_since is None:
+                    idle_since = clock
+                if clock - idle_since < START_TIMER_AWAKE:
+                    self._stopping.wait(after)  # a job that begins meanwhile is seen in time
+                    continue
+                # Asleep until the next such job: the flag before the look, so that wake() sets the event
+                # for any job this look misses (see wake), and the event cleared before the look too.
+                self._asleep = True
                 self._wake.clear()
+                if self.worker._unwritten is None and not self._stopping.is_set():  # stop() sets both, in turn
+                    self._wake.wait()
+                self._asleep, idle_since = False, None
                 continue
+            idle_since = None
             job, since = pending
             left = since + after - time.monotonic()
             if left > 0:

@@ -19,12 +19,12 @@ from typing import Any
 from redis.client import Pipeline
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry, FinishedJobRegistry, StartedJobRegistry
-from rq.utils import str_to_date, utcformat
+from rq.utils import str_to_date
 
 from ..code.serialization import Serializer
 from .queue import TaskJob
 from .refusal import allowed_callback
-from .rq_private import return_value, save_success
+from .rq_private import return_value, save_success, utc_stamp
 from .transaction import HSET_IF_EXISTS
 
 #: Job hash fields holding RQ timestamps (``utcformat``: ``2026-11-22T10:00:00.123456Z``).
@@ -142,7 +142,7 @@ class WorkerJob(TaskJob):
             if value is not None:
                 text = formatted.get(id(value))
                 if text is None:
-                    text = formatted[id(value)] = utcformat(value)
+                    text = formatted[id(value)] = utc_stamp(value)
                 changed += [field, text]
         if started:  # the commit's fence found the job queued: it exists
             pipeline.execute_command("HSET", self.key, *changed, "worker_name", worker_name)
