@@ -197,6 +197,13 @@ LEASE_RETRY_INTERVAL = 0.2
 #: Seconds an idle worker of one queue blocks in one wait for a job (BLMOVE, which takes the job
 #: into a list of the worker's in the same step); between waits it checks its lease and heartbeat.
 CLAIM_BLOCK = 5
+#: Jobs a worker takes at once from a queue at least :data:`CLAIM_BATCH_DEPTH` long, in the same step as the
+#: commit of the job it finished: the first it runs at once, the others when it is done, each read while
+#: the commit of the one before it travels to Redis. The whole batch is the worker's under its lease: if
+#: the worker is lost, the job it was running is settled, and the others go back to the head of their
+#: queue, never having run. A shorter queue gives one job at a time, so that idle workers share it.
+CLAIM_BATCH = 4
+CLAIM_BATCH_DEPTH = 16
 #: Seconds between an idle worker's looks for a job when it serves several queues (Redis has no
 #: blocking move from several lists).
 CLAIM_POLL_INTERVAL = 0.05

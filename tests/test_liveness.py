@@ -291,6 +291,48 @@ def test_a_job_claimed_beside_a_started_one_goes_back_when_its_worker_dies(shell
     assert (claimed.retries, lab.connection.get("t:beside")) == (0, b"1")
 
 
+#: A task whose first run kills the worker process running it, mid-task (its start unwritten: it is short).
+KILLS_ITS_WORKER = """
+import os
+import signal
+from rq import get_current_job
+
+def kills_its_worker(key):
+    if get_current_job().connection.incr(key) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "ran again"
+"""
+
+
+def test_a_worker_lost_in_a_batch_settles_the_job_it_ran_and_queues_the_rest_again(shell, lab, caplog):
+    """From a deep queue, a worker takes a batch with the commit of the job it finished. Killed while it
+    runs the first job of the batch, that job is lost with it, as a single one is; the rest of the batch
+    never ran: it goes back to its queue and runs once each."""
+    pool = lab.workers(1)
+    task_cell(shell, COUNTED)
+    task_cell(shell, KILLS_ITS_WORKER)
+    worker = pool.processes[0]
+    wait_for(lambda: waiting_in_blmove(lab), 10, "the worker to block, waiting for a job")
+    os.kill(worker.pid, signal.SIGSTOP)  # frozen in its wait: the queue fills behind the job handed to it
+    try:
+        first = shell.user_ns["counted"].delay("t:batch-first")
+        wait_for(lambda: lab.connection.llen(keys.handed_key(worker.name)), 10, "the job handed to the worker")
+        killer = shell.user_ns["kills_its_worker"].delay("t:batch-killer")
+        rest = shell.user_ns["counted"].map_async([f"t:batch-{i}" for i in range(defaults.CLAIM_BATCH_DEPTH)])
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert first.get(timeout=10) == "ran"
+    with pytest.raises(tasklab.WorkerLostError):
+        killer.get(timeout=defaults.LEASE_TTL + 10)
+    assert lab.connection.get("t:batch-killer") == b"1", "lost, not run again"
+    assert [r.get(timeout=10) for r in rest] == ["ran"] * len(rest)
+    assert [lab.connection.get(f"t:batch-{i}") for i in range(len(rest))] == [b"1"] * len(rest), "each ran once"
+    assert {r.retries for r in rest} == {0}
+    requeued = [r.getMessage() for r in caplog.records if "queued again the jobs it had taken" in r.getMessage()]
+    batch = [r.id for r in rest[: defaults.CLAIM_BATCH - 1]]
+    assert any(all(job_id in line for job_id in batch) for line in requeued), (batch, requeued)
+
+
 def test_a_long_task_keeps_its_execution_record_alive(shell, lab):
     lab.workers(1)
     task_cell(shell, GATED)

@@ -36,6 +36,7 @@ from rq.worker import Worker as RQWorker
 import tasklab
 from tasklab import defaults
 from tasklab.code.serialization import Serializer
+from tasklab.engine import keys
 from tasklab.engine.worker_job import WorkerJob
 from tasklab.local.connection import make_client
 
@@ -359,6 +360,33 @@ def test_suspension_stops_the_worker_between_two_jobs(lab):
     finally:
         resume(lab.connection)
     wait_for(lambda: status(lab, second) == "finished", 10, "the second job after resuming")
+
+
+def test_suspension_puts_back_the_jobs_a_worker_holds_from_a_batch(lab):
+    """From a deep queue, the commit of a job takes a batch: the worker runs the first, and holds the
+    rest in its claimed list, the next to run last. Suspended meanwhile, it puts them back at the head of
+    their queue, in their order, before it waits: a suspended worker holds no job."""
+    name = fast_worker(lab)
+    queue = lab.queue(FAST)
+    first = queue.enqueue(jobfuncs.wait_for_signal, "tl:test:release-first")
+    wait_for(lambda: status(lab, first) == "started", 10, "the first job to start")
+    batch_head = queue.enqueue(jobfuncs.wait_for_signal, "tl:test:release-batch")
+    rest = [queue.enqueue(os.getpid) for _ in range(defaults.CLAIM_BATCH_DEPTH)]
+    lab.connection.rpush("tl:test:release-first", 1)
+    wait_for(lambda: status(lab, batch_head) == "started", 10, "the batch's first job to start")
+    held = [job.id for job in rest[: defaults.CLAIM_BATCH - 1]]
+    claimed = [i.decode() for i in lab.connection.lrange(keys.claimed_key(name), 0, -1)]
+    assert claimed == held[::-1], "the batch's other jobs are held, the next to run last"
+    suspend(lab.connection)
+    try:
+        lab.connection.rpush("tl:test:release-batch", 1)
+        wait_for(lambda: lab.connection.hget(f"rq:worker:{name}", "state") == b"suspended", 10, "the worker to suspend")
+        assert status(lab, batch_head) == "finished"
+        assert queue.get_job_ids() == [job.id for job in rest], "the held jobs back at the head, in order"
+        assert not lab.connection.exists(keys.claimed_key(name))
+    finally:
+        resume(lab.connection)
+    wait_for(lambda: all(status(lab, job) == "finished" for job in rest), 10, "the jobs after resuming")
 
 
 def test_warm_shutdown_finishes_the_job_and_leaves_the_next_queued(lab):

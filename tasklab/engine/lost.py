@@ -40,7 +40,7 @@ def settle_jobs_of(connection: redis.Redis, worker_name: str, reason: BaseExcept
 
     A job it was running without a written start (a short task: see :class:`tasklab.engine.worker.Worker`)
     is still in its claimed list, the last one: it is settled as lost too, not queued again as if it had
-    never run."""
+    never run. The rest of a batch it held goes back to its queue."""
     _, ran = requeue_claimed(connection, worker_name, gone=True)
     worker = SimpleWorker.find_by_key(  # a SimpleWorker's kill_horse() does nothing, whatever is called
         worker_key(worker_name),
@@ -93,17 +93,18 @@ def unregister(connection: redis.Redis, worker_name: str) -> None:
 
 #: KEYS[1]: a worker's claimed list; KEYS[2]: the list of the job handed to it as it waited (see
 #: tasklab.engine.keys.handed_key). ARGV: job key prefix, queue key prefix (RQ's, public), and 1 if
-#: the last job of the claimed list counts as run (the worker is gone: it is the one the worker took
-#: last, and may have been running without a written start). Puts the jobs both lists hold that are
-#: still queued back at the head of their queues, in their order (the claimed ones first), but that
-#: one, which stays claimed; drops the lists, or leaves that one alone in the claimed list. Returns the
-#: ids requeued, then that one's id or false.
+#: the last job of the claimed list counts as run (the worker is gone: it is the one the worker was to
+#: run next, and may have been running without a written start). Puts the jobs both lists hold that are
+#: still queued back at the head of their queues, in the order the worker would have run them (a claim
+#: pushes each job it takes to the head of the claimed list: see tasklab.engine.claim), the claimed
+#: ones first, but that one, which stays claimed; drops the lists, or leaves that one alone in the
+#: claimed list. Returns the ids requeued, then that one's id or false.
 _REQUEUE_CLAIMED = """
 local requeued = {}
 local kept = false
 for k = 2, 1, -1 do
     local ids = redis.call('LRANGE', KEYS[k], 0, -1)
-    for i = #ids, 1, -1 do
+    for i = 1, #ids do
         local job = redis.call('HMGET', ARGV[1] .. ids[i], 'status', 'origin')
         if job[1] == 'queued' and job[2] then
             if k == 1 and ARGV[3] == '1' and i == #ids then
@@ -147,8 +148,9 @@ def requeue_claimed(
     (it died between the two, or took them by a call whose reply was lost), or was handed as it
     waited (see :func:`~tasklab.engine.keys.handed_key`); they never ran, so no retry is counted.
     Their ids, and, when the worker is ``gone``, the id of the job it may have been running without
-    a written start (the last it took, if still queued), which stays in its claimed list for the
-    caller to settle as lost with the worker (``None`` if none)."""
+    a written start (the last of its claimed list, if still queued: the first of a batch it had not
+    finished), which stays in its claimed list for the caller to settle as lost with the worker
+    (``None`` if none)."""
     script = connection.register_script(_REQUEUE_CLAIMED)
     args = [Job.redis_job_namespace_prefix, TaskQueue.redis_queue_namespace_prefix, 1 if gone else 0]
     found, ran = script(keys=[keys.claimed_key(worker_name), keys.handed_key(worker_name)], args=args)

@@ -25,6 +25,7 @@ so before running anything, and gets the script's text.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -148,11 +149,22 @@ class Script:
             conn.send_packed_command([pack("EVAL", self.text, *args)])
             return conn.read_response()
 
-    def call(self, conn: AbstractConnection, args: list, packed: bytes | None = None) -> Any:
-        """Send a call and read its reply, retried on a lost connection as redis-py retries."""
+    def call(
+        self,
+        conn: AbstractConnection,
+        args: list,
+        packed: bytes | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Any:
+        """Send a call and read its reply, retried on a lost connection as redis-py retries. ``meanwhile``
+        runs once, after the call is sent and before its reply is read: what the caller has to do anyway
+        is done while Redis runs the script (it must not use ``conn``, nor raise)."""
+        pending = [meanwhile] if meanwhile is not None else []
 
         def send_and_receive() -> Any:
             self.send(conn, args, packed)
+            while pending:
+                pending.pop()()
             return self.receive(conn, args)
 
         try:

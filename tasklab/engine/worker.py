@@ -20,6 +20,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import redis
@@ -115,8 +116,10 @@ class Worker(FencingWorker):
     * the finish of a success: the fence on the running mark, counts, result, finished registry,
       execution cleanup, idle state, the attempt's output and event, a second count of the
       dependents, the suspension flag, and the next job, taken into the claimed list in the same
-      script (see :mod:`tasklab.engine.claim`). With no job waiting, it waits for one itself
-      (:meth:`_wait_for_job`).
+      script (see :mod:`tasklab.engine.claim`); from a deep queue, a batch of them
+      (:data:`~tasklab.defaults.CLAIM_BATCH`), which the worker holds and runs in order, reading each
+      while the commit of the one before it is on its way (:meth:`_read_ahead`). With no job waiting,
+      it waits for one itself (:meth:`_wait_for_job`).
 
     A short task costs one script instead of two. A tasklab task runs at once, its start unwritten,
     when the worker's lease has been held since the claim that took it was sent; the start is written
@@ -154,7 +157,10 @@ class Worker(FencingWorker):
         self.log = JobLinesAtDebug(self.log)  # type: ignore[assignment]
         self._started_job_id: str | None = None  # started by prepare_execution, not yet run
         self._fast_job_id: str | None = None  # had no dependents when it started
-        self._next_job: tuple[Job, Queue] | None = None  # taken by the last commit
+        self._next_job: tuple[Job, Queue] | None = None  # taken by a claim, read, and next to run
+        # Taken by a claim (a batch: see defaults.CLAIM_BATCH), not read yet, in the order they run:
+        # (queue, job id, the job hash's fields as the claim read them, the lease's epoch at the claim).
+        self._held: deque[tuple[Queue, str, list, int | None]] = deque()
         self._queues_were_empty = False  # the last commit found no job to take
         self._transaction_connection: AbstractConnection | None = None  # see _execute
         self._unconfirmed: tuple[Job, list, int] | None = None  # a start sent, its reply not read
@@ -178,6 +184,8 @@ class Worker(FencingWorker):
         if self._claims_unsure:
             self.riding_out(self._return_unknown_claims, "it puts back the jobs it may have taken")
         result, self._next_job = self._next_job, None
+        if result is None:
+            result = self._next_held()
         if result is None and not self._queues_were_empty:
             result = self._pop_waiting_job()
         self._queues_were_empty = False
@@ -208,9 +216,9 @@ class Worker(FencingWorker):
 
     def _idle(self) -> None:
         """The worker is idle, between two jobs. When the last commit took the next job, it stays
-        busy in Redis, from one job to the next: that commit wrote no idle state, nor will this.
-        Otherwise the counts it held are written now."""
-        if self._next_job is None:
+        busy in Redis, from one job to the next: that commit wrote no idle state, nor will this; so
+        while it holds jobs of a batch. Otherwise the counts it held are written now."""
+        if not self._holds_jobs():
             self._write_held_totals()
             self.set_state(WorkerStatus.IDLE)
         else:
@@ -262,6 +270,20 @@ class Worker(FencingWorker):
 
         self.riding_out(send, "it records its counts")
         self._totals = events.Totals()
+
+    def _holds_jobs(self) -> bool:
+        """Whether this worker holds jobs it took and has not begun: the next one to run, read or not."""
+        return self._next_job is not None or bool(self._held)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's, but jobs held from a batch go back to their queues first when workers are suspended:
+        a suspended worker holds none."""
+        if self._holds_jobs() and not self._not_suspended and not self._stopping:
+            if self.riding_out(lambda: self.connection.exists(WORKERS_SUSPENDED), "it goes on"):
+                self.riding_out(lambda: self._return_held("is suspended"), "it puts back the jobs it holds")
+            else:
+                self._not_suspended = True  # just read: RQ's check is skipped
+        super().check_for_suspension(burst)
 
     def _pop_arguments(self) -> tuple[list[str], list[str]]:
         """KEYS and the first ARGV of the pop of :data:`TRANSACTION`: this worker's claimed list,
@@ -328,15 +350,13 @@ class Worker(FencingWorker):
                     "not run it here", self.name, job_id,
                 )  # fmt: skip
             return None
-        if not fields:
-            self.connection.lrem(claimed_key(self.name), 1, job_id)
-            return None
-        return self._popped_job([queue.key, job_id, [item for pair in fields.items() for item in pair]])
+        self._held.append((queue, job_id, [item for pair in fields.items() for item in pair], self._claim_epoch))
+        return self._next_held()
 
     def _pop_waiting_job(self, raise_unreachable: bool = False) -> tuple[Job, Queue] | None:
         """Take a waiting job with a :data:`TRANSACTION` of no commands; ``None`` when none waits."""
         self._confirm_start()  # replies come in order on the connection
-        call, expected = self._script_call([], take_next=True)
+        call, expected = self._script_call([], claim=True)
         while True:
             try:
                 (popped,) = self._run(call, expected)
@@ -347,16 +367,44 @@ class Worker(FencingWorker):
                 return None  # the blocking wait that follows retries with backoff
             if not isinstance(popped, list):  # none waits, or workers are suspended
                 return None
-            result = self._popped_job(popped)
+            self._hold(popped)
+            result = self._next_held()
             if result is not None:
                 return result
 
-    def _popped_job(self, popped: list) -> tuple[Job, Queue] | None:
-        queue_key, job_id, fields = popped
-        queue = next(q for q in self.queues if q.key == as_text(queue_key))
-        if not fields:
-            return None  # deleted since it was queued: RQ skips it too
-        job = self.job_class(as_text(job_id), connection=self.connection, serializer=self.serializer)
+    def _hold(self, popped: list) -> None:
+        """Keep the jobs a claim took (the reply of the claim script: its queue's key, then each job's id
+        and fields), to run in their order."""
+        queue_key = as_text(popped[0])
+        queue = next(q for q in self.queues if q.key == queue_key)
+        for i in range(1, len(popped), 2):
+            self._held.append((queue, as_text(popped[i]), popped[i + 1], self._claim_epoch))
+
+    def _next_held(self) -> tuple[Job, Queue] | None:
+        """The next job this worker holds, read from the fields its claim read; ``None`` when it holds
+        none. A job whose hash was gone, or which is refused, is dropped from its claimed list."""
+        while self._held:
+            result = self._read_job(*self._held.popleft())
+            if result is not None:
+                return result
+        return None
+
+    def _read_ahead(self) -> None:
+        """Read the next job held, if it is not read yet, while the commit of the one before it travels
+        (see :meth:`_execute`). An error is left for the loop to meet where RQ's dequeue would raise it."""
+        if self._next_job is not None or not self._held:
+            return
+        entry = self._held[0]
+        try:
+            self._next_job = self._next_held()
+        except Exception:
+            self._held.appendleft(entry)
+
+    def _read_job(self, queue: Queue, job_id: str, fields: list, epoch: int | None) -> tuple[Job, Queue] | None:
+        if not fields:  # deleted since it was queued: RQ skips it too
+            self.connection.lrem(claimed_key(self.name), 1, job_id)
+            return None
+        job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
         hash_fields = dict(zip(fields[::2], fields[1::2], strict=True))
         if keyring.accept_unsigned and not signed_job(hash_fields):
             job.serializer = PlainSerializer  # a plain RQ job: its enqueuer reads its result with pickle
@@ -374,7 +422,7 @@ class Worker(FencingWorker):
         except Exception as exc:
             exc.job_id, exc.queue = job.id, queue  # type: ignore[attr-defined]  # as RQ's dequeue
             raise
-        job._tl_claim_epoch = self._claim_epoch  # type: ignore[attr-defined]  # taken by a script
+        job._tl_claim_epoch = epoch  # type: ignore[attr-defined]  # taken by a script
         return job, queue
 
     def connection_lost(self) -> None:
@@ -386,32 +434,26 @@ class Worker(FencingWorker):
 
     def _return_unknown_claims(self) -> None:
         """Put back, at the head of their queues, the jobs in this worker's claimed list (a claim
-        whose reply was lost in an outage), the one taken by the last commit included: between
-        two jobs, the worker holds none it has not started."""
-        self._return_next_job()
-        requeue_claimed(self.connection, self.name, why="took them as Redis stopped answering")
+        whose reply was lost in an outage), those it holds included: between two jobs, after a lost
+        reply, the worker holds none it has not started."""
+        self._return_held("took them as Redis stopped answering")
         self._claims_unsure = False
 
-    def _return_next_job(self) -> None:
-        """Put the job taken by the last commit back at the head of its queue."""
-        taken, self._next_job = self._next_job, None
-        if taken is None:
-            return
-        job, queue = taken
-        with self.connection.pipeline() as pipe:  # only if it is still this worker's claim
-            pipe.execute_command(FENCE_CLAIM, claimed_key(self.name), job.id)
-            pipe.lpush(queue.key, job.id)
-            with contextlib.suppress(Fenced):
-                execute(self.connection, pipe)
+    def _return_held(self, why: str) -> None:
+        """Put back, at the head of their queues and in their order, the jobs of this worker's claimed list:
+        those it holds and has not begun (see :meth:`_holds_jobs`), and any a lost reply left there."""
+        self._next_job = None
+        self._held.clear()
+        requeue_claimed(self.connection, self.name, why=why)
 
-    def _script_call(self, commands: list[tuple], take_next: bool) -> tuple[list, int]:
-        """The arguments of a :data:`TRANSACTION` call that runs ``commands`` (and then takes
-        the next job, with ``take_next``), and the number of replies it gives."""
-        keys, argv = self._pop_arguments() if take_next else ([], [""])
-        argv.append(WORKERS_SUSPENDED if take_next else "")
-        if take_next:
+    def _script_call(self, commands: list[tuple], claim: bool) -> tuple[list, int]:
+        """The arguments of a :data:`TRANSACTION` call that runs ``commands`` (and then, with ``claim``,
+        takes the next job, or a batch), and the number of replies it gives."""
+        keys, argv = self._pop_arguments() if claim else ([], [""])
+        argv += [WORKERS_SUSPENDED if claim else "", str(defaults.CLAIM_BATCH), str(defaults.CLAIM_BATCH_DEPTH)]
+        if claim:
             self._claim_epoch = self.lease.epoch if self.lease is not None else None
-        return flatten(commands, [len(keys), *keys, *argv]), len(commands) + take_next
+        return flatten(commands, [len(keys), *keys, *argv]), len(commands) + claim
 
     def _own_connection(self) -> AbstractConnection:
         if self._transaction_connection is None:
@@ -421,9 +463,10 @@ class Worker(FencingWorker):
             self._transaction_connection = connection
         return self._transaction_connection
 
-    def _execute(self, pipe: Pipeline, take_next: bool = False) -> list:
+    def _execute(self, pipe: Pipeline, claim: bool = False) -> list:
         """Run the commands RQ's functions queued on ``pipe`` atomically; their replies, errors
-        included, and with ``take_next`` the reply of the next job's pop after them.
+        included, and with ``claim`` the reply of the next job's claim after them. The next job held,
+        if any, is read meanwhile (:meth:`_read_ahead`).
 
         What ``pipe.execute(raise_on_error=False)`` does (retried on a lost connection), but as
         one call of :data:`TRANSACTION` (see :mod:`tasklab.engine.transaction`), on a connection of the
@@ -434,13 +477,14 @@ class Worker(FencingWorker):
         """
         self._confirm_start()  # replies come in order on the connection
         commands = commands_of(pipe)
-        call, expected = self._script_call(commands, take_next)
+        call, expected = self._script_call(commands, claim)
         packed = TRANSACTION.packed(call)
         if not fits(commands, packed):
             replies = execute_plainly(pipe, raise_on_error=False)
-            return [*replies, False] if take_next else replies
+            return [*replies, False] if claim else replies
         pipe.reset()
-        return checked(TRANSACTION.call(self._own_connection(), call, packed), expected)
+        meanwhile = self._read_ahead if self._held and self._next_job is None else None
+        return checked(TRANSACTION.call(self._own_connection(), call, packed, meanwhile), expected)
 
     def _run(self, call: list, expected: int) -> list:
         return checked(TRANSACTION.call(self._own_connection(), call), expected)
@@ -460,7 +504,7 @@ class Worker(FencingWorker):
             self.executions[execution.id] = execution
             defer_finish_writes(job)
             self._confirm_start()
-            call, expected = self._script_call(commands_of(pipe), take_next=False)
+            call, expected = self._script_call(commands_of(pipe), claim=False)
             pipe.reset()  # a start is small: always a script call
         self._started_job_id = job.id
         self._hook(job, execution)
@@ -781,14 +825,15 @@ class Worker(FencingWorker):
         # Webhooks are sent after the commit and take time: until then, the worker is busy.
         quick = not job.webhooks
         take_next = self._takes_next(job, take_next and quick)
+        claim = take_next and not self._holds_jobs()
         with self.connection.pipeline() as pipe:
             # Nothing is written if the job was settled meanwhile (its lease ran out): see _fenced.
             pipe.execute_command(FENCE, running_key(job.id), execution.id)
             self.running = None  # its execution record is about to go: the lease thread leaves it
             # Read first, so that it sees Redis as it was just before these writes. Whether workers
-            # are suspended is read too: by the taking of the next job, or else here.
+            # are suspended is read too: by the claim of the next job, or else here.
             pipe.scard(job.dependents_key)
-            if not take_next:
+            if not claim:
                 pipe.exists(WORKERS_SUSPENDED)
             done: dict[str, Any] = {
                 "worker_name": self.name,
@@ -815,13 +860,13 @@ class Worker(FencingWorker):
                 # has ended, as RQ's shutdown request expects. A commit that takes the next job
                 # leaves the worker busy (idle is written when it found none: see dequeue).
                 state_write(pipe, self, WorkerStatus.IDLE)
-            replies = self._send_commit(job, pipe, take_next)
+            replies = self._send_commit(job, pipe, claim)
         if replies is None:
             return
-        suspended = self._committed(job, replies, take_next)
+        suspended = self._committed(job, replies, claim)
         raise_first_error(replies)  # now that the job it took is not lost
         dependents = replies[1]
-        if not take_next:
+        if not claim:
             suspended = replies[2]
         if quick:
             if not take_next:
@@ -837,13 +882,14 @@ class Worker(FencingWorker):
         assert job.started_at is not None and job.ended_at is not None
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         take_next = self._takes_next(job, take_next)
+        claim = take_next and not self._holds_jobs()
         job._tl_start_skipped = True  # type: ignore[attr-defined]  # its event says where it ran
         with self.connection.pipeline() as pipe:
             pipe.execute_command(FENCE_SOLE, claimed_key(self.name), job.id, job.key, job.dependents_key)
+            if not claim:  # else the claim of the next job reads it
+                pipe.exists(WORKERS_SUSPENDED)
             if take_next:
                 self.set_state(WorkerStatus.BUSY, pipeline=pipe)  # when it was not: it goes on working
-            else:
-                pipe.exists(WORKERS_SUSPENDED)
             self.heartbeat(self.get_heartbeat_ttl(job), pipeline=pipe)  # when due
             assert isinstance(job, WorkerJob)
             job.write_success(result_ttl, pipe, self.name, execution.id, execution.created_at, job.ended_at,
@@ -858,7 +904,7 @@ class Worker(FencingWorker):
             if not take_next:
                 state_write(pipe, self, WorkerStatus.IDLE)
             try:
-                replies = self._send_commit(job, pipe, take_next)
+                replies = self._send_commit(job, pipe, claim)
             except HasDependents:
                 self._totals_sent = None
                 pipe.reset()
@@ -868,44 +914,47 @@ class Worker(FencingWorker):
                 return
         if replies is None:
             return
-        suspended = self._committed(job, replies, take_next)
+        suspended = self._committed(job, replies, claim)
         raise_first_error(replies)
-        if not take_next:
+        if not claim:
             suspended = replies[1]
+        if not take_next:
             self._stored_state = WorkerStatus.IDLE
         self._not_suspended = not suspended
         self._after_commit(job, queue, dependents=False)
 
     def _takes_next(self, job: Job, take_next: bool) -> bool:
-        """Whether a success's commit takes the next job: the loop is about to take one (``take_next``),
-        and may do nothing else first (stop, renew its lease, run RQ's maintenance). Hooks left for after
-        the commit (on_success, after_return) may take long: the next job is taken after them, not held
+        """Whether the worker goes on from a success's commit to the next job, which the commit claims
+        unless the worker holds one already: the loop is about to take one (``take_next``), and may do
+        nothing else first (stop, renew its lease, run RQ's maintenance). Hooks left for after the
+        commit (on_success, after_return) may take long: the next job is taken after them, not held
         meanwhile in this worker's claimed list."""
         return (
             take_next and not self._stopping and self.lease is not None and self.lease.valid()
             and not self.should_run_maintenance_tasks and getattr(job, "_tl_success_hooks", None) is None
         )  # fmt: skip
 
-    def _send_commit(self, job: Job, pipe: Pipeline, take_next: bool) -> list | None:
+    def _send_commit(self, job: Job, pipe: Pipeline, claim: bool) -> list | None:
         """Send a success's commit (see :meth:`_execute`); its replies, or ``None`` if its fence stopped
         it: the job was settled or revoked meanwhile (see :meth:`_fenced`)."""
         try:
-            return self._execute(pipe, take_next=take_next)
+            return self._execute(pipe, claim=claim)
         except Fenced:
             self._totals_sent = None
             self._fenced(job, "SUCCESS")
             return None
 
-    def _committed(self, job: Job, replies: list, take_next: bool) -> bool | None:
-        """After a success's commit was applied: its writes and counts are no longer held, and the job
-        it took (``take_next``) is kept for the loop. Whether the pop found workers suspended (``None``
-        when it did not look)."""
+    def _committed(self, job: Job, replies: list, claim: bool) -> bool | None:
+        """After a success's commit was applied: its writes and counts are no longer held, and the jobs
+        it claimed (``claim``) are held for the loop, which reads them as it takes them. Whether the
+        claim found workers suspended (``None`` when it did not look)."""
         forget_finish_writes(job)
         self._totals_applied()
-        if not take_next:
+        if not claim:
             return None
         popped = replies[-1]
-        self._next_job = self._popped_job(popped) if isinstance(popped, list) else None
+        if isinstance(popped, list):
+            self._hold(popped)
         self._queues_were_empty = not popped
         return popped == SUSPENDED
 
@@ -938,9 +987,8 @@ class Worker(FencingWorker):
             self._write_held_totals()
         except Exception:
             self.log.exception("Worker %s: could not record the counts it held", self.name)
-        try:
-            self._return_next_job()
-            requeue_claimed(self.connection, self.name)  # any claim whose reply was lost on the way
+        try:  # the jobs it holds, and any claim whose reply was lost on the way
+            self._return_held("stopped" if self._holds_jobs() else "is gone")
         except Exception:
             self.log.exception("Worker %s: could not put back the job it had taken", self.name)
         if self._transaction_connection is not None:
