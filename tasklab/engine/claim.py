@@ -74,3 +74,18 @@ end
 return replies
 """
 )
+
+
+#: Read the job a BLMOVE has just handed to a worker: sent on the same connection right behind the
+#: BLMOVE, it runs as soon as the BLMOVE is answered, so that the job's id and fields come in one round
+#: trip. KEYS[1]: the worker's handed list (see tasklab.engine.keys.handed_key); ARGV[1]: the job key
+#: prefix. The reply: the first id of the list and the fields of its job's hash, or false when the list
+#: is empty. It moves nothing: the job joins the claimed list only once the worker has read this (a
+#: worker frozen in its wait, and settled meanwhile, finds the job gone back to its queue).
+PEEK_HANDED = Script("""
+local job_id = redis.call('LINDEX', KEYS[1], 0)
+if not job_id then
+    return false
+end
+return {job_id, redis.call('HGETALL', ARGV[1] .. job_id)}
+""")

@@ -45,7 +45,7 @@ from ..code.serialization import ResultSerializer, Serializer
 from ..core.signing import find_key, keyring
 from ..errors import SignatureError
 from . import events
-from .claim import SUSPENDED, TRANSACTION
+from .claim import PEEK_HANDED, SUSPENDED, TRANSACTION
 from .execution import defer_finish_writes, finish_writes, forget_finish_writes, run_success_hooks, start_writes
 from .fence import owned
 from .fencing import FencingWorker
@@ -77,6 +77,7 @@ from .transaction import (
     execute_plainly,
     fits,
     flatten,
+    pack,
     raise_first_error,
 )
 from .worker_job import WorkerJob
@@ -313,8 +314,7 @@ class Worker(FencingWorker):
                 if blocking and timeout is not None:
                     block = min(timeout, defaults.CLAIM_BLOCK)
                     self._claim_epoch = self.lease.epoch if self.lease is not None else None
-                    job_id = self.connection.blmove(queues[0].key, handed_key(self.name), block, "LEFT", "RIGHT")
-                    result = self._claimed(as_text(job_id), queues[0]) if job_id else None
+                    result = self._wait_handed(queues[0], block)
                 else:
                     result = self._pop_waiting_job(raise_unreachable=True)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -329,18 +329,49 @@ class Worker(FencingWorker):
             if not blocking:
                 time.sleep(defaults.CLAIM_POLL_INTERVAL)
 
-    def _claimed(self, job_id: str, queue: Queue) -> tuple[Job, Queue] | None:
-        """The job BLMOVE handed to this worker, moved to the end of its claimed list, as a script's
-        claim is; ``None`` if it is gone from the list it was handed in (the worker was frozen in its
-        wait, and settled meanwhile: the job went back to its queue), or if its hash is gone (RQ skips
-        those). It may run with its start unwritten only if the lease has been held since the BLMOVE
-        was sent: see :meth:`_may_leave_start_unwritten`."""
-        with self.connection.pipeline(transaction=False) as pipe:
-            pipe.lmove(handed_key(self.name), claimed_key(self.name), "LEFT", "RIGHT")
-            pipe.hgetall(self.job_class.key_for(job_id))
-            moved, fields = pipe.execute()
-        if moved is None and self.connection.lpos(claimed_key(self.name), job_id) is not None:
-            moved = job_id  # moved by a first send of the pipeline whose reply was lost
+    def _wait_handed(self, queue: Queue, block: int) -> tuple[Job, Queue] | None:
+        """Block up to ``block`` seconds in a BLMOVE from ``queue`` into the list of a job handed to this
+        worker, sent with :data:`~tasklab.engine.claim.PEEK_HANDED` on the worker's own connection: the job's
+        id and fields come in one round trip. Then the job joins the claimed list (:meth:`_claimed`)."""
+        self._confirm_start()  # replies come in order on the connection
+        conn = self._own_connection()
+        handed = handed_key(self.name)
+        peek = [1, handed, self.job_class.redis_job_namespace_prefix]
+        try:
+            conn.send_packed_command(
+                [pack("BLMOVE", queue.key, handed, "LEFT", "RIGHT", block), PEEK_HANDED.packed(peek)]
+            )
+            job_id, peeked = conn.read_response(), PEEK_HANDED.receive(conn, peek)
+        except BaseException:
+            conn.disconnect()  # a reply may be left unread
+            raise
+        if not job_id:
+            self._claims_unsure = bool(peeked)  # a job left in the list by a lost reply: it goes back
+            return None
+        job_id = as_text(job_id)
+        if not peeked or as_text(peeked[0]) != job_id:  # not the first in the list: the same, and this one too
+            self._claims_unsure = True
+            return None
+        return self._claimed(job_id, queue, peeked[1])
+
+    def _claimed(self, job_id: str, queue: Queue, fields: list) -> tuple[Job, Queue] | None:
+        """The job BLMOVE handed to this worker, with the ``fields`` of its hash, moved to the end of its
+        claimed list, as a script's claim is; ``None`` if it is gone from the list it was handed in (the
+        worker was frozen in its wait, and settled meanwhile: the job went back to its queue), or if its
+        hash is gone (RQ skips those). The job is read while the move travels to Redis, and used only once
+        the move is known to have been made. It may run with its start unwritten only if the lease has
+        been held since the BLMOVE was sent: see :meth:`_may_leave_start_unwritten`."""
+        conn = self._own_connection()
+        try:
+            conn.send_packed_command([pack("LMOVE", handed_key(self.name), claimed_key(self.name), "LEFT", "LEFT")])
+            try:
+                read, error = (self._parse_job(queue, job_id, fields, self._claim_epoch) if fields else None), None
+            except Exception as exc:  # raised below, once the move is known
+                read, error = None, exc
+            moved = conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
         if moved is None or as_text(moved) != job_id:
             # Whatever the lists hold now goes back to its queue before the next claim: this worker runs none.
             self._claims_unsure = True
@@ -350,8 +381,14 @@ class Worker(FencingWorker):
                     "not run it here", self.name, job_id,
                 )  # fmt: skip
             return None
-        self._held.append((queue, job_id, [item for pair in fields.items() for item in pair], self._claim_epoch))
-        return self._next_held()
+        if read is None and error is None:
+            return self._read_job(queue, job_id, fields, self._claim_epoch)  # its hash is gone: dropped
+        if isinstance(error, SignatureError):
+            self._refuse(queue, job_id, error)
+            return None
+        if error is not None:
+            raise error
+        return read
 
     def _pop_waiting_job(self, raise_unreachable: bool = False) -> tuple[Job, Queue] | None:
         """Take a waiting job with a :data:`TRANSACTION` of no commands; ``None`` when none waits."""
@@ -401,9 +438,24 @@ class Worker(FencingWorker):
             self._held.appendleft(entry)
 
     def _read_job(self, queue: Queue, job_id: str, fields: list, epoch: int | None) -> tuple[Job, Queue] | None:
+        """The job ``job_id``, claimed from ``queue`` with the ``fields`` of its hash; ``None`` if its hash was
+        gone or it is refused, when it leaves the claimed list."""
         if not fields:  # deleted since it was queued: RQ skips it too
             self.connection.lrem(claimed_key(self.name), 1, job_id)
             return None
+        try:
+            return self._parse_job(queue, job_id, fields, epoch)
+        except SignatureError as exc:
+            self._refuse(queue, job_id, exc)
+            return None
+
+    def _refuse(self, queue: Queue, job_id: str, exc: SignatureError) -> None:
+        """Fail a claimed job without running it (see :mod:`tasklab.engine.refusal`); the loop goes on."""
+        refuse(job_id, queue, self.name, f"job {job_id} was not run: {exc}")
+
+    def _parse_job(self, queue: Queue, job_id: str, fields: list, epoch: int | None) -> tuple[Job, Queue]:
+        """The job ``job_id`` made from the ``fields`` of its hash, which are not empty, without a call to
+        Redis: :class:`SignatureError` if it is to be refused."""
         job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
         hash_fields = dict(zip(fields[::2], fields[1::2], strict=True))
         if keyring.accept_unsigned and not signed_job(hash_fields):
@@ -416,9 +468,8 @@ class Worker(FencingWorker):
                 raise SignatureError(f"job {job.id} names the callback {callback!r}, which is not tasklab's")
             check_signed(job.id, hash_fields)  # RQ would unpickle them, and swallow the meta's error
             job.restore(hash_fields)
-        except SignatureError as exc:  # not run, and the loop goes on: see tasklab.engine.refusal
-            refuse(job.id, queue, self.name, f"job {job.id} was not run: {exc}")
-            return None
+        except SignatureError:
+            raise
         except Exception as exc:
             exc.job_id, exc.queue = job.id, queue  # type: ignore[attr-defined]  # as RQ's dequeue
             raise
