@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from datetime import datetime, timezone
 
 import pytest
 from rq import Queue
@@ -64,6 +65,17 @@ def test_a_map_writes_the_hash_rq_writes(lab, add):
     assert conn.hget(events.counts_key(lab.namespace), f"add|{events.SUBMITTED}") == b"3"
     lab.workers(1)
     assert results.get(timeout=20) == [1, 2, 3]
+
+
+def test_each_submit_is_dated_when_it_is_made(lab, add):
+    """The fields every job of a task shares are made once; each job's dates are its own submit's."""
+    first = add.delay(1)
+    between = datetime.now(timezone.utc)
+    second = add.delay(2)
+    jobs = [Job.fetch(r.id, connection=lab.connection, serializer=Serializer) for r in (first, second)]
+    assert jobs[0].created_at <= between <= jobs[1].created_at
+    assert [j.created_at for j in jobs] == [j.enqueued_at for j in jobs]
+    assert jobs[0].meta == jobs[1].meta and jobs[0].result_ttl == jobs[1].result_ttl
 
 
 def test_large_arguments_go_in_several_calls_and_all_run(lab, add):
