@@ -333,6 +333,50 @@ def test_a_worker_lost_in_a_batch_settles_the_job_it_ran_and_queues_the_rest_aga
     assert any(all(job_id in line for job_id in batch) for line in requeued), (batch, requeued)
 
 
+#: A task whose success hook waits for the test to open a gate (a Redis key).
+HOOKED = """
+import time
+import tasklab
+from rq import get_current_job
+
+class Hooked(tasklab.Task):
+    def run(self, gate):
+        return "ran"
+
+    def on_success(self, retval, task_id, args, kwargs):
+        gate = args[0]
+        connection = get_current_job().connection
+        connection.set(gate + ":hooked", 1)
+        while not connection.get(gate):
+            time.sleep(0.02)
+"""
+
+
+def test_a_worker_holds_no_batch_while_a_success_hook_runs(shell, lab):
+    """A success hook may take long, and a job held in the claimed list meanwhile would count as run if
+    the worker died: the worker puts back the rest of its batch before the hook runs."""
+    pool = lab.workers(1)
+    task_cell(shell, COUNTED)
+    task_cell(shell, HOOKED)
+    worker = pool.processes[0]
+    wait_for(lambda: waiting_in_blmove(lab), 10, "the worker to block, waiting for a job")
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        first = shell.user_ns["counted"].delay("t:hook-first")
+        wait_for(lambda: lab.connection.llen(keys.handed_key(worker.name)), 10, "the job handed to the worker")
+        hooked = shell.user_ns["Hooked"].delay("t:hook-gate")
+        rest = shell.user_ns["counted"].map_async([f"t:hook-{i}" for i in range(defaults.CLAIM_BATCH_DEPTH)])
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert first.get(timeout=10) == "ran"
+    wait_for(lambda: lab.connection.get("t:hook-gate:hooked"), 10, "the success hook to run")
+    assert hooked.state == "SUCCESS", "stored before its hook runs"
+    assert lab.connection.llen(keys.claimed_key(worker.name)) == 0, "nothing held while the hook runs"
+    assert lab.connection.llen(lab.queue().key) == len(rest), "the rest of the batch back in the queue"
+    lab.connection.set("t:hook-gate", 1)
+    assert [r.get(timeout=10) for r in rest] == ["ran"] * len(rest)
+
+
 def test_a_long_task_keeps_its_execution_record_alive(shell, lab):
     lab.workers(1)
     task_cell(shell, GATED)

@@ -389,6 +389,26 @@ def test_suspension_puts_back_the_jobs_a_worker_holds_from_a_batch(lab):
     wait_for(lambda: all(status(lab, job) == "finished" for job in rest), 10, "the jobs after resuming")
 
 
+def test_a_job_cancelled_while_a_worker_holds_it_does_not_run(lab):
+    """A job held from a batch, cancelled meanwhile, is dropped when the job before it ends: the commit of
+    that one reads whether the next is still queued; the rest of the batch goes back to its queue."""
+    name = fast_worker(lab)
+    queue = lab.queue(FAST)
+    first = queue.enqueue(jobfuncs.wait_for_signal, "tl:test:release-first")
+    wait_for(lambda: status(lab, first) == "started", 10, "the first job to start")
+    batch_head = queue.enqueue(jobfuncs.wait_for_signal, "tl:test:release-batch")
+    rest = [queue.enqueue(os.getpid) for _ in range(defaults.CLAIM_BATCH_DEPTH)]
+    lab.connection.rpush("tl:test:release-first", 1)
+    wait_for(lambda: status(lab, batch_head) == "started", 10, "the batch's first job to start")
+    held = rest[0]
+    assert lab.connection.lindex(keys.claimed_key(name), -1) == held.id.encode(), "held, next to run"
+    held.cancel()
+    lab.connection.rpush("tl:test:release-batch", 1)
+    wait_for(lambda: all(status(lab, job) == "finished" for job in rest[1:]), 10, "the other jobs")
+    assert status(lab, held) == "canceled", "not run"
+    assert not lab.connection.exists(keys.claimed_key(name))
+
+
 def test_warm_shutdown_finishes_the_job_and_leaves_the_next_queued(lab):
     pool = lab.workers(1, queues=[FAST])
     first_worker = pool.names[0]

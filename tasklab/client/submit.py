@@ -396,9 +396,10 @@ def _queued_fields(queue: TaskQueue, result_ttl: int | None, meta: dict[str, Any
         fields = queued_fields(
             queue, EXECUTE, timeout=-1, result_ttl=result_ttl, failure_ttl=defaults.FAILURE_TTL, meta=meta
         )
-        if len(_FIELDS) >= 256:
-            _FIELDS.clear()
-        _FIELDS[key] = fields
+        if keys.META_EXPIRES not in meta:  # a date of its own: made anew for the next call anyway
+            if len(_FIELDS) >= 256:
+                _FIELDS.clear()
+            _FIELDS[key] = fields
     stamp = utc_stamp(datetime.now(timezone.utc))
     return {**fields, "created_at": stamp, "enqueued_at": stamp}
 

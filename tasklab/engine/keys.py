@@ -38,16 +38,18 @@ def claimed_key(worker_name: str) -> str:
     waited: :func:`handed_key`), and out of it in the transaction that starts it, so a job is always
     queued, handed to or claimed by a worker, or started by one (RQ's execution records).
 
-    The last one is the job the worker took last, which it may be running with its start unwritten
-    (see :class:`tasklab.engine.worker.Worker`): whoever settles the worker's jobs (it died, or its
-    lease ran out) counts that one, if still claimed and queued, as lost with the worker rather
-    than never started."""
+    A claim pushes each job it takes to the head of the list (a batch, from a deep queue: see
+    :data:`~tasklab.defaults.CLAIM_BATCH`), and the worker runs them in that order, so the last one is
+    always the job the worker runs next, or may be running with its start unwritten (see
+    :class:`tasklab.engine.worker.Worker`): whoever settles the worker's jobs (it died, or its lease ran
+    out) counts that one, if still claimed and queued, as lost with the worker rather than never
+    started, and queues the others again."""
     return f"tasklab:claimed:{worker_name}"
 
 
 def handed_key(worker_name: str) -> str:
     """List: the job Redis handed to ``worker_name`` while it waited for one (BLMOVE), until the
-    worker reads the reply and moves it to the end of its claimed list. Whoever settles the worker's
+    worker reads the reply and moves it into its claimed list. Whoever settles the worker's
     jobs queues it again: the worker never saw it, so it never ran it. (A worker frozen in its wait
     and settled meanwhile finds it gone when it wakes, and does not run it.)"""
     return f"tasklab:handed:{worker_name}"

@@ -142,7 +142,7 @@ def _take_over(connection: redis.Redis, job_id: str, execution_id: str) -> bool:
 
 
 def requeue_claimed(
-    connection: redis.Redis, worker_name: str, why: str = "is gone", gone: bool = False
+    connection: redis.Redis, worker_name: str, why: str = "is gone", gone: bool = False, quiet: bool = False
 ) -> tuple[list[str], str | None]:
     """Queue again, at the head of their queues, the jobs ``worker_name`` took but never started
     (it died between the two, or took them by a call whose reply was lost), or was handed as it
@@ -150,13 +150,15 @@ def requeue_claimed(
     Their ids, and, when the worker is ``gone``, the id of the job it may have been running without
     a written start (the last of its claimed list, if still queued: the first of a batch it had not
     finished), which stays in its claimed list for the caller to settle as lost with the worker
-    (``None`` if none)."""
+    (``None`` if none). ``quiet``: logged at DEBUG (a live worker putting back what it held), not as a
+    warning."""
     script = connection.register_script(_REQUEUE_CLAIMED)
     args = [Job.redis_job_namespace_prefix, TaskQueue.redis_queue_namespace_prefix, 1 if gone else 0]
     found, ran = script(keys=[keys.claimed_key(worker_name), keys.handed_key(worker_name)], args=args)
     requeued = [as_text(i) for i in found]
     if requeued:
-        log.warning("worker %s %s: queued again the jobs it had taken, %s", worker_name, why, ", ".join(requeued))
+        level = logging.DEBUG if quiet else logging.WARNING
+        log.log(level, "worker %s %s: queued again the jobs it had taken, %s", worker_name, why, ", ".join(requeued))
     return requeued, as_text(ran) if ran else None
 
 

@@ -15,7 +15,6 @@ Worker processes (see :mod:`tasklab.local.worker_process`) are started by a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
@@ -163,6 +162,9 @@ class Worker(FencingWorker):
         # (queue, job id, the job hash's fields as the claim read them, the lease's epoch at the claim).
         self._held: deque[tuple[Queue, str, list, int | None]] = deque()
         self._queues_were_empty = False  # the last commit found no job to take
+        # A claim may take a batch, unless the last success's commit did not go straight on to the next job
+        # (hooks, webhooks, maintenance: see _keep_held): the next claim after it takes one.
+        self._claim_batch = True
         self._transaction_connection: AbstractConnection | None = None  # see _execute
         self._unconfirmed: tuple[Job, list, int] | None = None  # a start sent, its reply not read
         self._claims_unsure = False  # a call that may have claimed a job lost its reply
@@ -186,7 +188,10 @@ class Worker(FencingWorker):
             self.riding_out(self._return_unknown_claims, "it puts back the jobs it may have taken")
         result, self._next_job = self._next_job, None
         if result is None:
-            result = self._next_held()
+            try:
+                result = self._next_held()
+            except (redis.ConnectionError, redis.TimeoutError):
+                self.connection_lost()  # what it holds goes back once Redis answers (see _wait_for_job)
         if result is None and not self._queues_were_empty:
             result = self._pop_waiting_job()
         self._queues_were_empty = False
@@ -346,7 +351,8 @@ class Worker(FencingWorker):
             conn.disconnect()  # a reply may be left unread
             raise
         if not job_id:
-            self._claims_unsure = bool(peeked)  # a job left in the list by a lost reply: it goes back
+            if peeked:  # a job left in the list by a lost reply: it goes back
+                self._claims_unsure = True
             return None
         job_id = as_text(job_id)
         if not peeked or as_text(peeked[0]) != job_id:  # not the first in the list: the same, and this one too
@@ -355,7 +361,7 @@ class Worker(FencingWorker):
         return self._claimed(job_id, queue, peeked[1])
 
     def _claimed(self, job_id: str, queue: Queue, fields: list) -> tuple[Job, Queue] | None:
-        """The job BLMOVE handed to this worker, with the ``fields`` of its hash, moved to the end of its
+        """The job BLMOVE handed to this worker, with the ``fields`` of its hash, moved into its (empty)
         claimed list, as a script's claim is; ``None`` if it is gone from the list it was handed in (the
         worker was frozen in its wait, and settled meanwhile: the job went back to its queue), or if its
         hash is gone (RQ skips those). The job is read while the move travels to Redis, and used only once
@@ -429,13 +435,13 @@ class Worker(FencingWorker):
     def _read_ahead(self) -> None:
         """Read the next job held, if it is not read yet, while the commit of the one before it travels
         (see :meth:`_execute`). An error is left for the loop to meet where RQ's dequeue would raise it."""
-        if self._next_job is not None or not self._held:
-            return
-        entry = self._held[0]
-        try:
-            self._next_job = self._next_held()
-        except Exception:
-            self._held.appendleft(entry)
+        while self._next_job is None and self._held:
+            entry = self._held.popleft()
+            try:
+                self._next_job = self._read_job(*entry)
+            except Exception:
+                self._held.appendleft(entry)  # this one, read again by the loop
+                return
 
     def _read_job(self, queue: Queue, job_id: str, fields: list, epoch: int | None) -> tuple[Job, Queue] | None:
         """The job ``job_id``, claimed from ``queue`` with the ``fields`` of its hash; ``None`` if its hash was
@@ -490,18 +496,20 @@ class Worker(FencingWorker):
         self._return_held("took them as Redis stopped answering")
         self._claims_unsure = False
 
-    def _return_held(self, why: str) -> None:
+    def _return_held(self, why: str, quiet: bool = False) -> None:
         """Put back, at the head of their queues and in their order, the jobs of this worker's claimed list:
-        those it holds and has not begun (see :meth:`_holds_jobs`), and any a lost reply left there."""
+        those it holds and has not begun (see :meth:`_holds_jobs`), and any a lost reply left there; a job no
+        longer queued (revoked, deleted) is dropped. ``quiet``: logged at DEBUG, not as a warning."""
         self._next_job = None
         self._held.clear()
-        requeue_claimed(self.connection, self.name, why=why)
+        requeue_claimed(self.connection, self.name, why=why, quiet=quiet)
 
     def _script_call(self, commands: list[tuple], claim: bool) -> tuple[list, int]:
         """The arguments of a :data:`TRANSACTION` call that runs ``commands`` (and then, with ``claim``,
         takes the next job, or a batch), and the number of replies it gives."""
         keys, argv = self._pop_arguments() if claim else ([], [""])
-        argv += [WORKERS_SUSPENDED if claim else "", str(defaults.CLAIM_BATCH), str(defaults.CLAIM_BATCH_DEPTH)]
+        batch = defaults.CLAIM_BATCH if self._claim_batch else 1  # one after a pause (see _keep_held)
+        argv += [WORKERS_SUSPENDED if claim else "", str(batch), str(defaults.CLAIM_BATCH_DEPTH)]
         if claim:
             self._claim_epoch = self.lease.epoch if self.lease is not None else None
         return flatten(commands, [len(keys), *keys, *argv]), len(commands) + claim
@@ -726,8 +734,10 @@ class Worker(FencingWorker):
 
     def _fenced(self, job: Job, outcome: str) -> None:
         if getattr(job, "_tl_start", None) == FENCED:  # a late start fenced (revoked) leaves the claim: it goes
-            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+            try:
                 self.connection.lrem(claimed_key(self.name), 1, job.id)
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._claims_unsure = True  # left in the claimed list: it goes before the next claim
         super()._fenced(job, outcome)
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
@@ -856,6 +866,7 @@ class Worker(FencingWorker):
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         self._fast_finish = self._fast(job)
         if not self._fast_finish:
+            self._keep_held(False, None)  # RQ's path, then the hooks: nothing is held meanwhile
             if not owned(job):  # checked just before RQ's own writes
                 self._fenced(job, "SUCCESS")
                 return
@@ -877,6 +888,7 @@ class Worker(FencingWorker):
         quick = not job.webhooks
         take_next = self._takes_next(job, take_next and quick)
         claim = take_next and not self._holds_jobs()
+        self._claim_batch = take_next
         with self.connection.pipeline() as pipe:
             # Nothing is written if the job was settled meanwhile (its lease ran out): see _fenced.
             pipe.execute_command(FENCE, running_key(job.id), execution.id)
@@ -886,6 +898,7 @@ class Worker(FencingWorker):
             pipe.scard(job.dependents_key)
             if not claim:
                 pipe.exists(WORKERS_SUSPENDED)
+                self._read_next_status(pipe, take_next)
             done: dict[str, Any] = {
                 "worker_name": self.name,
                 "execution_id": execution.id,
@@ -919,6 +932,7 @@ class Worker(FencingWorker):
         dependents = replies[1]
         if not claim:
             suspended = replies[2]
+            self._keep_held(take_next, replies[3] if take_next and self._holds_jobs() else None)
         if quick:
             if not take_next:
                 self._stored_state = WorkerStatus.IDLE
@@ -934,11 +948,13 @@ class Worker(FencingWorker):
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         take_next = self._takes_next(job, take_next)
         claim = take_next and not self._holds_jobs()
+        self._claim_batch = take_next
         job._tl_start_skipped = True  # type: ignore[attr-defined]  # its event says where it ran
         with self.connection.pipeline() as pipe:
             pipe.execute_command(FENCE_SOLE, claimed_key(self.name), job.id, job.key, job.dependents_key)
             if not claim:  # else the claim of the next job reads it
                 pipe.exists(WORKERS_SUSPENDED)
+                self._read_next_status(pipe, take_next)
             if take_next:
                 self.set_state(WorkerStatus.BUSY, pipeline=pipe)  # when it was not: it goes on working
             self.heartbeat(self.get_heartbeat_ttl(job), pipeline=pipe)  # when due
@@ -969,6 +985,7 @@ class Worker(FencingWorker):
         raise_first_error(replies)
         if not claim:
             suspended = replies[1]
+            self._keep_held(take_next, replies[2] if take_next and self._holds_jobs() else None)
         if not take_next:
             self._stored_state = WorkerStatus.IDLE
         self._not_suspended = not suspended
@@ -984,6 +1001,25 @@ class Worker(FencingWorker):
             take_next and not self._stopping and self.lease is not None and self.lease.valid()
             and not self.should_run_maintenance_tasks and getattr(job, "_tl_success_hooks", None) is None
         )  # fmt: skip
+
+    def _read_next_status(self, pipe: Pipeline, take_next: bool) -> None:
+        """Queue on a success's commit that claims nothing the read of the status of the next job the worker
+        holds, if it goes straight on to it (see :meth:`_keep_held`)."""
+        if take_next and self._holds_jobs():
+            next_id = self._next_job[0].id if self._next_job is not None else self._held[0][1]
+            pipe.hget(self.job_class.key_for(next_id), "status")
+
+    def _keep_held(self, take_next: bool, next_status: Any) -> None:
+        """After a success's commit: the jobs the worker holds go back to the head of their queues unless it
+        goes straight on to the next (``take_next``), and that one is still queued (``next_status``, read by
+        the commit: not revoked or deleted while it was held). Hooks, webhooks, maintenance or a stop may take
+        long, and the job held last in the claimed list would count as run if the worker died meanwhile."""
+        if not self._holds_jobs() or (take_next and next_status == JobStatus.QUEUED.value.encode()):
+            return
+        try:
+            self._return_held("paused between two jobs", quiet=True)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.connection_lost()  # they go back once Redis answers (see _wait_for_job)
 
     def _send_commit(self, job: Job, pipe: Pipeline, claim: bool) -> list | None:
         """Send a success's commit (see :meth:`_execute`); its replies, or ``None`` if its fence stopped

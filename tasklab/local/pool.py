@@ -322,7 +322,7 @@ class WorkerPool:
         with self.connection.pipeline(transaction=False) as pipe:
             for w in workers:
                 pipe.smembers(executions_key(w.name))
-                # A job run with its start unwritten: still claimed, the last the worker took.
+                # A job run with its start unwritten: still claimed, the last of the list (see keys.claimed_key).
                 pipe.lindex(keys.claimed_key(w.name), -1)
             replies = pipe.execute()
         for i, w in enumerate(workers):
