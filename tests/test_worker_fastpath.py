@@ -390,8 +390,9 @@ def test_suspension_puts_back_the_jobs_a_worker_holds_from_a_batch(lab):
 
 
 def test_a_job_cancelled_while_a_worker_holds_it_does_not_run(lab):
-    """A job held from a batch, cancelled meanwhile, is dropped when the job before it ends: the commit of
-    that one reads whether the next is still queued; the rest of the batch goes back to its queue."""
+    """A job held from a batch longer than START_WRITTEN_AFTER, cancelled meanwhile, is dropped when the job
+    before it ends: the commit of that one reads whether the next is still queued; the rest of the batch
+    goes back to its queue."""
     name = fast_worker(lab)
     queue = lab.queue(FAST)
     first = queue.enqueue(jobfuncs.wait_for_signal, "tl:test:release-first")
@@ -403,6 +404,8 @@ def test_a_job_cancelled_while_a_worker_holds_it_does_not_run(lab):
     held = rest[0]
     assert lab.connection.lindex(keys.claimed_key(name), -1) == held.id.encode(), "held, next to run"
     held.cancel()
+    # What is tested is a job held longer than START_WRITTEN_AFTER, whose status its worker reads again.
+    time.sleep(defaults.START_WRITTEN_AFTER * 2)
     lab.connection.rpush("tl:test:release-batch", 1)
     wait_for(lambda: all(status(lab, job) == "finished" for job in rest[1:]), 10, "the other jobs")
     assert status(lab, held) == "canceled", "not run"

@@ -161,6 +161,7 @@ class Worker(FencingWorker):
         # Taken by a claim (a batch: see defaults.CLAIM_BATCH), not read yet, in the order they run:
         # (queue, job id, the job hash's fields as the claim read them, the lease's epoch at the claim).
         self._held: deque[tuple[Queue, str, list, int | None]] = deque()
+        self._held_since = 0.0  # time.monotonic() of the claim that took them
         self._queues_were_empty = False  # the last commit found no job to take
         # A claim may take a batch, unless the last success's commit did not go straight on to the next job
         # (hooks, webhooks, maintenance: see _keep_held): the next claim after it takes one.
@@ -422,6 +423,7 @@ class Worker(FencingWorker):
         queue = next(q for q in self.queues if q.key == queue_key)
         for i in range(1, len(popped), 2):
             self._held.append((queue, as_text(popped[i]), popped[i + 1], self._claim_epoch))
+        self._held_since = time.monotonic()
 
     def _next_held(self) -> tuple[Job, Queue] | None:
         """The next job this worker holds, read from the fields its claim read; ``None`` when it holds
@@ -896,9 +898,7 @@ class Worker(FencingWorker):
             # Read first, so that it sees Redis as it was just before these writes. Whether workers
             # are suspended is read too: by the claim of the next job, or else here.
             pipe.scard(job.dependents_key)
-            if not claim:
-                pipe.exists(WORKERS_SUSPENDED)
-                self._read_next_status(pipe, take_next)
+            reads_next = not claim and self._reads_next_status(pipe, take_next)
             done: dict[str, Any] = {
                 "worker_name": self.name,
                 "execution_id": execution.id,
@@ -932,7 +932,7 @@ class Worker(FencingWorker):
         dependents = replies[1]
         if not claim:
             suspended = replies[2]
-            self._keep_held(take_next, replies[3] if take_next and self._holds_jobs() else None)
+            self._keep_held(take_next, replies[3] if reads_next else None)
         if quick:
             if not take_next:
                 self._stored_state = WorkerStatus.IDLE
@@ -952,9 +952,7 @@ class Worker(FencingWorker):
         job._tl_start_skipped = True  # type: ignore[attr-defined]  # its event says where it ran
         with self.connection.pipeline() as pipe:
             pipe.execute_command(FENCE_SOLE, claimed_key(self.name), job.id, job.key, job.dependents_key)
-            if not claim:  # else the claim of the next job reads it
-                pipe.exists(WORKERS_SUSPENDED)
-                self._read_next_status(pipe, take_next)
+            reads_next = not claim and self._reads_next_status(pipe, take_next)  # else the claim reads the flag
             if take_next:
                 self.set_state(WorkerStatus.BUSY, pipeline=pipe)  # when it was not: it goes on working
             self.heartbeat(self.get_heartbeat_ttl(job), pipeline=pipe)  # when due
@@ -985,7 +983,7 @@ class Worker(FencingWorker):
         raise_first_error(replies)
         if not claim:
             suspended = replies[1]
-            self._keep_held(take_next, replies[2] if take_next and self._holds_jobs() else None)
+            self._keep_held(take_next, replies[2] if reads_next else None)
         if not take_next:
             self._stored_state = WorkerStatus.IDLE
         self._not_suspended = not suspended
@@ -1002,19 +1000,28 @@ class Worker(FencingWorker):
             and not self.should_run_maintenance_tasks and getattr(job, "_tl_success_hooks", None) is None
         )  # fmt: skip
 
-    def _read_next_status(self, pipe: Pipeline, take_next: bool) -> None:
-        """Queue on a success's commit that claims nothing the read of the status of the next job the worker
-        holds, if it goes straight on to it (see :meth:`_keep_held`)."""
-        if take_next and self._holds_jobs():
-            next_id = self._next_job[0].id if self._next_job is not None else self._held[0][1]
-            pipe.hget(self.job_class.key_for(next_id), "status")
+    def _reads_next_status(self, pipe: Pipeline, take_next: bool) -> bool:
+        """Queue on a success's commit that claims nothing the read of the suspension flag, and of the status
+        of the next job the worker holds, if it goes straight on to it and has held it longer than
+        :data:`~tasklab.defaults.START_WRITTEN_AFTER` (see :meth:`_keep_held`); whether that status is read.
+        A job cancelled within that time of its claim may run all the same, as one cancelled between the
+        claim and the start of a job taken alone always could; the read costs a command, which a batch of
+        short tasks is spared."""
+        pipe.exists(WORKERS_SUSPENDED)
+        held_long = time.monotonic() - self._held_since > defaults.START_WRITTEN_AFTER
+        if not (take_next and self._holds_jobs() and held_long):
+            return False
+        next_id = self._next_job[0].id if self._next_job is not None else self._held[0][1]
+        pipe.hget(self.job_class.key_for(next_id), "status")
+        return True
 
     def _keep_held(self, take_next: bool, next_status: Any) -> None:
         """After a success's commit: the jobs the worker holds go back to the head of their queues unless it
-        goes straight on to the next (``take_next``), and that one is still queued (``next_status``, read by
-        the commit: not revoked or deleted while it was held). Hooks, webhooks, maintenance or a stop may take
-        long, and the job held last in the claimed list would count as run if the worker died meanwhile."""
-        if not self._holds_jobs() or (take_next and next_status == JobStatus.QUEUED.value.encode()):
+        goes straight on to the next (``take_next``), and that one is still queued (``next_status``, if the
+        commit read it: not revoked or deleted while it was held). Hooks, webhooks, maintenance or a stop may
+        take long, and the job held last in the claimed list would count as run if the worker died meanwhile."""
+        still_queued = next_status is None or next_status == JobStatus.QUEUED.value.encode()
+        if not self._holds_jobs() or (take_next and still_queued):
             return
         try:
             self._return_held("paused between two jobs", quiet=True)
