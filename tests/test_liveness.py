@@ -304,6 +304,21 @@ def kills_its_worker(key):
 """
 
 
+def behind_a_frozen_worker(lab, worker, shell, first_key: str, submit):
+    """Freeze ``worker`` as it waits for a job, hand it a ``counted`` job (``first_key``), queue what
+    ``submit()`` submits behind it, and let the worker go on: the commit of that first job claims a batch
+    of what follows. The first job's result, and what ``submit()`` returned."""
+    wait_for(lambda: waiting_in_blmove(lab), 10, "the worker to block, waiting for a job")
+    os.kill(worker.pid, signal.SIGSTOP)  # frozen in its wait: the queue fills behind the job handed to it
+    try:
+        first = shell.user_ns["counted"].delay(first_key)
+        wait_for(lambda: lab.connection.llen(keys.handed_key(worker.name)), 10, "the job handed to the worker")
+        submitted = submit()
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    return first, submitted
+
+
 def test_a_worker_lost_in_a_batch_settles_the_job_it_ran_and_queues_the_rest_again(shell, lab, caplog):
     """From a deep queue, a worker takes a batch with the commit of the job it finished. Killed while it
     runs the first job of the batch, that job is lost with it, as a single one is; the rest of the batch
@@ -311,16 +326,13 @@ def test_a_worker_lost_in_a_batch_settles_the_job_it_ran_and_queues_the_rest_aga
     pool = lab.workers(1)
     task_cell(shell, COUNTED)
     task_cell(shell, KILLS_ITS_WORKER)
-    worker = pool.processes[0]
-    wait_for(lambda: waiting_in_blmove(lab), 10, "the worker to block, waiting for a job")
-    os.kill(worker.pid, signal.SIGSTOP)  # frozen in its wait: the queue fills behind the job handed to it
-    try:
-        first = shell.user_ns["counted"].delay("t:batch-first")
-        wait_for(lambda: lab.connection.llen(keys.handed_key(worker.name)), 10, "the job handed to the worker")
+    counted = shell.user_ns["counted"]
+
+    def submit():
         killer = shell.user_ns["kills_its_worker"].delay("t:batch-killer")
-        rest = shell.user_ns["counted"].map_async([f"t:batch-{i}" for i in range(defaults.CLAIM_BATCH_DEPTH)])
-    finally:
-        os.kill(worker.pid, signal.SIGCONT)
+        return killer, counted.map_async([f"t:batch-{i}" for i in range(defaults.CLAIM_BATCH_DEPTH)])
+
+    first, (killer, rest) = behind_a_frozen_worker(lab, pool.processes[0], shell, "t:batch-first", submit)
     assert first.get(timeout=10) == "ran"
     with pytest.raises(tasklab.WorkerLostError):
         killer.get(timeout=defaults.LEASE_TTL + 10)
@@ -358,16 +370,13 @@ def test_a_worker_holds_no_batch_while_a_success_hook_runs(shell, lab):
     pool = lab.workers(1)
     task_cell(shell, COUNTED)
     task_cell(shell, HOOKED)
-    worker = pool.processes[0]
-    wait_for(lambda: waiting_in_blmove(lab), 10, "the worker to block, waiting for a job")
-    os.kill(worker.pid, signal.SIGSTOP)
-    try:
-        first = shell.user_ns["counted"].delay("t:hook-first")
-        wait_for(lambda: lab.connection.llen(keys.handed_key(worker.name)), 10, "the job handed to the worker")
+    worker, counted = pool.processes[0], shell.user_ns["counted"]
+
+    def submit():
         hooked = shell.user_ns["Hooked"].delay("t:hook-gate")
-        rest = shell.user_ns["counted"].map_async([f"t:hook-{i}" for i in range(defaults.CLAIM_BATCH_DEPTH)])
-    finally:
-        os.kill(worker.pid, signal.SIGCONT)
+        return hooked, counted.map_async([f"t:hook-{i}" for i in range(defaults.CLAIM_BATCH_DEPTH)])
+
+    first, (hooked, rest) = behind_a_frozen_worker(lab, worker, shell, "t:hook-first", submit)
     assert first.get(timeout=10) == "ran"
     wait_for(lambda: lab.connection.get("t:hook-gate:hooked"), 10, "the success hook to run")
     assert hooked.state == "SUCCESS", "stored before its hook runs"

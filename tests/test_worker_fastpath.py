@@ -362,10 +362,10 @@ def test_suspension_stops_the_worker_between_two_jobs(lab):
     wait_for(lambda: status(lab, second) == "finished", 10, "the second job after resuming")
 
 
-def test_suspension_puts_back_the_jobs_a_worker_holds_from_a_batch(lab):
-    """From a deep queue, the commit of a job takes a batch: the worker runs the first, and holds the
-    rest in its claimed list, the next to run last. Suspended meanwhile, it puts them back at the head of
-    their queue, in their order, before it waits: a suspended worker holds no job."""
+def holding_a_batch(lab: tasklab.Lab) -> tuple[str, Queue, Job, list[Job]]:
+    """A worker of FAST running the first job of a batch (waiting for ``tl:test:release-batch``), with the
+    rest of the batch held: taken by the commit of the job before, from a queue CLAIM_BATCH_DEPTH long. The
+    worker's name, its queue, the running job and the jobs queued behind it."""
     name = fast_worker(lab)
     queue = lab.queue(FAST)
     first = queue.enqueue(jobfuncs.wait_for_signal, "tl:test:release-first")
@@ -374,6 +374,14 @@ def test_suspension_puts_back_the_jobs_a_worker_holds_from_a_batch(lab):
     rest = [queue.enqueue(os.getpid) for _ in range(defaults.CLAIM_BATCH_DEPTH)]
     lab.connection.rpush("tl:test:release-first", 1)
     wait_for(lambda: status(lab, batch_head) == "started", 10, "the batch's first job to start")
+    return name, queue, batch_head, rest
+
+
+def test_suspension_puts_back_the_jobs_a_worker_holds_from_a_batch(lab):
+    """From a deep queue, the commit of a job takes a batch: the worker runs the first, and holds the
+    rest in its claimed list, the next to run last. Suspended meanwhile, it puts them back at the head of
+    their queue, in their order, before it waits: a suspended worker holds no job."""
+    name, queue, batch_head, rest = holding_a_batch(lab)
     held = [job.id for job in rest[: defaults.CLAIM_BATCH - 1]]
     claimed = [i.decode() for i in lab.connection.lrange(keys.claimed_key(name), 0, -1)]
     assert claimed == held[::-1], "the batch's other jobs are held, the next to run last"
@@ -393,14 +401,7 @@ def test_a_job_cancelled_while_a_worker_holds_it_does_not_run(lab):
     """A job held from a batch longer than START_WRITTEN_AFTER, cancelled meanwhile, is dropped when the job
     before it ends: the commit of that one reads whether the next is still queued; the rest of the batch
     goes back to its queue."""
-    name = fast_worker(lab)
-    queue = lab.queue(FAST)
-    first = queue.enqueue(jobfuncs.wait_for_signal, "tl:test:release-first")
-    wait_for(lambda: status(lab, first) == "started", 10, "the first job to start")
-    batch_head = queue.enqueue(jobfuncs.wait_for_signal, "tl:test:release-batch")
-    rest = [queue.enqueue(os.getpid) for _ in range(defaults.CLAIM_BATCH_DEPTH)]
-    lab.connection.rpush("tl:test:release-first", 1)
-    wait_for(lambda: status(lab, batch_head) == "started", 10, "the batch's first job to start")
+    name, _, _, rest = holding_a_batch(lab)
     held = rest[0]
     assert lab.connection.lindex(keys.claimed_key(name), -1) == held.id.encode(), "held, next to run"
     held.cancel()
