@@ -164,7 +164,7 @@ class Worker(FencingWorker):
         self._held_since = 0.0  # time.monotonic() of the claim that took them
         self._queues_were_empty = False  # the last commit found no job to take
         # A claim may take a batch, unless the last success's commit did not go straight on to the next job
-        # (hooks, webhooks, maintenance: see _keep_held): the next claim after it takes one.
+        # (hooks, webhooks, maintenance: see _takes_next): the next claim after it takes one.
         self._claim_batch = True
         self._transaction_connection: AbstractConnection | None = None  # see _execute
         self._unconfirmed: tuple[Job, list, int] | None = None  # a start sent, its reply not read
@@ -510,7 +510,7 @@ class Worker(FencingWorker):
         """The arguments of a :data:`TRANSACTION` call that runs ``commands`` (and then, with ``claim``,
         takes the next job, or a batch), and the number of replies it gives."""
         keys, argv = self._pop_arguments() if claim else ([], [""])
-        batch = defaults.CLAIM_BATCH if self._claim_batch else 1  # one after a pause (see _keep_held)
+        batch = defaults.CLAIM_BATCH if self._claim_batch else 1  # one after a pause (see _takes_next)
         argv += [WORKERS_SUSPENDED if claim else "", str(batch), str(defaults.CLAIM_BATCH_DEPTH)]
         if claim:
             self._claim_epoch = self.lease.epoch if self.lease is not None else None
@@ -888,9 +888,7 @@ class Worker(FencingWorker):
         assert job.started_at is not None and job.ended_at is not None
         # Webhooks are sent after the commit and take time: until then, the worker is busy.
         quick = not job.webhooks
-        take_next = self._takes_next(job, take_next and quick)
-        claim = take_next and not self._holds_jobs()
-        self._claim_batch = take_next
+        take_next, claim = self._takes_next(job, take_next and quick)
         with self.connection.pipeline() as pipe:
             # Nothing is written if the job was settled meanwhile (its lease ran out): see _fenced.
             pipe.execute_command(FENCE, running_key(job.id), execution.id)
@@ -946,9 +944,7 @@ class Worker(FencingWorker):
         to have dependents gets its start and RQ's path instead."""
         assert job.started_at is not None and job.ended_at is not None
         result_ttl = job.get_result_ttl(self.default_result_ttl)
-        take_next = self._takes_next(job, take_next)
-        claim = take_next and not self._holds_jobs()
-        self._claim_batch = take_next
+        take_next, claim = self._takes_next(job, take_next)
         job._tl_start_skipped = True  # type: ignore[attr-defined]  # its event says where it ran
         with self.connection.pipeline() as pipe:
             pipe.execute_command(FENCE_SOLE, claimed_key(self.name), job.id, job.key, job.dependents_key)
@@ -989,16 +985,19 @@ class Worker(FencingWorker):
         self._not_suspended = not suspended
         self._after_commit(job, queue, dependents=False)
 
-    def _takes_next(self, job: Job, take_next: bool) -> bool:
-        """Whether the worker goes on from a success's commit to the next job, which the commit claims
-        unless the worker holds one already: the loop is about to take one (``take_next``), and may do
-        nothing else first (stop, renew its lease, run RQ's maintenance). Hooks left for after the
-        commit (on_success, after_return) may take long: the next job is taken after them, not held
-        meanwhile in this worker's claimed list."""
-        return (
+    def _takes_next(self, job: Job, take_next: bool) -> tuple[bool, bool]:
+        """Whether the worker goes on from a success's commit to the next job, and whether the commit
+        claims it (the worker holds none already). It goes on if the loop is about to take one
+        (``take_next``) and may do nothing else first (stop, renew its lease, run RQ's maintenance).
+        Hooks left for after the commit (on_success, after_return) may take long: the next job is taken
+        after them, not held meanwhile in this worker's claimed list. The claim after a commit that did
+        not go on takes one job, not a batch (see :attr:`_claim_batch`)."""
+        goes_on = (
             take_next and not self._stopping and self.lease is not None and self.lease.valid()
             and not self.should_run_maintenance_tasks and getattr(job, "_tl_success_hooks", None) is None
         )  # fmt: skip
+        self._claim_batch = goes_on
+        return goes_on, goes_on and not self._holds_jobs()
 
     def _reads_next_status(self, pipe: Pipeline, take_next: bool) -> bool:
         """Queue on a success's commit that claims nothing the read of the suspension flag, and of the status
