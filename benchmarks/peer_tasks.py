@@ -1,6 +1,6 @@
 """What the workers of ``benchmarks/peers.py`` import: the no-op every system runs (tasklab's as a task of
-this module, which it ships by import path), Huey's and Celery's apps, and the floor's worker loop
-(plain Redis, no queue library).
+this module, which it ships by import path), Huey's and Celery's apps, the floor's worker loop
+(plain Redis, no queue library), and the loop of the leanest worker that keeps RQ's records (rq-lean).
 
 The apps are made on first use, from ``$PEERS_REDIS_URL``, so that a tasklab or RQ worker importing
 :func:`noop` imports neither Huey nor Celery. Their workers name them: ``huey_consumer peer_tasks.huey_app``,
@@ -9,6 +9,7 @@ The apps are made on first use, from ``$PEERS_REDIS_URL``, so that a tasklab or 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pickle
@@ -28,6 +29,39 @@ FLOOR_QUEUE = "floor:queue"
 FLOOR_RESULT = "floor:result:"
 #: Counts the floor's jobs that raised (they get no result): nothing is written for a job that succeeds.
 FLOOR_FAILED = "floor:failed"
+#: Seconds rq-lean keeps a result, as RQ's default.
+RQ_LEAN_RESULT_TTL = 500
+
+#: rq-lean's one script per job (see :func:`rq_lean_worker`). ARGV: the queue, the worker's claimed list, the
+#: finished registry, the result TTL; then, for the job just run, its id, start and end (RQ's dates, then
+#: timestamps), the worker's name, its score in the finished registry and its pickled result in base64 ('' for
+#: None). It records that job as RQ's worker does (finished status and dates in the job's hash, a result in its
+#: result stream, the finished registry, the TTLs), takes it out of the claimed list, and moves the next job's
+#: id from the queue to the claimed list; the reply is that id and the job's payload, or nil.
+RQ_LEAN_LUA = """
+local queue, claimed, finished, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if #ARGV > 4 then
+    local id, worker = ARGV[5], ARGV[10]
+    local job, results = 'rq:job:' .. id, 'rq:results:' .. id
+    redis.call('HSET', job, 'status', 'finished', 'started_at', ARGV[6], 'ended_at', ARGV[7], 'worker_name', worker)
+    if ARGV[12] == '' then
+        redis.call('XADD', results, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', worker,
+                   'execution_started_at', ARGV[8], 'execution_ended_at', ARGV[9])
+    else
+        redis.call('XADD', results, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', worker,
+                   'return_value', ARGV[12], 'execution_started_at', ARGV[8], 'execution_ended_at', ARGV[9])
+    end
+    redis.call('EXPIRE', results, ttl)
+    redis.call('ZADD', finished, ARGV[11], id)
+    redis.call('EXPIRE', job, ttl)
+    redis.call('LREM', claimed, 1, id)
+end
+local id = redis.call('LMOVE', queue, claimed, 'LEFT', 'RIGHT')
+if not id then
+    return nil
+end
+return {id, redis.call('HGET', 'rq:job:' .. id, 'data')}
+"""
 
 
 def noop(x: object = None) -> None:
@@ -87,3 +121,44 @@ def floor_worker(url: str, queue: str = FLOOR_QUEUE) -> None:
             connection.incr(FLOOR_FAILED)
             continue
         connection.lpush(FLOOR_RESULT + job_id, pickle.dumps(result))
+
+
+def rq_lean_worker(url: str, queue_name: str) -> None:
+    """The ceiling of RQ's data model: the least a worker can do that keeps RQ's records of each job, with
+    one round trip per job (:data:`RQ_LEAN_LUA`). It runs RQ's jobs (enqueued by RQ) with RQ's payload and
+    result formats, and has nothing else: no signatures, events, counts, leases, fences, hooks, time limits,
+    start records or failure handling (a task that raises ends the loop). Runs until killed."""
+    import base64
+    import datetime
+    import zlib
+
+    import redis
+    from rq.utils import import_attribute, utcformat
+
+    connection = redis.Redis.from_url(url)
+    sha = connection.script_load(RQ_LEAN_LUA)
+    worker = f"rq-lean-{os.getpid()}"
+    queue, claimed, finished = f"rq:queue:{queue_name}", f"rq-lean:claimed:{worker}", f"rq:finished:{queue_name}"
+    functions: dict[str, Any] = {}
+    done: list[Any] = []
+    while True:
+        popped = connection.evalsha(sha, 0, queue, claimed, finished, RQ_LEAN_RESULT_TTL, *done)
+        done = []
+        if popped is None:
+            job_id = connection.blmove(queue, claimed, 1, "LEFT", "RIGHT")
+            if job_id is None:
+                continue
+            popped = [job_id, connection.hget(b"rq:job:" + job_id, "data")]
+        job_id, data = popped
+        started = datetime.datetime.now(datetime.timezone.utc)
+        with contextlib.suppress(zlib.error):  # as RQ's Job.restore: compressed or not
+            data = zlib.decompress(data)
+        func_name, _instance, args, kwargs = pickle.loads(data)
+        if func_name not in functions:
+            functions[func_name] = import_attribute(func_name)
+        result = functions[func_name](*args, **kwargs)
+        ended = datetime.datetime.now(datetime.timezone.utc)
+        encoded = "" if result is None else base64.b64encode(pickle.dumps(result)).decode()
+        score = int(ended.timestamp()) + RQ_LEAN_RESULT_TTL
+        done = [job_id, utcformat(started), utcformat(ended), started.timestamp(), ended.timestamp(), worker, score,
+                encoded]  # fmt: skip

@@ -8,6 +8,8 @@ started fresh for each configuration:
 * Huey: ``RedisHuey``, ``huey_consumer -k process -w N``;
 * Celery: Redis broker and result backend, N ``celery worker --pool solo`` processes;
 * RQ: N ``rq worker --worker-class rq.SimpleWorker`` processes;
+* rq-lean: RQ's jobs, enqueued as for RQ, run by N processes of the least a worker can do that keeps RQ's
+  records, one script per job (``peer_tasks.rq_lean_worker``): the ceiling of RQ's data model, not a product;
 * floor: N processes of a minimal ``BRPOP``/``LPUSH`` loop on plain Redis (``peer_tasks.floor_worker``).
 
 With 1 worker it measures round trips (p50, p95) and steady jobs/s; with 2 workers, steady jobs/s, the
@@ -49,7 +51,7 @@ from tasklab.core.signing import new_key
 from tasklab.local.server import find_redis_server
 
 HERE = Path(__file__).resolve().parent
-SYSTEMS = ("tasklab", "huey", "celery", "rq", "floor")
+SYSTEMS = ("tasklab", "huey", "celery", "rq", "rq-lean", "floor")
 RQ_QUEUE = "peers-rq"
 #: Jobs per pipelined submit, where a system has one (tasklab's ``map_async`` batches by itself).
 BATCH = 1000
@@ -189,6 +191,16 @@ class RQPeer(ResultStreamWaits):
 
     def close(self) -> None:
         pass
+
+
+class RQLeanPeer(RQPeer):
+    """RQ's jobs and records, served by ``peer_tasks.rq_lean_worker``: what RQ's data model allows, at most."""
+
+    label = "rq-lean"
+
+    def worker_commands(self, n: int) -> list[list[str]]:
+        entry = "import sys, peer_tasks; peer_tasks.rq_lean_worker(sys.argv[1], sys.argv[2])"
+        return [[sys.executable, "-c", entry, self.url, RQ_QUEUE]] * n
 
 
 class HueyPeer:
@@ -354,6 +366,7 @@ PEERS: dict[str, Callable[[str, redis.Redis, Path], Peer]] = {
     "huey": HueyPeer,
     "celery": CeleryPeer,
     "rq": RQPeer,
+    "rq-lean": RQLeanPeer,
     "floor": FloorPeer,
 }
 
