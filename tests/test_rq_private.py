@@ -86,7 +86,7 @@ def test_start_execution_queues_what_rqs_start_of_a_job_queues(lab, monkeypatch,
         monkeypatch.setattr(module, "now", lambda: moment)
     fixed = uuid.UUID("12345678123456781234567812345678")
     monkeypatch.setattr(executions, "uuid4", lambda: fixed)
-    monkeypatch.setattr(uuid, "uuid4", lambda: fixed)
+    monkeypatch.setattr(rq_private, "execution_id", lambda: fixed.hex)
 
     def queued(start) -> tuple[list, dict]:
         job = Job.create(print, connection=lab.connection, id="job-1", origin="io")
@@ -105,6 +105,32 @@ def test_start_execution_queues_what_rqs_start_of_a_job_queues(lab, monkeypatch,
     ours = queued(lambda job, pipe: rq_private.start_execution(job, 480, pipe, worker_name))
     assert [[_text(a) for a in c] for c in ours[0]] == [[_text(a) for a in c] for c in theirs[0]]
     assert ours[1] == theirs[1]
+
+
+def test_execution_ids_look_like_rqs_and_do_not_repeat_when_a_task_seeds_random():
+    import random
+    import re
+
+    ids = []
+    for _ in range(3):
+        random.seed(7)  # as a task may, before each run
+        ids.append(rq_private.execution_id())
+    assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids) and len(set(ids)) == 3
+
+
+def test_a_forked_child_makes_other_execution_ids_than_its_parent():
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out at once
+        os.write(write, rq_private.execution_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert len(child) == 32 and child != rq_private.execution_id()
 
 
 @pytest.mark.parametrize("value", [None, 42, {"a": [1, 2]}])

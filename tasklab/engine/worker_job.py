@@ -14,6 +14,7 @@ are RQ's.
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 from redis.client import Pipeline
@@ -150,5 +151,7 @@ class WorkerJob(TaskJob):
             pipeline.execute_command(HSET_IF_EXISTS, self.key, *changed)
         save_success(self, return_value(self), result_ttl, pipeline, worker_name, execution_id,
                      execution_started_at, execution_ended_at)  # fmt: skip
-        if result_ttl != 0:
-            self.finished_job_registry.add(self, result_ttl, pipeline)
+        if result_ttl != 0:  # RQ's FinishedJobRegistry.add, without its registry object
+            score: int | str = result_ttl if result_ttl < 0 else int(time.time()) + result_ttl
+            registry = FinishedJobRegistry.key_template.format(self.origin)
+            pipeline.execute_command("ZADD", registry, "+inf" if score == -1 else score, self.id)
