@@ -111,10 +111,13 @@ def test_execution_ids_look_like_rqs_and_do_not_repeat_when_a_task_seeds_random(
     import random
     import re
 
-    ids = []
-    for _ in range(3):
-        random.seed(7)  # as a task may, before each run
-        ids.append(rq_private.execution_id())
+    ids, state = [], random.getstate()
+    try:
+        for _ in range(3):
+            random.seed(7)  # as a task may, before each run
+            ids.append(rq_private.execution_id())
+    finally:
+        random.setstate(state)  # later tests get random as they would have
     assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids) and len(set(ids)) == 3
 
 
@@ -123,9 +126,11 @@ def test_a_forked_child_makes_other_execution_ids_than_its_parent():
 
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: its next id, then out at once
-        os.write(write, rq_private.execution_id().encode())
-        os._exit(0)
+    if pid == 0:  # the child: its next id, then out at once, whatever happens
+        try:
+            os.write(write, rq_private.execution_id().encode())
+        finally:
+            os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
     child = os.read(read, 64).decode()
