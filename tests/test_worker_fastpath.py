@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
@@ -328,6 +328,28 @@ def test_a_job_taken_with_the_last_commit_goes_back_when_the_worker_stops(lab, r
     assert lab.queue(FAST).get_job_ids() == [jobs[1].id, jobs[2].id], "the next job is back at the head"
     assert status(lab, jobs[1]) == "queued"
     nothing_in_flight(lab.connection, FAST, name)
+
+
+def test_a_worker_finds_rqs_maintenance_due_as_rq_does(lab, monkeypatch):
+    """The worker works out when RQ's maintenance is next due once per maintenance, not twice a job: it is
+    due at the first start, and again once ``maintenance_interval`` seconds have passed since the last."""
+    from types import SimpleNamespace
+
+    from tasklab.engine import worker as worker_module
+
+    worker = worker_module.Worker([Queue("maintenance", connection=lab.connection)], connection=lab.connection,
+                                  maintenance_interval=60)  # fmt: skip
+    assert worker.should_run_maintenance_tasks
+    worker.last_cleaned_at = datetime.now(timezone.utc) - timedelta(seconds=30)
+    assert not worker.should_run_maintenance_tasks
+    later = time.time() + 31  # the same maintenance, its interval passed since
+    monkeypatch.setattr(worker_module, "time", SimpleNamespace(time=lambda: later))
+    assert worker.should_run_maintenance_tasks
+    monkeypatch.undo()
+    worker.last_cleaned_at = datetime.now(timezone.utc) - timedelta(seconds=61)  # another, long ago
+    assert worker.should_run_maintenance_tasks
+    worker.last_cleaned_at = datetime.now(timezone.utc)
+    assert not worker.should_run_maintenance_tasks
 
 
 def test_rq_maintenance_fails_a_job_stuck_in_the_intermediate_queue(lab, run_python):

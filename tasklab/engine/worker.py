@@ -15,6 +15,7 @@ Worker processes (see :mod:`tasklab.local.worker_process`) are started by a
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import threading
@@ -176,6 +177,8 @@ class Worker(FencingWorker):
         self._start_timer: StartTimer | None = None  # from bootstrap() on
         self._totals = events.Totals()  # counts of finished jobs, held for a moment (see _commit_totals)
         self._totals_sent: tuple[bool, events.Totals] | None = None  # with the last commit sent
+        self._maintenance_seen: datetime.datetime | None = None  # last_cleaned_at, when _maintenance_due was set
+        self._maintenance_due = 0.0  # time.time() after which RQ's maintenance is due
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -985,6 +988,18 @@ class Worker(FencingWorker):
         self._not_suspended = not suspended
         self._after_commit(job, queue, dependents=False)
 
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        """RQ's (on the first start, then every ``maintenance_interval`` seconds), with the time it is due
+        worked out once per maintenance instead of a date subtraction twice a job."""
+        cleaned = self.last_cleaned_at
+        if cleaned is None:
+            return True
+        if cleaned is not self._maintenance_seen:
+            self._maintenance_seen = cleaned
+            self._maintenance_due = cleaned.timestamp() + self.maintenance_interval
+        return time.time() > self._maintenance_due
+
     def _takes_next(self, job: Job, take_next: bool) -> tuple[bool, bool]:
         """Whether the worker goes on from a success's commit to the next job, and whether the commit
         claims it (the worker holds none already). It goes on if the loop is about to take one
@@ -1071,7 +1086,8 @@ class Worker(FencingWorker):
         release_slot(job)
         run_success_hooks(job)  # the result is stored: now on_success and after_return, as Celery
         assert job.started_at is not None and job.ended_at is not None
-        self.log.debug("Worker %s: job %s finished in %s", self.name, job.id, job.ended_at - job.started_at)
+        if self.log.isEnabledFor(logging.DEBUG):  # its argument costs more than the check
+            self.log.debug("Worker %s: job %s finished in %s", self.name, job.id, job.ended_at - job.started_at)
 
     def teardown(self) -> None:
         if self._start_timer is not None:

@@ -23,10 +23,14 @@ from rq.registry import BaseRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.utils import str_to_date
 
 from ..code.serialization import Serializer
+from .execution import execute_task
 from .queue import TaskJob
 from .refusal import allowed_callback
 from .rq_private import return_value, save_success, utc_stamp
 from .transaction import HSET_IF_EXISTS
+
+#: The function every tasklab job names (see :mod:`tasklab.client.submit`).
+RUNTIME = f"{execute_task.__module__}.{execute_task.__name__}"
 
 #: Job hash fields holding RQ timestamps (``utcformat``: ``2026-11-22T10:00:00.123456Z``).
 _DATE_FIELDS = frozenset({"created_at", "enqueued_at", "started_at", "ended_at", "last_heartbeat"})
@@ -100,6 +104,14 @@ class WorkerJob(TaskJob):
         if include_meta and "meta" in obj:
             obj["meta"] = Serializer.dumps(self.meta)
         return obj
+
+    @property
+    def func(self) -> Any:
+        """RQ's, but tasklab's runtime, which every tasklab job names, without RQ's ``import_attribute`` of
+        its name on each job."""
+        if self.func_name == RUNTIME and not self.instance:
+            return execute_task
+        return super().func
 
     @property
     def finished_job_registry(self) -> FinishedJobRegistry:
