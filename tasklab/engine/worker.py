@@ -179,6 +179,7 @@ class Worker(FencingWorker):
         self._totals_sent: tuple[bool, events.Totals] | None = None  # with the last commit sent
         self._maintenance_seen: datetime.datetime | None = None  # last_cleaned_at, when _maintenance_due was set
         self._maintenance_due = 0.0  # time.time() after which RQ's maintenance is due
+        self._idle_writes = False  # gone idle: its counts and idle state go with the next wait (see _idle)
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -227,12 +228,51 @@ class Worker(FencingWorker):
     def _idle(self) -> None:
         """The worker is idle, between two jobs. When the last commit took the next job, it stays
         busy in Redis, from one job to the next: that commit wrote no idle state, nor will this; so
-        while it holds jobs of a batch. Otherwise the counts it held are written now."""
-        if not self._holds_jobs():
-            self._write_held_totals()
-            self.set_state(WorkerStatus.IDLE)
+        while it holds jobs of a batch. Otherwise the counts it held and the idle state are written:
+        when the last commit found no job waiting, with the worker's wait for the next one, in the same
+        round trip (see :meth:`_wait_handed`); else now."""
+        set_state_locally(self, WorkerStatus.IDLE)
+        if self._holds_jobs():
+            return
+        if self._queues_were_empty:
+            self._idle_writes = True
         else:
-            set_state_locally(self, WorkerStatus.IDLE)
+            self._write_idle()
+
+    def _idle_commands(self) -> list[tuple]:
+        """What going idle writes: the counts held, and the idle state unless it is written already."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            self._totals.write(pipe, self.key)
+            if self._stored_state != WorkerStatus.IDLE:
+                state_write(pipe, self, WorkerStatus.IDLE)
+            commands = commands_of(pipe)
+            pipe.reset()
+        return commands
+
+    def _idle_written(self) -> None:
+        self._idle_writes = False
+        self._totals = events.Totals()
+        self._stored_state = WorkerStatus.IDLE
+
+    def _write_idle(self) -> None:
+        """Write the counts held and the idle state now, in one round trip."""
+        commands = self._idle_commands()
+        if commands:
+
+            def send() -> None:
+                with self.connection.pipeline(transaction=False) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    pipe.execute()
+
+            self.riding_out(send, "it records its counts")
+        self._idle_written()
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """The idle writes left for the next wait (see :meth:`_idle`) go first, before another state."""
+        if self._idle_writes and state != WorkerStatus.IDLE:
+            self._write_idle()
+        super().set_state(state, pipeline)
 
     # -- the counts of finished jobs, held for a moment --
 
@@ -267,19 +307,6 @@ class Worker(FencingWorker):
             self._totals = events.Totals()
         else:
             self._totals.add(totals)
-
-    def _write_held_totals(self) -> None:
-        """Write the counts held (the worker goes idle, or stops)."""
-        if not self._totals.held:
-            return
-
-        def send() -> None:
-            with self.connection.pipeline(transaction=False) as pipe:
-                self._totals.write(pipe, self.key)
-                pipe.execute()
-
-        self.riding_out(send, "it records its counts")
-        self._totals = events.Totals()
 
     def _holds_jobs(self) -> bool:
         """Whether this worker holds jobs it took and has not begun: the next one to run, read or not."""
@@ -325,6 +352,8 @@ class Worker(FencingWorker):
                     self._claim_epoch = self.lease.epoch if self.lease is not None else None
                     result = self._wait_handed(queues[0], block)
                 else:
+                    if self._idle_writes:
+                        self._write_idle()
                     result = self._pop_waiting_job(raise_unreachable=True)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 backoff = self.unreachable(exc, "it waits for jobs", backoff)
@@ -346,10 +375,15 @@ class Worker(FencingWorker):
         conn = self._own_connection()
         handed = handed_key(self.name)
         peek = [1, handed, self.job_class.redis_job_namespace_prefix]
+        # Going idle (see _idle), its writes go first, in the same round trip: the worker waits at once.
+        idle = self._idle_commands() if self._idle_writes else []
         try:
             conn.send_packed_command(
-                [pack("BLMOVE", queue.key, handed, "LEFT", "RIGHT", block), PEEK_HANDED.packed(peek)]
-            )
+                [*(pack(*command) for command in idle), pack("BLMOVE", queue.key, handed, "LEFT", "RIGHT", block),
+                 PEEK_HANDED.packed(peek)]
+            )  # fmt: skip
+            if idle:
+                self._idle_replies(conn, len(idle))
             job_id, peeked = conn.read_response(), PEEK_HANDED.receive(conn, peek)
         except BaseException:
             conn.disconnect()  # a reply may be left unread
@@ -363,6 +397,19 @@ class Worker(FencingWorker):
             self._claims_unsure = True
             return None
         return self._claimed(job_id, queue, peeked[1])
+
+    def _idle_replies(self, conn: AbstractConnection, count: int) -> None:
+        """Read the replies to the ``count`` idle writes sent ahead of a wait (they come at once); an error
+        among them is logged, and what was held is not written again."""
+        errors = []
+        for _ in range(count):
+            try:
+                conn.read_response()
+            except redis.ResponseError as exc:
+                errors.append(exc)
+        self._idle_written()
+        if errors:
+            self.log.error("Worker %s: could not record its counts: %s", self.name, errors[0])
 
     def _claimed(self, job_id: str, queue: Queue, fields: list) -> tuple[Job, Queue] | None:
         """The job BLMOVE handed to this worker, with the ``fields`` of its hash, moved into its (empty)
@@ -1093,7 +1140,7 @@ class Worker(FencingWorker):
         if self._start_timer is not None:
             self._start_timer.stop()
         try:
-            self._write_held_totals()
+            self._write_idle()
         except Exception:
             self.log.exception("Worker %s: could not record the counts it held", self.name)
         try:  # the jobs it holds, and any claim whose reply was lost on the way
