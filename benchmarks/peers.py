@@ -13,7 +13,8 @@ started fresh for each configuration:
 * floor: N processes of a minimal ``BRPOP``/``LPUSH`` loop on plain Redis (``peer_tasks.floor_worker``).
 
 With 1 worker it measures round trips (p50, p95) and steady jobs/s; with 2 workers, steady jobs/s, the
-Redis commands per job of that steady run, and drain jobs/s. ``--rounds`` rounds, the systems' order
+Redis commands per job of that steady run, drain jobs/s, and the CPU each drained job cost the worker
+processes and redis-server (µs). ``--rounds`` rounds, the systems' order
 rotated each round; the table holds the medians. A missed target is printed, not an error: this is a
 measurement, not a test. See benchmarks/README.md, "Peers in one run".
 
@@ -76,7 +77,9 @@ TARGET_SCALING = 1.6
 TARGET_COMMANDS = 15.0
 
 STEADY_1, STEADY_2, DRAIN_2, P50, P95, COMMANDS = "steady 1", "steady 2", "drain 2", "p50 ms", "p95 ms", "cmds/job"
-MEASURES = (STEADY_1, STEADY_2, DRAIN_2, P50, P95, COMMANDS)
+#: CPU per job during the drain, in µs: the workers' processes (with their children) and redis-server.
+WORKER_CPU, REDIS_CPU = "worker us", "redis us"
+MEASURES = (STEADY_1, STEADY_2, DRAIN_2, P50, P95, COMMANDS, WORKER_CPU, REDIS_CPU)
 THROUGHPUTS = (STEADY_1, STEADY_2, DRAIN_2)
 
 
@@ -560,19 +563,43 @@ def steady(peer: Peer, jobs: int) -> float:
     return jobs / (time.perf_counter() - started)
 
 
-def drain(peer: Peer, group: WorkerGroup, jobs: int) -> float:
+def drain(peer: Peer, group: WorkerGroup, jobs: int, connection: redis.Redis) -> dict[str, float]:
     """jobs/s: ``jobs`` jobs queued while the (warm) workers are paused with SIGSTOP, then timed from the
-    first job's completion to the last one's, after SIGCONT."""
+    first job's completion to the last one's, after SIGCONT. Also the CPU each job cost, from SIGCONT to the
+    last result: the worker processes' (and their children's, from Linux's /proc) and redis-server's (its
+    ``INFO cpu``, which includes the benchmark's own few commands of waiting)."""
     group.pause()
     try:
         ids = peer.submit(jobs)
     finally:
+        tree = process_tree([p.pid for p in group.processes])
+        workers_before, redis_before = cpu_seconds(tree), redis_cpu_seconds(connection)
         group.resume()
     deadline = time.monotonic() + timeout_for(jobs)
     peer.wait_one(ids[0], deadline)
     first = time.perf_counter()
     wait_all(peer, ids, timeout_for(jobs))
-    return (jobs - 1) / (time.perf_counter() - first)
+    rate = (jobs - 1) / (time.perf_counter() - first)
+    workers_cpu, redis_cpu = cpu_seconds(tree) - workers_before, redis_cpu_seconds(connection) - redis_before
+    return {DRAIN_2: rate, WORKER_CPU: workers_cpu / jobs * 1e6, REDIS_CPU: redis_cpu / jobs * 1e6}
+
+
+def cpu_seconds(tree: list[tuple[int, int]]) -> float:
+    """User and system CPU seconds used so far by the processes of ``tree`` (pid, start time) still running."""
+    total = 0
+    for pid, start in tree:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[19]) == start:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu_seconds(connection: redis.Redis) -> float:
+    info = connection.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def round_trips(peer: Peer, samples: int) -> list[float]:
@@ -614,7 +641,7 @@ def measure(
         # The first INFO is counted in the second's figures; the benchmark's own waiting is left out.
         own = peer.wait_commands - own_before + 1
         commands = (commands_served(connection) - before - own) / args.jobs
-        return {STEADY_2: rate, COMMANDS: commands, DRAIN_2: drain(peer, group, args.jobs)}
+        return {STEADY_2: rate, COMMANDS: commands, **drain(peer, group, args.jobs, connection)}
     finally:
         group.stop()
 
@@ -682,9 +709,11 @@ def medians(results: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, f
 
 def format_table(table: dict[str, dict[str, float]]) -> str:
     header = f"{'system':<9}" + "".join(f"{m:>10}" for m in MEASURES)
-    lines = [header, f"{'':<9}" + "".join(f"{'jobs/s':>10}" for _ in THROUGHPUTS), "-" * len(header)]
+    units = {**dict.fromkeys(THROUGHPUTS, "jobs/s"), WORKER_CPU: "cpu/job", REDIS_CPU: "cpu/job"}
+    lines = [header, f"{'':<9}" + "".join(f"{units.get(m, ''):>10}" for m in MEASURES).rstrip(), "-" * len(header)]
     for label, row in table.items():
-        cells = [f"{row[m]:>10.0f}" if m in THROUGHPUTS else f"{row[m]:>10.2f}" for m in MEASURES]
+        whole = (*THROUGHPUTS, WORKER_CPU, REDIS_CPU)
+        cells = [f"{row[m]:>10.0f}" if m in whole else f"{row[m]:>10.2f}" for m in MEASURES]
         lines.append(f"{label:<9}" + "".join(cells))
     return "\n".join(lines)
 
