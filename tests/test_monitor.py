@@ -456,8 +456,13 @@ def test_a_frozen_worker_shows_as_stale_then_lost(lab):
     pool = lab.workers(1)
     frozen = pool.processes[0]
     monitor = Monitor(lab, plots=False)
-    monitor.refresh()
-    assert [w["state"] for w in monitor.data["workers"]] == ["idle"]
+
+    def states() -> list[str]:
+        monitor.refresh()
+        return [w["state"] for w in monitor.data["workers"]]
+
+    # workers() returns once the worker has registered; it is idle once it has begun to wait for jobs.
+    wait_for(lambda: states() == ["idle"], 10, "the new worker to be idle")
     seen: list[str] = []
     shown: list[str] = []
 

@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.connection import AbstractConnection
 from redis.retry import Retry
+from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.logutils import blue, green
@@ -230,12 +231,12 @@ class Worker(FencingWorker):
         busy in Redis, from one job to the next: that commit wrote no idle state, nor will this; so
         while it holds jobs of a batch. Otherwise the counts it held and the idle state are written:
         when the last commit found no job waiting, with the worker's wait for the next one, in the same
-        round trip (see :meth:`_wait_handed`); else now."""
-        set_state_locally(self, WorkerStatus.IDLE)
+        round trip (see :meth:`_wait_handed`); else now. Only then is the worker idle here: a stop request
+        meanwhile marks the stop, as during a job (RQ's warm shutdown), rather than interrupt the writes."""
         if self._holds_jobs():
-            return
-        if self._queues_were_empty:
-            self._idle_writes = True
+            set_state_locally(self, WorkerStatus.IDLE)
+        elif self._queues_were_empty:
+            self._idle_writes = True  # idle here once they are sent
         else:
             self._write_idle()
 
@@ -249,24 +250,31 @@ class Worker(FencingWorker):
             pipe.reset()
         return commands
 
-    def _idle_written(self) -> None:
+    def _idle_written(self, errors: list) -> None:
+        """The idle writes were applied; those Redis refused (``errors``: a key of the wrong type) are logged,
+        not sent again."""
         self._idle_writes = False
         self._totals = events.Totals()
         self._stored_state = WorkerStatus.IDLE
+        set_state_locally(self, WorkerStatus.IDLE)
+        if errors:
+            self.log.error("Worker %s: could not record its counts or state: %s", self.name, errors[0])
 
     def _write_idle(self) -> None:
         """Write the counts held and the idle state now, in one round trip."""
+        if not self._totals.held and self._stored_state == WorkerStatus.IDLE:
+            self._idle_written([])
+            return
         commands = self._idle_commands()
-        if commands:
 
-            def send() -> None:
-                with self.connection.pipeline(transaction=False) as pipe:
-                    for command in commands:
-                        pipe.execute_command(*command)
-                    pipe.execute()
+        def send() -> list:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return pipe.execute(raise_on_error=False)
 
-            self.riding_out(send, "it records its counts")
-        self._idle_written()
+        replies = self.riding_out(send, "it records its counts")
+        self._idle_written([reply for reply in replies if isinstance(reply, Exception)])
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         """The idle writes left for the next wait (see :meth:`_idle`) go first, before another state."""
@@ -314,7 +322,10 @@ class Worker(FencingWorker):
 
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's, but jobs held from a batch go back to their queues first when workers are suspended:
-        a suspended worker holds none."""
+        a suspended worker holds none. Idle writes left for the wait are written first: RQ's check puts
+        back the state it finds once workers are resumed."""
+        if self._idle_writes and not self._not_suspended and not self._stopping:
+            self._write_idle()
         if self._holds_jobs() and not self._not_suspended and not self._stopping:
             if self.riding_out(lambda: self.connection.exists(WORKERS_SUSPENDED), "it goes on"):
                 self.riding_out(lambda: self._return_held("is suspended"), "it puts back the jobs it holds")
@@ -382,11 +393,21 @@ class Worker(FencingWorker):
                 [*(pack(*command) for command in idle), pack("BLMOVE", queue.key, handed, "LEFT", "RIGHT", block),
                  PEEK_HANDED.packed(peek)]
             )  # fmt: skip
-            if idle:
-                self._idle_replies(conn, len(idle))
-            job_id, peeked = conn.read_response(), PEEK_HANDED.receive(conn, peek)
         except BaseException:
             conn.disconnect()  # a reply may be left unread
+            raise
+        try:
+            if self._idle_writes:
+                # Idle from here: a stop request ends the wait (RQ's StopRequested), and what was sent stands.
+                set_state_locally(self, WorkerStatus.IDLE)
+                self._idle_written(self._idle_replies(conn, len(idle)))
+                if self._stopping:  # asked while they were sent: no wait
+                    raise StopRequested()
+            job_id, peeked = conn.read_response(), PEEK_HANDED.receive(conn, peek)
+        except BaseException as exc:
+            conn.disconnect()  # a reply may be left unread
+            if self._idle_writes and not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+                self._idle_written([])  # sent on a connection that works: Redis applies them
             raise
         if not job_id:
             if peeked:  # a job left in the list by a lost reply: it goes back
@@ -398,18 +419,15 @@ class Worker(FencingWorker):
             return None
         return self._claimed(job_id, queue, peeked[1])
 
-    def _idle_replies(self, conn: AbstractConnection, count: int) -> None:
-        """Read the replies to the ``count`` idle writes sent ahead of a wait (they come at once); an error
-        among them is logged, and what was held is not written again."""
+    def _idle_replies(self, conn: AbstractConnection, count: int) -> list:
+        """Read the replies to the ``count`` idle writes sent ahead of a wait (they come at once); the errors."""
         errors = []
         for _ in range(count):
             try:
                 conn.read_response()
             except redis.ResponseError as exc:
                 errors.append(exc)
-        self._idle_written()
-        if errors:
-            self.log.error("Worker %s: could not record its counts: %s", self.name, errors[0])
+        return errors
 
     def _claimed(self, job_id: str, queue: Queue, fields: list) -> tuple[Job, Queue] | None:
         """The job BLMOVE handed to this worker, with the ``fields`` of its hash, moved into its (empty)
@@ -1140,7 +1158,8 @@ class Worker(FencingWorker):
         if self._start_timer is not None:
             self._start_timer.stop()
         try:
-            self._write_idle()
+            if self._totals.held or self._idle_writes:
+                self._write_idle()
         except Exception:
             self.log.exception("Worker %s: could not record the counts it held", self.name)
         try:  # the jobs it holds, and any claim whose reply was lost on the way
