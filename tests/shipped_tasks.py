@@ -47,3 +47,13 @@ def plain_scale(x, factor=2):
 def plain_described(self, x):
     """A plain function for ``bind=True``: what the worker's task is called and was given."""
     return {"x": x, "name": self.name, "queue": self.request.queue, "max_retries": self.max_retries}
+
+
+@tasklab.task
+def stops_its_worker():
+    """Asks the worker running it for a warm shutdown (SIGTERM, as a pool's stop sends), then returns."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    return "finished"

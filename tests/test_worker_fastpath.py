@@ -451,6 +451,17 @@ def test_warm_shutdown_finishes_the_job_and_leaves_the_next_queued(lab):
     assert fetch(lab, second).worker_name != first_worker
 
 
+def test_a_warm_shutdown_lets_a_task_run_with_its_start_unwritten_finish(lab):
+    """A SIGTERM while a short task runs, its start unwritten: the task finishes and its success is recorded,
+    then the worker leaves (RQ's warm shutdown), as for a task whose start is written."""
+    pool = lab.workers(1, queues=[FAST])
+    first = pool.processes[0]
+    result = shipped_tasks.stops_its_worker.apply_async(queue=FAST)
+    assert result.get(timeout=15) == "finished"
+    assert fetch(lab, result.id).worker_name == first.name
+    wait_for(lambda: not first.alive(), 10, "the worker asked to stop to leave")
+
+
 def test_worker_job_reads_a_job_hash_as_rq_does(lab):
     """The worker's Job class parses dates its own (faster) way and reuses registries: same job."""
     queue = lab.queue(FAST)

@@ -700,6 +700,8 @@ class Worker(FencingWorker):
         started = execution.created_at
         job.worker_name, job.last_heartbeat, job.started_at = self.name, started, started
         job._status = JobStatus.STARTED  # here; in Redis it stays queued until its outcome
+        # Busy here (not in Redis): a stop request while it runs lets it finish (RQ's warm shutdown).
+        set_state_locally(self, WorkerStatus.BUSY)
         job._tl_start = UNWRITTEN  # type: ignore[attr-defined]
         job._tl_execution = execution  # type: ignore[attr-defined]
         self._hook(job, execution)
