@@ -140,12 +140,19 @@ def test_a_forked_child_makes_other_execution_ids_than_its_parent():
 
 @pytest.mark.parametrize("value", [None, 42, {"a": [1, 2]}])
 @pytest.mark.parametrize("ttl", [86400, -1, None])
-def test_save_success_and_end_execution_queue_what_rqs_finish_queues(lab, value, ttl):
-    """rq_private.save_success stands for Result(...).save, and end_execution for RQ's
-    cleanup_execution: the same commands."""
+def test_save_success_and_end_execution_queue_what_rqs_finish_queues(lab, monkeypatch, value, ttl):
+    """rq_private.save_success stands for Result(...).save, add_finished for FinishedJobRegistry.add, and
+    end_execution for RQ's cleanup_execution: the same commands."""
+    from types import SimpleNamespace
+
+    from rq import registry
     from rq.executions import Execution, cleanup_execution
     from rq.job import Job
+    from rq.registry import FinishedJobRegistry
     from rq.results import Result
+
+    monkeypatch.setattr(registry, "current_timestamp", lambda: 1796000000)  # the same second for both
+    monkeypatch.setattr(rq_private, "time", SimpleNamespace(time=lambda: 1796000000.5))
 
     from tasklab.code.serialization import ResultSerializer
 
@@ -166,10 +173,14 @@ def test_save_success_and_end_execution_queue_what_rqs_finish_queues(lab, value,
                         worker_name="w1", execution_id="e1", execution_started_at=started, execution_ended_at=ended,
                         serializer=ResultSerializer)  # fmt: skip
         result.save(ttl=ttl, pipeline=pipe)
+        if ttl is not None:
+            FinishedJobRegistry(job.origin, connection=lab.connection).add(job, ttl, pipe)
         cleanup_execution(Worker(), job, pipe, execution)
 
     def ours(pipe):
         rq_private.save_success(job, value, ttl, pipe, "w1", "e1", started, ended)
+        if ttl is not None:
+            rq_private.add_finished(job, ttl, pipe)
         rq_private.end_execution(job, execution, pipe)
 
     theirs_commands, ours_commands = queued(rqs), queued(ours)

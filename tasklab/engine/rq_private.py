@@ -17,6 +17,7 @@ import datetime
 import os
 import random
 import re
+import time
 import zlib
 from base64 import b64encode
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from rq import worker_registration
 from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution, ExecutionRegistry
 from rq.job import Job
+from rq.registry import FinishedJobRegistry
 from rq.results import Result
 from rq.scheduler import RQScheduler
 from rq.utils import now, parse_composite_key, utcformat
@@ -250,6 +252,14 @@ def save_success(
             pipeline.execute_command("PERSIST", key)
         else:
             pipeline.execute_command("EXPIRE", key, ttl)
+
+
+def add_finished(job: Job, ttl: int, pipeline: Pipeline) -> None:
+    """Queue on ``pipeline`` what ``FinishedJobRegistry.add(job, ttl)`` writes (its ``ZADD``, by RQ's key layout),
+    without building the registry object on each job. ``tests/test_rq_private.py`` compares the two."""
+    score: int | str = ttl if ttl < 0 else int(time.time()) + ttl
+    pipeline.execute_command("ZADD", FinishedJobRegistry.key_template.format(job.origin),
+                             "+inf" if score == -1 else score, job.id)  # fmt: skip
 
 
 def end_execution(job: Job, execution: Execution, pipeline: Pipeline) -> None:

@@ -240,15 +240,11 @@ class Worker(FencingWorker):
         else:
             self._write_idle()
 
-    def _idle_commands(self) -> list[tuple]:
-        """What going idle writes: the counts held, and the idle state unless it is written already."""
-        with self.connection.pipeline(transaction=False) as pipe:
-            self._totals.write(pipe, self.key)
-            if self._stored_state != WorkerStatus.IDLE:
-                state_write(pipe, self, WorkerStatus.IDLE)
-            commands = commands_of(pipe)
-            pipe.reset()
-        return commands
+    def _queue_idle(self, pipe: Pipeline) -> None:
+        """Queue on ``pipe`` what going idle writes: the counts held, and the idle state unless it is written."""
+        self._totals.write(pipe, self.key)
+        if self._stored_state != WorkerStatus.IDLE:
+            state_write(pipe, self, WorkerStatus.IDLE)
 
     def _idle_written(self, errors: list) -> None:
         """The idle writes were applied; those Redis refused (``errors``: a key of the wrong type) are logged,
@@ -265,12 +261,10 @@ class Worker(FencingWorker):
         if not self._totals.held and self._stored_state == WorkerStatus.IDLE:
             self._idle_written([])
             return
-        commands = self._idle_commands()
 
         def send() -> list:
             with self.connection.pipeline(transaction=False) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
+                self._queue_idle(pipe)
                 return pipe.execute(raise_on_error=False)
 
         replies = self.riding_out(send, "it records its counts")
@@ -387,7 +381,12 @@ class Worker(FencingWorker):
         handed = handed_key(self.name)
         peek = [1, handed, self.job_class.redis_job_namespace_prefix]
         # Going idle (see _idle), its writes go first, in the same round trip: the worker waits at once.
-        idle = self._idle_commands() if self._idle_writes else []
+        idle: list[tuple] = []
+        if self._idle_writes:
+            with self.connection.pipeline(transaction=False) as pipe:
+                self._queue_idle(pipe)
+                idle = commands_of(pipe)
+                pipe.reset()
         try:
             conn.send_packed_command(
                 [*(pack(*command) for command in idle), pack("BLMOVE", queue.key, handed, "LEFT", "RIGHT", block),

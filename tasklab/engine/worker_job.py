@@ -14,7 +14,6 @@ are RQ's.
 from __future__ import annotations
 
 import datetime
-import time
 from typing import Any
 
 from redis.client import Pipeline
@@ -26,7 +25,7 @@ from ..code.serialization import Serializer
 from .execution import execute_task
 from .queue import TaskJob
 from .refusal import allowed_callback
-from .rq_private import return_value, save_success, utc_stamp
+from .rq_private import add_finished, return_value, save_success, utc_stamp
 from .transaction import HSET_IF_EXISTS
 
 #: The function every tasklab job names (see :mod:`tasklab.client.submit`).
@@ -163,7 +162,5 @@ class WorkerJob(TaskJob):
             pipeline.execute_command(HSET_IF_EXISTS, self.key, *changed)
         save_success(self, return_value(self), result_ttl, pipeline, worker_name, execution_id,
                      execution_started_at, execution_ended_at)  # fmt: skip
-        if result_ttl != 0:  # RQ's FinishedJobRegistry.add, without its registry object
-            score: int | str = result_ttl if result_ttl < 0 else int(time.time()) + result_ttl
-            registry = FinishedJobRegistry.key_template.format(self.origin)
-            pipeline.execute_command("ZADD", registry, "+inf" if score == -1 else score, self.id)
+        if result_ttl != 0:
+            add_finished(self, result_ttl, pipeline)
