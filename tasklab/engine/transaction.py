@@ -31,6 +31,7 @@ from typing import Any
 import hiredis
 import redis
 from redis.client import Pipeline
+from redis.commands import CoreCommands
 from redis.connection import AbstractConnection
 
 from ..errors import TaskLabError
@@ -195,6 +196,38 @@ class Fenced(TaskLabError):
 class HasDependents(TaskLabError):
     """Raised in a worker when a transaction fenced by :data:`FENCE_SOLE` was not applied because the
     job has dependents: nothing was written, and the job is still the worker's claim."""
+
+
+class Commands(CoreCommands):
+    """Commands queued for one script call (see :meth:`tasklab.engine.worker.Worker._execute`), by the same
+    methods as on a redis-py pipeline (``hset``, ``expire``, ``execute_command``...), which RQ's functions and
+    tasklab's call; without the pipeline's connection pool and state, which such a call does not use. A
+    worker queues a job's commit on one. :meth:`pipeline` gives them to a redis-py pipeline, for a call too
+    large for a script."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.command_stack: list[tuple[tuple, dict]] = []  # as a pipeline's (see rq_private.queued_commands)
+
+    def execute_command(self, *args: Any, **options: Any) -> Commands:
+        self.command_stack.append((args, options))
+        return self
+
+    def reset(self) -> None:
+        self.command_stack = []
+
+    def __enter__(self) -> Commands:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.reset()
+
+    def pipeline(self) -> Pipeline:
+        """A redis-py pipeline (MULTI/EXEC) of the client, with these commands queued on it; none are left here."""
+        pipe = self.client.pipeline()
+        for args, options in take_queued_commands(self):
+            pipe.execute_command(*args, **options)
+        return pipe
 
 
 def pack(*args: Any) -> bytes:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import sys
 import threading
 import time
 from collections import deque
 from typing import Any
 
 import redis
+import rq
 from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.connection import AbstractConnection
@@ -70,6 +72,7 @@ from .transaction import (
     FENCE_CLAIM,
     FENCE_QUEUED,
     FENCE_SOLE,
+    Commands,
     Fenced,
     HasDependents,
     checked,
@@ -278,7 +281,7 @@ class Worker(FencingWorker):
 
     # -- the counts of finished jobs, held for a moment --
 
-    def _commit_totals(self, job: Job, pipe: Pipeline, write: bool) -> None:
+    def _commit_totals(self, job: Job, pipe: Pipeline | Commands, write: bool) -> None:
         """Queue the writes a success left (:func:`~tasklab.engine.execution.finish_writes`) on
         ``pipe``, with the job's counts (tasklab's and RQ's) held in :attr:`_totals`, or, with
         ``write`` or once they are :data:`~tasklab.defaults.TOTALS_HELD` seconds old, written with
@@ -591,7 +594,7 @@ class Worker(FencingWorker):
             self._transaction_connection = connection
         return self._transaction_connection
 
-    def _execute(self, pipe: Pipeline, claim: bool = False) -> list:
+    def _execute(self, pipe: Pipeline | Commands, claim: bool = False) -> list:
         """Run the commands RQ's functions queued on ``pipe`` atomically; their replies, errors
         included, and with ``claim`` the reply of the next job's claim after them. The next job held,
         if any, is read meanwhile (:meth:`_read_ahead`).
@@ -608,7 +611,7 @@ class Worker(FencingWorker):
         call, expected = self._script_call(commands, claim)
         packed = TRANSACTION.packed(call)
         if not fits(commands, packed):
-            replies = execute_plainly(pipe, raise_on_error=False)
+            replies = execute_plainly(pipe.pipeline() if isinstance(pipe, Commands) else pipe, raise_on_error=False)
             return [*replies, False] if claim else replies
         pipe.reset()
         meanwhile = self._read_ahead if self._held and self._next_job is None else None
@@ -854,6 +857,44 @@ class Worker(FencingWorker):
             self._start_fenced(job)
             raise
 
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        """RQ's, in fewer steps for a job run with its start unwritten (:meth:`_perform_short`)."""
+        if getattr(job, "_tl_start", None) != UNWRITTEN or job.timeout != -1 or job._success_callback_name:
+            return super().perform_job(job, queue, execution)
+        return self._perform_short(job, queue, execution)
+
+    def _perform_short(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        """RQ's ``perform_job`` and ``_finalize_success``, the same steps in the same order, for a job run
+        with its start unwritten: a tasklab task (its time limits are its own, and its RQ timeout -1 sets
+        none), with no success callback and no webhooks (see :meth:`_may_leave_start_unwritten`): so
+        without RQ's timeout, callback and webhook steps, which would do nothing. Its line at the end is
+        written only when it would be shown (``--log-level DEBUG``: see :class:`JobLinesAtDebug`)."""
+        debug = self.log.isEnabledFor(logging.DEBUG)
+        try:
+            self.prepare_job_execution(job, len(self.queues) == 1)
+            job.started_at = now()
+            if debug:
+                self.log.debug("Worker %s: performing job %s ...", self.name, job.id)
+            return_value = job.perform()
+            if debug:
+                self.log.debug("Worker %s: finished performing job %s", self.name, job.id)
+            self.handle_execution_ended(job, queue, job.success_callback_timeout)
+            job._result = return_value
+            if isinstance(return_value, rq.Retry):
+                self.handle_job_retry(job=job, queue=queue, retry=return_value,
+                                      started_job_registry=queue.started_job_registry, execution=execution)  # fmt: skip
+                return True
+            job._status = JobStatus.FINISHED
+            self.handle_job_success(job, queue, queue.started_job_registry, execution)
+            if debug:
+                self.log.debug("Worker %s: %s: %s (%s)", self.name, green(job.origin), blue("Job OK"), job.id)
+                if return_value is not None:
+                    self.log.debug("Worker %s: result: %r", self.name, return_value)
+        except:  # noqa: E722  # as RQ's: whatever the job raised is its failure
+            self._finalize_failure(job, queue, execution, sys.exc_info())
+            return False
+        return True
+
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         if self._started_job_id != job.id:
             super().prepare_job_execution(job, remove_from_intermediate_queue)
@@ -1015,7 +1056,7 @@ class Worker(FencingWorker):
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         take_next, claim = self._takes_next(job, take_next)
         job._tl_start_skipped = True  # type: ignore[attr-defined]  # its event says where it ran
-        with self.connection.pipeline() as pipe:
+        with Commands(self.connection) as pipe:
             pipe.execute_command(FENCE_SOLE, claimed_key(self.name), job.id, job.key, job.dependents_key)
             reads_next = not claim and self._reads_next_status(pipe, take_next)  # else the claim reads the flag
             if take_next:
@@ -1080,7 +1121,7 @@ class Worker(FencingWorker):
         self._claim_batch = goes_on
         return goes_on, goes_on and not self._holds_jobs()
 
-    def _reads_next_status(self, pipe: Pipeline, take_next: bool) -> bool:
+    def _reads_next_status(self, pipe: Pipeline | Commands, take_next: bool) -> bool:
         """Queue on a success's commit that claims nothing the read of the suspension flag, and of the status
         of the next job the worker holds, if it goes straight on to it and has held it longer than
         :data:`~tasklab.defaults.START_WRITTEN_AFTER` (see :meth:`_keep_held`); whether that status is read.
@@ -1108,7 +1149,7 @@ class Worker(FencingWorker):
         except (redis.ConnectionError, redis.TimeoutError):
             self.connection_lost()  # they go back once Redis answers (see _wait_for_job)
 
-    def _send_commit(self, job: Job, pipe: Pipeline, claim: bool) -> list | None:
+    def _send_commit(self, job: Job, pipe: Pipeline | Commands, claim: bool) -> list | None:
         """Send a success's commit (see :meth:`_execute`); its replies, or ``None`` if its fence stopped
         it: the job was settled or revoked meanwhile (see :meth:`_fenced`)."""
         try:
